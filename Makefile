@@ -1,0 +1,51 @@
+# Tailor: two commands on a fresh clone — `make demo` and `make test`. Both set up first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tailor-setup
+UV_VERSION := 0.13.9
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-all lint demo up down status lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv with the pinned environment (idempotent; seconds when done)
+
+# Re-runs only when the lock or the project metadata changed.
+$(STAMP): requirements/lock.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements/lock.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	$(BIN)/tailor init
+	@touch $@
+
+test: setup  ## run the default test suite (slow suites deselected)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup  ## every suite, slow ones included
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup  ## ruff, including Airflow's AIR rules
+	$(BIN)/ruff check .
+
+demo: setup  ## the main job on the embedded default
+	$(BIN)/tailor demo
+
+up: setup  ## start Airflow and MLflow on 127.0.0.1
+	$(BIN)/tailor up
+
+down:  ## stop everything Tailor started
+	@if [ -x $(BIN)/tailor ]; then $(BIN)/tailor down; else echo "nothing to stop"; fi
+
+status: setup  ## what runs, where
+	$(BIN)/tailor status
+
+lock: setup  ## re-resolve requirements/requirements.in into requirements/lock.txt
+	$(BIN)/uv pip compile requirements/requirements.in -o requirements/lock.txt --python-version 3.11 --no-header
+
+clean:  ## remove runtime state (var/), keeps data/ and .venv
+	rm -rf var

@@ -1,0 +1,51 @@
+"""Regenerate the synthetic fashion world that the demo malls serve (the embedded default).
+
+Wiring only: each task calls one ``pipelines`` function and passes paths through XCom.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+DEMO_WORLD = Asset("tailor://demo-world")
+
+
+@dag(
+    dag_id="demo_world",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["tailor", "synth"],
+    params={
+        "seed": Param(0, type="integer", description="same seed and options give the same bytes"),
+        "products": Param(240, type="integer", minimum=10),
+        "scenes": Param(200, type="integer", minimum=0),
+        "out": Param("", type="string", description="output directory; empty = settings' demo world"),
+    },
+    doc_md=__doc__,
+)
+def demo_world():
+    @task(retries=2)
+    def generate(params: dict | None = None) -> str:
+        from pathlib import Path
+
+        from pipelines.settings import get_settings
+        from pipelines.synth import WorldConfig, generate_world
+
+        out = Path(params["out"]) if params["out"] else get_settings().demo_world_dir
+        cfg = WorldConfig(seed=params["seed"], n_products=params["products"], n_scenes=params["scenes"])
+        return str(generate_world(out, cfg))
+
+    @task(outlets=[DEMO_WORLD])
+    def contact_sheet(world: str) -> str:
+        from pathlib import Path
+
+        from pipelines.synth import preview
+
+        return str(preview(Path(world), Path(world) / "preview.png"))
+
+    contact_sheet(generate())
+
+
+demo_world()

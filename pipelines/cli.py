@@ -1,0 +1,216 @@
+"""The ``tailor`` command line. Every stage is a thin wrapper over a ``pipelines`` function,
+the same function the Airflow DAGs call. Heavy modules are imported inside commands so
+``tailor --help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.settings import get_settings
+
+app = typer.Typer(
+    help="Tailor: an MLOps data platform for fashion visual search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+synth_app = typer.Typer(help="Generate and inspect the synthetic fashion world (the embedded default).")
+mall_app = typer.Typer(help="Demo shopping malls served on loopback.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+app.add_typer(mall_app, name="mall")
+app.add_typer(bench_app, name="bench")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+# --------------------------------------------------------------------------- project
+@app.command("settings")
+def settings_cmd() -> None:
+    """Print the resolved settings (every value can be overridden with TAILOR_<NAME>)."""
+    typer.echo(json.dumps(get_settings().model_dump(mode="json"), indent=2))
+
+
+@app.command("init")
+def init_cmd() -> None:
+    """Create runtime directories and make sure DVC tracks data/ (idempotent)."""
+    from pipelines import versioning
+
+    s = get_settings()
+    s.ensure_dirs()
+    dvc_file = versioning.ensure_initialised(s)
+    typer.echo(f"data tree {s.data_dir} tracked by {dvc_file} (version {versioning.data_hash(s)})")
+
+
+@app.command("up")
+def up_cmd(
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="airflow, mlflow, malls; repeatable")] = None,
+) -> None:
+    """Start Airflow (standalone) and the MLflow server on 127.0.0.1; harmless when running."""
+    from pipelines import services
+
+    names = service or ["airflow", "mlflow"]
+    unknown = set(names) - set(services.services())
+    if unknown:
+        _fail(f"unknown service(s) {sorted(unknown)}; choose from {sorted(services.services())}")
+    for name in names:
+        typer.echo(f"starting {name} ...")
+        try:
+            info = services.start(name)
+        except RuntimeError as exc:
+            _fail(str(exc))
+        typer.echo(f"{name}: {'started' if info['started'] else 'already running'} at {info['url']} (pid {info['pid']})")
+    typer.echo(services.describe())
+
+
+@app.command("down")
+def down_cmd(
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="default: all")] = None,
+) -> None:
+    """Stop the services Tailor started; harmless when nothing runs."""
+    from pipelines import services
+
+    for name in service or list(services.services()):
+        stopped = services.stop(name)
+        typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """Show which services run, their URLs and logs."""
+    from pipelines import services
+
+    typer.echo(services.describe())
+
+
+# --------------------------------------------------------------------------- synth
+@synth_app.callback(invoke_without_command=True)
+def synth_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="output directory (default: the demo world)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed: same seed and options, same bytes")] = 0,
+    products: Annotated[int, typer.Option(help="number of catalog products")] = 240,
+    scenes: Annotated[int, typer.Option(help="number of street scenes")] = 200,
+    long_tail: Annotated[float, typer.Option(help="Zipf exponent of category frequencies")] = 1.1,
+    label_noise: Annotated[float, typer.Option(help="share of products with a wrong listed label")] = 0.03,
+    broken_rate: Annotated[float, typer.Option(help="share of product image files written broken")] = 0.02,
+    workers: Annotated[int, typer.Option(help="worker processes (output does not depend on it)")] = 1,
+) -> None:
+    """Generate a deterministic synthetic fashion world with ground truth for all four models."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipelines.synth import WorldConfig, generate_world
+
+    cfg = WorldConfig(seed=seed, n_products=products, n_scenes=scenes, long_tail=long_tail,
+                      label_noise=label_noise, broken_rate=broken_rate, workers=workers)
+    target = out or get_settings().demo_world_dir
+    try:
+        path = generate_world(target, cfg)
+    except ValueError as exc:
+        _fail(str(exc))
+    counts = json.loads((path / "world.json").read_text())["counts"]
+    typer.echo(f"world written to {path}: {json.dumps(counts, sort_keys=True)}")
+
+
+@synth_app.command("preview")
+def synth_preview_cmd(
+    world: Annotated[Path | None, typer.Option(help="world directory (default: the demo world)")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: WORLD/preview.png)")] = None,
+    n: Annotated[int, typer.Option(help="number of tiles")] = 16,
+) -> None:
+    """Write a contact sheet with ground truth drawn on, to check the world by eye."""
+    from pipelines.synth import preview
+
+    world = world or get_settings().demo_world_dir
+    if not (world / "world.json").exists():
+        _fail(f"{world} is not a generated world (no world.json); run `tailor synth --out {world}` first")
+    png = preview(world, out or world / "preview.png", n=n)
+    typer.echo(f"contact sheet: {png}")
+
+
+# --------------------------------------------------------------------------- malls
+@mall_app.command("serve")
+def mall_serve_cmd(
+    world: Annotated[Path | None, typer.Option(help="world to build the demo malls from (default: demo world)")] = None,
+    photos: Annotated[Path | None, typer.Option(help="folder of photos for a real-photo mall")] = None,
+    labels: Annotated[Path | None, typer.Option(help="labels CSV for --photos (columns image,label)")] = None,
+    base_port: Annotated[int | None, typer.Option(help="first port; malls take consecutive ports")] = None,
+    faults: Annotated[bool, typer.Option(help="switch every fault type on")] = False,
+    seed: Annotated[int, typer.Option(help="seed for product split and fault selection")] = 0,
+) -> None:
+    """Serve the demo malls (JSON-LD, microdata/OpenGraph, CSS-only, optional photo mall) until Ctrl-C."""
+    from pipelines.malls import serve_forever
+
+    s = get_settings()
+    world = world or s.demo_world_dir
+    if world and not (world / "world.json").exists():
+        _fail(f"{world} is not a generated world; run `tailor synth --out {world}` first")
+    if photos is not None and labels is None:
+        labels = photos / "labels.csv"
+    serve_forever(world=world, photos=photos, labels=labels, host=s.host,
+                  base_port=base_port if base_port is not None else s.mall_base_port,
+                  faults=faults, seed=seed)
+
+
+# --------------------------------------------------------------------------- benchmarks
+@bench_app.command("synth")
+def bench_synth_cmd(
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    products: Annotated[int, typer.Option()] = 240,
+    scenes: Annotated[int, typer.Option()] = 200,
+) -> None:
+    """Time world generation and print images/s."""
+    import tempfile
+
+    from pipelines.synth import WorldConfig
+    from pipelines.synth.world import benchmark
+
+    cfg = WorldConfig(n_products=products, n_scenes=scenes, workers=workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = benchmark(Path(tmp) / "world", cfg)
+    typer.echo(f"synth: {res['images']} images in {res['seconds']:.1f} s = {res['images_per_s']:.1f} images/s "
+               f"(workers={workers})")
+
+
+# --------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(
+    seed: Annotated[int, typer.Option(help="seed of the demo world")] = 0,
+    skip_services: Annotated[bool, typer.Option(help="only generate the world")] = False,
+) -> None:
+    """Run the embedded default: generate the demo world, serve the malls, start Airflow and MLflow, print URLs."""
+    from pipelines import services, versioning
+    from pipelines.synth import WorldConfig, generate_world, preview
+
+    s = get_settings()
+    s.ensure_dirs()
+    versioning.ensure_initialised(s)
+    world = s.demo_world_dir
+    typer.echo(f"[1/3] synthetic world -> {world}")
+    generate_world(world, WorldConfig(seed=seed))
+    sheet = preview(world, world / "preview.png")
+    typer.echo(f"      contact sheet: {sheet}")
+    if skip_services:
+        return
+    typer.echo("[2/3] demo malls, MLflow, Airflow (first Airflow start migrates its DB: ~1 min)")
+    for name in ("malls", "mlflow", "airflow"):
+        try:
+            info = services.start(name, s)
+        except RuntimeError as exc:
+            _fail(str(exc))
+        typer.echo(f"      {name}: {'started' if info['started'] else 'already running'} ({info['url']})")
+    typer.echo("[3/3] ready:")
+    typer.echo(services.describe(s))
+    typer.echo("Demo malls: " + ", ".join(s.url(s.mall_base_port + i) for i in range(3)))
+    typer.echo("Stop everything with `make down`.")
+
+
+if __name__ == "__main__":
+    app()

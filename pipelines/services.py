@@ -1,0 +1,245 @@
+"""Start and stop the embedded default's long-running services on loopback.
+
+``tailor up`` starts ``airflow standalone`` (SQLite + LocalExecutor, dags folder ``dags/``,
+examples off) and an ``mlflow server``; ``tailor mall serve`` can run the demo malls in the
+background the same way. Each service runs detached in its own process group with a pid
+file and a log under ``var/run``; starting a running service or stopping a stopped one is
+a no-op, and a port held by some other process is reported instead of silently reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from pipelines.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Service:
+    """One background process: how to launch it and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    port: int
+    health_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 240.0
+
+    def pid_file(self, s: Settings) -> Path:
+        return Path(s.run_dir) / f"{self.name}.pid"  # type: ignore[arg-type]
+
+    def log_file(self, s: Settings) -> Path:
+        return Path(s.run_dir) / f"{self.name}.log"  # type: ignore[arg-type]
+
+
+def _bin(name: str) -> str:
+    """Path of a console script installed next to the running interpreter (the venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def airflow_env(s: Settings) -> dict[str, str]:
+    """Environment that points Airflow at the project (also used by tests and the CLI)."""
+    port = s.airflow_port
+    return {
+        "AIRFLOW_HOME": str(s.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(s.dags_dir),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": s.host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://{s.host}:{port}",
+        # Task processes talk back to the api-server: keep that on the same loopback port.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{s.host}:{port}/execution/",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # The project's own packages must import in task processes.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(s.root), os.environ.get("PYTHONPATH")])),
+        "TAILOR_ROOT": str(s.root),
+        "MLFLOW_TRACKING_URI": str(s.mlflow_tracking_uri),
+    }
+
+
+def airflow_password_file(s: Settings) -> Path:
+    """Where ``airflow standalone`` writes the generated admin password."""
+    return Path(s.airflow_home) / "simple_auth_manager_passwords.json.generated"  # type: ignore[arg-type]
+
+
+def services(s: Settings | None = None) -> dict[str, Service]:
+    """The services ``tailor up`` knows, by name."""
+    s = s or get_settings()
+    return {
+        "airflow": Service(
+            name="airflow",
+            argv=[_bin("airflow"), "standalone"],
+            port=s.airflow_port,
+            health_path="/api/v2/monitor/health",
+            env=airflow_env(s),
+        ),
+        "mlflow": Service(
+            name="mlflow",
+            argv=[
+                _bin("mlflow"), "server",
+                "--host", s.host, "--port", str(s.mlflow_port),
+                "--backend-store-uri", str(s.mlflow_tracking_uri),
+                "--artifacts-destination", str(s.mlflow_artifacts_dir),
+                "--workers", "1",
+            ],
+            port=s.mlflow_port,
+            health_path="/health",
+        ),
+        "malls": Service(
+            name="malls",
+            argv=[_bin("tailor"), "mall", "serve", "--world", str(s.demo_world_dir)],
+            port=s.mall_base_port,
+            health_path="/robots.txt",
+            env={"TAILOR_ROOT": str(s.root)},
+        ),
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); treat it as dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_pid(svc: Service, s: Settings) -> int | None:
+    try:
+        pid = int(svc.pid_file(s).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _healthy(svc: Service, s: Settings) -> bool:
+    try:
+        r = httpx.get(s.url(svc.port, svc.health_path), timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return r.status_code < 500
+
+
+def status(s: Settings | None = None) -> dict[str, dict]:
+    """Per service: pid (or None), whether its health endpoint answers, and its URL."""
+    s = s or get_settings()
+    out = {}
+    for name, svc in services(s).items():
+        pid = _read_pid(svc, s)
+        out[name] = {
+            "pid": pid,
+            "healthy": bool(pid) and _healthy(svc, s),
+            "url": s.url(svc.port),
+            "log": str(svc.log_file(s)),
+        }
+    return out
+
+
+def start(name: str, s: Settings | None = None, wait: bool = True) -> dict:
+    """Start one service detached unless it already runs; wait until its health check passes.
+
+    Raises RuntimeError naming the problem when the port is held by another process, the
+    process dies during start-up (the log's tail is included) or start-up times out.
+    """
+    s = s or get_settings()
+    s.ensure_dirs()
+    svc = services(s)[name]
+    pid = _read_pid(svc, s)
+    if pid is None:
+        if port_in_use(s.host, svc.port):
+            raise RuntimeError(
+                f"{name}: port {s.host}:{svc.port} is already in use by a process Tailor did not "
+                f"start; stop it or set TAILOR_{name.upper()}_PORT"
+            )
+        # Child processes (airflow standalone spawns `airflow ...`) must find the venv's tools.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, **svc.env, "PATH": path}
+        log = svc.log_file(s).open("ab")
+        proc = subprocess.Popen(
+            svc.argv, env=env, cwd=s.root, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,  # own process group: clean stop
+        )
+        svc.pid_file(s).write_text(str(proc.pid))
+        pid = proc.pid
+        started = True
+    else:
+        started = False
+    if wait:
+        deadline = time.monotonic() + svc.startup_timeout_s
+        while not _healthy(svc, s):
+            if not _pid_alive(pid):
+                tail = svc.log_file(s).read_text(errors="replace")[-3000:]
+                svc.pid_file(s).unlink(missing_ok=True)
+                raise RuntimeError(f"{name} exited during start-up; log tail:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not healthy after {svc.startup_timeout_s:.0f}s; see {svc.log_file(s)}")
+            time.sleep(1.0)
+    return {"name": name, "pid": pid, "started": started, "url": s.url(svc.port)}
+
+
+def stop(name: str, s: Settings | None = None, timeout_s: float = 30.0) -> bool:
+    """Stop one service's whole process group; returns False when it was not running."""
+    s = s or get_settings()
+    svc = services(s)[name]
+    pid = _read_pid(svc, s)
+    svc.pid_file(s).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return True
+            time.sleep(0.2)
+    return True
+
+
+def describe(s: Settings | None = None) -> str:
+    """Human-readable URLs and credentials location for the running services."""
+    s = s or get_settings()
+    lines = []
+    st = status(s)
+    for name, info in st.items():
+        state = "up" if info["healthy"] else ("starting" if info["pid"] else "down")
+        lines.append(f"{name:8s} {state:8s} {info['url']}   (log: {info['log']})")
+    pw = airflow_password_file(s)
+    if pw.exists():
+        try:
+            users = json.loads(pw.read_text())
+            who = ", ".join(users)
+        except (ValueError, OSError):
+            who = "admin"
+        lines.append(f"Airflow login: user(s) {who}; password in {pw}")
+    else:
+        lines.append(f"Airflow admin password will be written to {pw}")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""`tailor up` / `tailor down` against the real servers on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from pipelines import services
+from pipelines.settings import PROJECT_ROOT, Settings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture()
+def isolated(tmp_path, monkeypatch) -> Settings:
+    """Settings whose state and ports are private to this test, exported for the CLI too."""
+    env = {
+        "TAILOR_VAR_DIR": str(tmp_path / "var"),
+        "TAILOR_MLFLOW_DIR": str(tmp_path / "mlflow"),
+        "TAILOR_AIRFLOW_PORT": str(free_port()),
+        "TAILOR_MLFLOW_PORT": str(free_port()),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    yield s
+    for name in ("airflow", "mlflow"):
+        services.stop(name, s)
+
+
+def _tailor(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, env=os.environ.copy(), timeout=400)
+
+
+def test_up_twice_then_down_twice(isolated: Settings) -> None:
+    s = isolated
+    first = _tailor("up")
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert f"http://127.0.0.1:{s.airflow_port}" in first.stdout
+    assert "simple_auth_manager_passwords.json.generated" in first.stdout
+
+    # The Airflow REST API answers with the project's DAGs (dags folder = dags/, no examples).
+    users = json.loads(services.airflow_password_file(s).read_text())
+    token = httpx.post(s.url(s.airflow_port, "/auth/token"),
+                       json={"username": "admin", "password": users["admin"]}, timeout=30).json()["access_token"]
+    dag_ids: list[str] = []
+    for _ in range(60):  # the dag-processor parses dags/ shortly after start-up
+        r = httpx.get(s.url(s.airflow_port, "/api/v2/dags"), headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        dag_ids = [d["dag_id"] for d in r.json()["dags"]]
+        if "demo_world" in dag_ids:
+            break
+        time.sleep(2)
+    assert "demo_world" in dag_ids and not any(d.startswith("example_") for d in dag_ids)
+    assert httpx.get(s.url(s.mlflow_port, "/health"), timeout=10).text.strip() == "OK"
+
+    pids = {n: info["pid"] for n, info in services.status(s).items() if info["pid"]}
+    second = _tailor("up")
+    assert second.returncode == 0 and second.stdout.count("already running") == 2
+    assert {n: info["pid"] for n, info in services.status(s).items() if info["pid"]} == pids
+
+    down = _tailor("down")
+    assert down.returncode == 0 and "airflow: stopped" in down.stdout
+    assert not services.port_in_use(s.host, s.airflow_port)
+    assert not services.port_in_use(s.host, s.mlflow_port)
+    again = _tailor("down")
+    assert again.returncode == 0 and "airflow: not running" in again.stdout
+
+
+def test_port_taken_by_a_stranger_is_reported(isolated: Settings) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((isolated.host, isolated.mlflow_port))
+        sock.listen()
+        with pytest.raises(RuntimeError, match="already in use by a process Tailor did not start"):
+            services.start("mlflow", isolated)
