@@ -1,0 +1,40 @@
+"""Tailor's model definitions behind one factory, timm-style.
+
+Each model module registers a builder with :func:`register`; callers build by name with
+:func:`create` (``create("tagger", config)``) and list what exists with
+:func:`list_models`. Builders take one config mapping so DAGs and the CLI can pass
+resolved configuration straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_REGISTRY: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[Mapping[str, Any]], Any]], Callable[[Mapping[str, Any]], Any]]:
+    """Decorator: register ``fn(config) -> model`` under ``name`` (names are unique)."""
+
+    def deco(fn: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name].__module__}")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str, config: Mapping[str, Any] | None = None) -> Any:
+    """Build the model registered as ``name`` from ``config``; unknown names list the known ones."""
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {list_models() or 'none yet'}") from None
+    return builder(dict(config or {}))

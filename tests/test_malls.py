@@ -36,8 +36,6 @@ from pipelines.malls.markup import CSS_SELECTORS
 from pipelines.malls.testing import make_fake_world, running_malls, shared_photos_dir
 from pipelines.settings import PROJECT_ROOT
 
-pytest_plugins = ["pipelines.malls.testing"]
-
 TIMEOUT = 10
 
 
@@ -75,7 +73,8 @@ def css_config() -> dict:
 def listed_attrs(prod: dict) -> dict[str, str]:
     listed = prod.get("listed") or {}
     attrs = listed.get("attributes", prod["attributes"]) or {}
-    return {k: str(v) for k, v in attrs.items() if v is not None}
+    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+            for k, v in attrs.items() if v is not None}
 
 
 def listed_category(prod: dict) -> str:

@@ -443,10 +443,10 @@ class Mall:
                 return Response(429, mk.render_simple("Too many requests", "slow down").encode(),
                                 headers={"Retry-After": str(cfg.retry_after_s)})
             if fault == "slow":
-                return replace(resp, delay_s=cfg.slow_s)
+                resp = replace(resp, delay_s=cfg.slow_s)
         if _not_modified(resp, headers):
             return Response(304, b"", resp.content_type, headers={"ETag": resp.etag or ""},
-                            last_modified=resp.last_modified)
+                            last_modified=resp.last_modified, delay_s=resp.delay_s)
         return resp
 
     def _robots(self, path: str, base: str, headers: Mapping[str, str]) -> Response:
@@ -510,6 +510,13 @@ def load_world(world: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return meta, products
 
 
+def _attr_text(value: Any) -> str:
+    """Attribute value as shop text (lists, e.g. several colours, become "a, b")."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 def _image_name(file: str) -> str:
     """``images/shop/p00042.jpg`` -> ``shop-p00042.jpg`` (unique per world, flat URL space)."""
     p = Path(file)
@@ -525,7 +532,7 @@ def _listing(world: Path, prod: dict[str, Any], primary: bool) -> Listing:
     return Listing(pid=prod["product_id"], category=listed.get("category", prod["category"]),
                    title=title, brand=prod["brand"], price=float(prod["price"]),
                    currency=prod.get("currency", "EUR"), description=prod.get("description", ""),
-                   attributes={str(k): str(v) for k, v in attrs.items() if v is not None},
+                   attributes={str(k): _attr_text(v) for k, v in attrs.items() if v is not None},
                    images=images, primary=primary)
 
 

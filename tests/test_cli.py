@@ -1,0 +1,87 @@
+"""The `tailor` console script: help everywhere, commands wired to the pipelines functions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.settings import PROJECT_ROOT
+
+runner = CliRunner()
+
+
+def _all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = []
+
+    def walk(cmd, prefix: list[str]) -> None:
+        paths.append(prefix)
+        if hasattr(cmd, "commands"):  # typer groups
+            for name, sub in cmd.commands.items():
+                walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _all_command_paths(), ids=lambda p: " ".join(p) or "tailor")
+def test_help_on_every_command(path: list[str]) -> None:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_expected_commands_exist() -> None:
+    paths = {" ".join(p) for p in _all_command_paths()}
+    assert {"synth", "synth preview", "mall serve", "up", "down", "status", "demo", "bench synth"} <= paths
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "tailor"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "synth" in proc.stdout
+
+
+def test_settings_prints_resolved_json() -> None:
+    result = runner.invoke(app, ["settings"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["host"] == "127.0.0.1" and data["root"] == str(PROJECT_ROOT)
+
+
+def test_synth_and_preview_through_the_cli(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    result = runner.invoke(app, ["synth", "--out", str(out), "--seed", "3", "--products", "24", "--scenes", "4"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((out / "world.json").read_text())["counts"]
+    assert counts["products"] == 24 and counts["street"] == 4
+    png = tmp_path / "sheet.png"
+    result = runner.invoke(app, ["synth", "preview", "--world", str(out), "--out", str(png), "--n", "4"])
+    assert result.exit_code == 0, result.output
+    assert png.stat().st_size > 10_000
+
+
+def test_synth_refuses_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--products", "12", "--scenes", "1"])
+    assert result.exit_code == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args", [["synth", "preview", "--world"], ["mall", "serve", "--world"]])
+def test_commands_name_a_missing_world(tmp_path: Path, args: list[str]) -> None:
+    result = runner.invoke(app, [*args, str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "not a generated world" in result.output
+
+
+def test_up_rejects_unknown_service() -> None:
+    result = runner.invoke(app, ["up", "-s", "kafka"])
+    assert result.exit_code == 2 and "unknown service" in result.output
