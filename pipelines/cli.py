@@ -135,6 +135,20 @@ def synth_preview_cmd(
     typer.echo(f"contact sheet: {png}")
 
 
+@synth_app.command("baselines")
+def synth_baselines_cmd(
+    world: Annotated[Path | None, typer.Option(help="world directory (default: the demo world)")] = None,
+) -> None:
+    """Score trivial models (majority class, whole-image box, mean-colour retrieval) on a world."""
+    from pipelines.synth.baselines import trivial_baselines
+
+    world = world or get_settings().demo_world_dir
+    if not (world / "world.json").exists():
+        _fail(f"{world} is not a generated world (no world.json)")
+    for name, value in trivial_baselines(world).items():
+        typer.echo(f"{name:28s} {value:.3f}")
+
+
 # --------------------------------------------------------------------------- malls
 @mall_app.command("serve")
 def mall_serve_cmd(
