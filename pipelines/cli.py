@@ -21,9 +21,11 @@ app = typer.Typer(
 synth_app = typer.Typer(help="Generate and inspect the synthetic fashion world (the embedded default).")
 mall_app = typer.Typer(help="Demo shopping malls served on loopback.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: champions, promotion, rollback.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(mall_app, name="mall")
 app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
 
 
 def _fail(msg: str) -> None:
@@ -171,6 +173,45 @@ def mall_serve_cmd(
     serve_forever(world=world, photos=photos, labels=labels, host=s.host,
                   base_port=base_port if base_port is not None else s.mall_base_port,
                   faults=faults, seed=seed)
+
+
+# --------------------------------------------------------------------------- models
+MODEL_NAMES = ("detector", "parser", "tagger", "embedder")
+
+
+@models_app.command("status")
+def models_status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Show each model's champion: version, metrics, snapshot, date."""
+    from pipelines import registry
+
+    rows = registry.status()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    for row in rows:
+        if row["version"] is None:
+            typer.echo(f"{row['registered']:16s} no champion")
+            continue
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()) if isinstance(v, int | float))
+        typer.echo(f"{row['registered']:16s} v{row['version']:<4s} {row['date']}  snapshot={row['snapshot']}  {metrics}")
+
+
+@models_app.command("rollback")
+def models_rollback_cmd(
+    name: Annotated[str, typer.Argument(help="detector, parser, tagger or embedder")],
+) -> None:
+    """Move NAME's @champion alias back to the previous champion (nothing is deleted)."""
+    from pipelines import registry
+
+    if name not in MODEL_NAMES:
+        _fail(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    try:
+        version = registry.rollback(name)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    typer.echo(f"{registry.registered_name(name)}@champion -> v{version}")
 
 
 # --------------------------------------------------------------------------- benchmarks

@@ -1,0 +1,134 @@
+"""Promotion gate, registration and rollback against a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import registry
+from pipelines.settings import Settings
+
+
+@dataclass
+class _Result:
+    """The fields of pipelines.train.TrainResult that registry.log_training_run reads."""
+
+    model: torch.nn.Module
+    metrics: dict
+    config: dict = field(default_factory=lambda: {"lr": 0.1, "backbone": {"name": "tiny"}})
+    history: list = field(default_factory=lambda: [{"epoch": 0, "loss": 1.0, "val_score": 0.2},
+                                                   {"epoch": 1, "loss": 0.5, "val_score": 0.4}])
+    plots: list = field(default_factory=list)
+    input_example: np.ndarray = field(default_factory=lambda: np.zeros((1, 4), dtype=np.float32))
+    resumed_from: int | None = None
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Settings:
+    s = Settings(root=tmp_path, mlflow_dir=tmp_path / "mlflow")
+    Path(s.mlflow_dir).mkdir(parents=True)
+    return s
+
+
+@pytest.fixture()
+def training_set(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    ts = tmp_path / "ts"
+    (ts / "manifests").mkdir(parents=True)
+    (ts / "training_set.json").write_text(json.dumps({"format": 1, "id": "ts-1", "data_root": "."}))
+    pd.DataFrame({"image": ["a.jpg"], "split": ["train"], "source": ["synthetic"], "repeat": [1], "weight": [1.0],
+                  "bbox": [None], "category": ["dress"]}).to_parquet(ts / "manifests" / "tagger.parquet")
+    return ts
+
+
+CFG = registry.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.02)
+
+
+def _register(store, training_set, acc: float, snapshot: str = "snap-1") -> str:
+    torch.manual_seed(0)
+    res = _Result(model=torch.nn.Linear(4, 2), metrics={"acc_min": acc})
+    return registry.log_training_run("tagger", res, training_set, snapshot, s=store)["version"]
+
+
+def test_decide_rule() -> None:
+    ok, reasons = registry.decide("m", {"a": 0.9}, {"a": 0.8}, 0.02, None)
+    assert ok and "no current champion" in reasons
+    ok, reasons = registry.decide("m", {"a": 0.7}, {"a": 0.8}, 0.02, None)
+    assert not ok and any("< threshold" in r for r in reasons)
+    ok, reasons = registry.decide("m", {"a": 0.85}, {"a": 0.8}, 0.02, {"a": 0.9})
+    assert not ok and any("regresses champion" in r for r in reasons)
+    ok, _ = registry.decide("m", {"a": 0.89}, {"a": 0.8}, 0.02, {"a": 0.9})
+    assert ok  # within tolerance
+    ok, reasons = registry.decide("m", {}, {"a": 0.8}, 0.02, None)
+    assert not ok and "a missing" in reasons[0]
+
+
+def test_accept_reject_rollback(store: Settings, training_set: Path) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.mlflow_tracking_uri, registry_uri=store.mlflow_tracking_uri)
+    name = "tailor-tagger"
+
+    v1 = _register(store, training_set, 0.6)
+    d1 = registry.gate("tagger", v1, {"acc_min": 0.6}, "ts-1", CFG, s=store)
+    assert d1.promoted and str(client.get_model_version_by_alias(name, "champion").version) == v1
+    mv = client.get_model_version(name, v1)
+    assert mv.tags["gate.decision"] == "promoted" and mv.tags["data.snapshot"] == "snap-1"
+    assert "acc_min=0.6000 >= threshold 0.5000" in json.loads(mv.tags["gate.reasons"])
+
+    # Below threshold: rejected, labelled challenger, kept.
+    v2 = _register(store, training_set, 0.4)
+    d2 = registry.gate("tagger", v2, {"acc_min": 0.4}, "ts-1", CFG, s=store)
+    assert not d2.promoted
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v1
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == v2
+    assert client.get_model_version(name, v2).tags["gate.decision"] == "rejected"
+
+    # Above threshold but regresses the champion beyond tolerance on the same eval set: rejected.
+    v3 = _register(store, training_set, 0.55)
+    assert not registry.gate("tagger", v3, {"acc_min": 0.55}, "ts-1", CFG, s=store).promoted
+
+    # A champion from another evaluation set is re-scored on the candidate's set.
+    v4 = _register(store, training_set, 0.7)
+    seen = []
+    d4 = registry.gate("tagger", v4, {"acc_min": 0.7}, "ts-2", CFG,
+                       evaluate_champion=lambda uri: seen.append(uri) or {"acc_min": 0.65}, s=store)
+    assert d4.promoted and seen == [f"models:/{name}/{v1}"] and d4.champion_metrics == {"acc_min": 0.65}
+
+    status = {r["model"]: r for r in registry.status(s=store)}
+    assert status["tagger"]["version"] == v4 and status["tagger"]["snapshot"] == "snap-1"
+    assert status["detector"]["version"] is None
+
+    assert registry.rollback("tagger", s=store) == v1
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v1
+    assert "gate.rolled_back" in client.get_model_version(name, v4).tags
+    assert len(client.search_model_versions(f"name='{name}'")) == 4  # nothing deleted
+    with pytest.raises(RuntimeError, match="first champion"):
+        registry.rollback("tagger", s=store)
+
+
+def test_logged_model_loads_back_as_module_with_signature(store: Settings, training_set: Path) -> None:
+    import mlflow.pytorch
+    from mlflow.models import get_model_info
+
+    v = _register(store, training_set, 0.6)
+    uri = f"models:/tailor-tagger/{v}"
+    loaded = mlflow.pytorch.load_model(uri)
+    assert isinstance(loaded, torch.nn.Linear)
+    info = get_model_info(uri)
+    assert info.signature is not None and info.signature.inputs is not None
+
+
+def test_gate_config_profiles_and_overrides() -> None:
+    full = registry.GateConfig.load("full")
+    assert full.thresholds["detector"]["map_50"] == 0.85
+    demo = registry.GateConfig.load("demo", overrides={"tagger": {"acc_min": 0.5}})
+    assert demo.thresholds["tagger"]["acc_min"] == 0.5
+    with pytest.raises(ValueError, match="no profile"):
+        registry.GateConfig.load("nope")
