@@ -1,0 +1,79 @@
+"""Retrain the four models, each as its own chain train -> evaluate -> gate.
+
+Scheduled on the Asset ``training-set`` and runnable by hand with params. Each chain is a
+mapped task, so models train in parallel on a distributed executor; a failed training
+task retries and resumes from its last checkpoint. ``champions`` is updated only when the
+gate promoted at least one model.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+TRAINING_SET = Asset("tailor://training-set")
+CHAMPIONS = Asset("tailor://champions")
+
+
+@dag(
+    dag_id="retrain_models",
+    schedule=[TRAINING_SET],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["tailor", "models"],
+    params={
+        "models": Param(["detector", "parser", "tagger", "embedder"], type="array",
+                        description="which models to retrain"),
+        "profile": Param("demo", enum=["demo", "full"]),
+        "epochs": Param(None, type=["null", "integer"], description="override the profile's epochs"),
+        "thresholds": Param({}, type="object", description='gate overrides, e.g. {"tagger": {"acc_min": 0.5}}'),
+        "training_set": Param("", type="string", description="training-set dir; empty = latest"),
+    },
+    doc_md=__doc__,
+)
+def retrain_models():
+    @task
+    def plan(params: dict | None = None) -> list[dict]:
+        from pipelines.retrain import plan as make_plan
+
+        return make_plan(params["models"], params["training_set"] or None, params["profile"],
+                         params["epochs"], params["thresholds"])
+
+    @task(retries=2, retry_delay=pendulum.duration(seconds=10))
+    def train(spec: dict) -> dict:
+        from pipelines.retrain import train_stage
+
+        return train_stage(spec)
+
+    @task(retries=1)
+    def evaluate(info: dict) -> dict:
+        from pipelines.retrain import evaluate_stage
+
+        return evaluate_stage(info)
+
+    @task
+    def gate(info: dict) -> dict:
+        from pipelines.retrain import gate_stage, summarize
+
+        decision = gate_stage(info)
+        print(summarize([decision]))
+        return decision
+
+    @task(outlets=[CHAMPIONS])
+    def publish(decisions: list[dict]) -> list[str]:
+        from airflow.exceptions import AirflowSkipException
+
+        from pipelines.retrain import summarize
+
+        print(summarize(list(decisions)))
+        promoted = [f"{d['model']}:v{d['version']}" for d in decisions if d["promoted"]]
+        if not promoted:
+            # Skipped tasks emit no Asset event: downstream index/deploy DAGs stay idle.
+            raise AirflowSkipException("no champion changed")
+        return promoted
+
+    publish(gate.expand(info=evaluate.expand(info=train.expand(spec=plan()))))
+
+
+retrain_models()
