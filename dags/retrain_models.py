@@ -62,7 +62,7 @@ def retrain_models():
 
     @task(outlets=[CHAMPIONS])
     def publish(decisions: list[dict]) -> list[str]:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from pipelines.retrain import summarize
 
