@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.settings import get_settings
 
 app = typer.Typer(
@@ -26,6 +27,10 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(mall_app, name="mall")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+
+# Stage commands whose modules keep heavy imports inside the functions.
+app.command("crawl")(crawl_command)
+bench_app.command("crawl")(bench_crawl_command)
 
 
 def _fail(msg: str) -> None:

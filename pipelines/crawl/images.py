@@ -1,0 +1,135 @@
+"""Guarded image handling: check headers before decoding, decode defensively, store by sha256.
+
+Nothing here trusts the server: the content type and size are checked before a byte is
+decoded, Pillow's decompression-bomb limit is an error (not a warning), truncated files
+are rejected (``LOAD_TRUNCATED_IMAGES`` is never switched on), and only a few raster
+formats are accepted. Every rejection is an :class:`ImageRejected` with a ``kind`` that
+becomes a row of the failures table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import imagehash
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+#: Refuse images above this many pixels (Pillow raises DecompressionBombError at 2x).
+MAX_PIXELS = 50_000_000
+#: Formats a shop image may have, with the file extension used in the store.
+FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+
+
+class ImageRejected(Exception):
+    """An image that must not enter the snapshot; ``kind`` goes to the failures table."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the snapshot records about one accepted image."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    phash: str
+    bytes: int
+
+    @property
+    def ext(self) -> str:
+        """File extension of the stored blob."""
+        return FORMATS[self.format]
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain dict (for SQLite / parquet rows)."""
+        return asdict(self)
+
+
+def check_headers(content_type: str | None, length: int | None, max_bytes: int) -> None:
+    """Reject by HTTP headers alone: not ``image/*``, empty, or larger than ``max_bytes``."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if not ctype.startswith("image/"):
+        raise ImageRejected("content_type", f"Content-Type {ctype or 'missing'!r} is not an image")
+    if length is not None and length == 0:
+        raise ImageRejected("empty", "empty body")
+    if length is not None and length > max_bytes:
+        raise ImageRejected("too_large", f"{length} bytes > limit {max_bytes}")
+
+
+def decode(data: bytes, max_bytes: int = 20 * 2**20) -> ImageInfo:
+    """Decode ``data`` under guard and describe it; raise :class:`ImageRejected` otherwise."""
+    if not data:
+        raise ImageRejected("empty", "empty body")
+    if len(data) > max_bytes:
+        raise ImageRejected("too_large", f"{len(data)} bytes > limit {max_bytes}")
+    # Belt and braces: some other import may have flipped these process-wide.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Between MAX_PIXELS and 2x Pillow only warns; treat that as a bomb too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                fmt = probe.format or ""
+                if fmt not in FORMATS:
+                    raise ImageRejected("format", f"format {fmt or 'unknown'!r} not accepted")
+                probe.verify()  # structure check without decoding pixels
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()  # a truncated file raises here (LOAD_TRUNCATED_IMAGES is off)
+                width, height = img.size
+                phash = str(imagehash.phash(img.convert("RGB")))
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("decompression_bomb", str(exc)) from None
+    except UnidentifiedImageError as exc:
+        raise ImageRejected("decode", f"not a decodable image: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        kind = "truncated" if "truncated" in str(exc).lower() else "decode"
+        raise ImageRejected(kind, f"{type(exc).__name__}: {exc}") from None
+    return ImageInfo(hashlib.sha256(data).hexdigest(), width, height, fmt, phash, len(data))
+
+
+def blob_path(root: Path, sha256: str, ext: str) -> Path:
+    """Content-addressed location ``<root>/<sha[:2]>/<sha>.<ext>``."""
+    return Path(root) / sha256[:2] / f"{sha256}.{ext}"
+
+
+def store_blob(root: Path, info: ImageInfo, data: bytes) -> Path:
+    """Write ``data`` at its content address (atomic, idempotent); return the path."""
+    path = blob_path(root, info.sha256, info.ext)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # readers never see half a file, even if we are killed here
+    return path
+
+
+def phash_distance(a: str, b: str) -> int:
+    """Hamming distance between two hex perceptual hashes."""
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+_ROLES = ("shop", "model", "street")
+
+
+def image_role(url: str, position: int) -> str:
+    """Role of a product image: from its file name when it says so, else by position."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1].lower()
+    for role in _ROLES:
+        if name.startswith(role) or f"/{role}/" in url.lower():
+            return role
+    return "shop" if position == 0 else "gallery"

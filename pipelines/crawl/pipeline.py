@@ -1,0 +1,138 @@
+"""The crawl as functions the CLI and the DAG call: one mall, then a snapshot of all.
+
+Layout under the state directory (default ``settings.var_dir / "crawl-state"``)::
+
+    <mall>.sqlite            what the last finished crawl of the mall knew (incremental)
+    blobs/<sha[:2]>/<sha>.*  content-addressed image store shared by every run
+    runs/<run id>/<mall>/    one run: run.sqlite (item store), mall.json, crawl.log
+
+A run id is derived from the snapshot name, so re-running the same crawl (a retried DAG
+task, a restart after a kill) resumes the same run instead of starting over.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.crawl.config import CrawlConfig, MallConfig, load_config
+from pipelines.crawl.state import Store
+from pipelines.settings import PROJECT_ROOT, Settings, get_settings
+
+
+def state_dir(s: Settings | None = None) -> Path:
+    """Where crawl state lives: ``<var_dir>/crawl-state``."""
+    s = s or get_settings()
+    return Path(s.var_dir) / "crawl-state"  # type: ignore[arg-type]
+
+
+def default_snapshot_name(now: float | None = None) -> str:
+    """``crawl-YYYYmmddTHHMMSSZ`` (UTC)."""
+    return time.strftime("crawl-%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def _run_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "run"
+
+
+def run_dir_for(snapshot_name: str, s: Settings | None = None, state: Path | None = None) -> Path:
+    """The run directory a snapshot named ``snapshot_name`` is crawled into."""
+    return (state or state_dir(s)) / "runs" / _run_id(snapshot_name)
+
+
+def crawl_mall(mall: MallConfig, run_dir: Path, state: Path | None = None,
+               s: Settings | None = None, timeout_s: float | None = None) -> Path:
+    """Crawl one mall into ``run_dir/<mall>/`` in a subprocess; return that directory.
+
+    Idempotent: a finished run is not crawled again; an unfinished one (killed) resumes.
+    After the crawl, products the previous crawl knew but this one did not see are carried
+    over flagged ``removed`` (only when the crawl was complete: a crawl cut short by a
+    limit proves nothing about absence), and the mall's state store is updated.
+    """
+    s = s or get_settings()
+    state = Path(state or state_dir(s))
+    mall_dir = Path(run_dir) / mall.name
+    mall_dir.mkdir(parents=True, exist_ok=True)
+    run_db = mall_dir / "run.sqlite"
+    with Store(run_db) as store:
+        if store.get_meta("finalised"):
+            return mall_dir
+    (mall_dir / "mall.json").write_text(mall.model_dump_json(indent=1))
+    cmd = [sys.executable, "-m", "pipelines.crawl.run", "--mall-json", str(mall_dir / "mall.json"),
+           "--run-db", str(run_db), "--state-db", str(state / f"{mall.name}.sqlite"),
+           "--blobs", str(state / "blobs"), "--log-file", str(mall_dir / "crawl.log")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    limit = timeout_s or mall.politeness.time_budget_s + 120
+    proc = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=limit)
+    with Store(run_db) as store:
+        if proc.returncode != 0 or not store.get_meta("finished"):
+            tail = (proc.stderr or proc.stdout)[-3000:]
+            raise RuntimeError(f"crawl of {mall.name} failed (exit {proc.returncode}): {tail}")
+    finalise_mall(mall.name, run_db, state / f"{mall.name}.sqlite")
+    return mall_dir
+
+
+def finalise_mall(mall: str, run_db: Path, state_db: Path) -> dict[str, int]:
+    """Carry unseen products over as removed, then make this run the mall's state."""
+    with Store(run_db) as run, Store(state_db) as st:
+        if run.get_meta("finalised"):
+            return run.get_meta("finalise_counts", {})
+        complete = run.get_meta("close_reason") == "finished" and not run.get_meta("limit_hit")
+        seen = run.products(mall)
+        prev = st.products(mall)
+        carried = 0
+        rows = []
+        for pid, p in prev.items():
+            if pid in seen:
+                continue
+            if complete or p.get("removed"):
+                p = dict(p, removed=1, status="removed" if not p.get("removed") else p["status"])
+            else:
+                p = dict(p, status="not_visited")  # limit reached: keep as it was
+            rows.append(p)
+            carried += 1
+        run.put_many("products", rows)
+        st.con.execute("DELETE FROM products WHERE mall=?", (mall,))
+        st.put_many("products", run.products(mall).values())
+        st.put_many("images", [r for r in run.images().values() if r.get("sha256")])
+        counts = {"seen": len(seen), "carried": carried, "complete": int(complete)}
+        run.set_meta("finalise_counts", counts)
+        run.set_meta("finalised", True)
+        return counts
+
+
+def crawl(malls: Path | str | CrawlConfig, out: Path | None = None, names: list[str] | None = None,
+          max_pages: int | None = None, max_depth: int | None = None,
+          time_budget_s: float | None = None, polite: bool = True, snapshot_name: str | None = None,
+          state: Path | None = None, dvc: bool | None = None, push: bool = True,
+          s: Settings | None = None) -> dict[str, Any]:
+    """Crawl the configured malls into a new immutable snapshot; return its description.
+
+    ``out`` defaults to ``<data_dir>/snapshots/<snapshot_name>``. When ``out`` lies in the
+    project's data tree the snapshot is added to DVC (and pushed); ``dvc=False`` skips that.
+    The returned dict has ``path``, ``snapshot_id`` (``<data.dvc md5>:<relative path>``
+    or None without DVC), ``stats`` and the per-mall run directories.
+    """
+    from pipelines.crawl.snapshot import publish_snapshot
+
+    s = s or get_settings()
+    cfg = malls if isinstance(malls, CrawlConfig) else load_config(malls)
+    cfg = cfg.select(names).with_limits(max_pages, max_depth, time_budget_s, polite)
+    if out is None:
+        name = snapshot_name or default_snapshot_name()
+        out = Path(s.data_dir) / "snapshots" / name  # type: ignore[arg-type]
+    out = Path(out).resolve()
+    name = snapshot_name or out.name
+    st = Path(state or state_dir(s))
+    run_dir = run_dir_for(name, state=st)
+    t0 = time.time()
+    mall_dirs = [crawl_mall(m, run_dir, st, s) for m in cfg.malls]
+    return publish_snapshot([str(d) for d in mall_dirs], out, blobs=st / "blobs", dvc=dvc,
+                            push=push, s=s, started_at=t0)

@@ -1,0 +1,154 @@
+"""crawl_malls DAG end to end (dag.test in an isolated Airflow home), CLI functions,
+benchmark, and a crawl of the real-photo mall."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipelines.crawl.config import Politeness, demo_config
+from pipelines.malls import build_demo_malls, build_photo_mall
+from pipelines.malls.testing import make_fake_world, running_malls
+from pipelines.settings import PROJECT_ROOT
+
+_DAG_TEST = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+dag = bag.get_dag("crawl_malls")
+run = dag.test(run_conf={"malls_file": sys.argv[2], "polite": False, "snapshot_name": "dagsnap"})
+from airflow.models import TaskInstance
+from airflow.utils.session import create_session
+with create_session() as session:
+    tis = session.query(TaskInstance).filter(TaskInstance.run_id == run.run_id).all()
+    states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
+    from airflow.models.asset import AssetEvent
+    events = [e.extra for e in session.query(AssetEvent).all()]
+print("RESULT " + json.dumps({"state": str(run.state), "tis": states, "events": events}, default=str))
+"""
+
+
+def _project(tmp: Path) -> Path:
+    root = tmp / "proj"
+    (root / ".dvc").mkdir(parents=True)
+    for rel in (".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+        shutil.copy(PROJECT_ROOT / rel, root / rel)
+    return root
+
+
+@pytest.mark.slow
+def test_crawl_malls_dag_runs_end_to_end(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    world = make_fake_world(tmp_path / "world", n=12, seed=4, broken=False)
+    malls = build_demo_malls(world, seed=0)
+    home = tmp_path / "airflow"
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "TAILOR_ROOT": str(root),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+           "PYTHONPATH": str(PROJECT_ROOT)}
+    from pipelines import versioning
+    from pipelines.settings import Settings
+
+    versioning.ensure_initialised(Settings(root=root))
+    airflow = str(Path(sys.executable).parent / "airflow")
+    mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert mig.returncode == 0, mig.stderr[-3000:]
+    with running_malls(malls) as server:
+        cfg = demo_config(server.urls(), Politeness.off())
+        malls_file = tmp_path / "malls.yaml"
+        malls_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        proc = subprocess.run([sys.executable, "-c", _DAG_TEST, str(PROJECT_ROOT / "dags"), str(malls_file)],
+                              env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, (proc.stdout[-3000:], proc.stderr[-5000:])
+    res = json.loads(line[7:])
+    assert res["state"].endswith("success"), res
+    assert sum(1 for k in res["tis"] if k.startswith("crawl_mall[")) == 3
+    snap = root / "data" / "snapshots" / "dagsnap"
+    df = pd.read_parquet(snap / "products.parquet")
+    assert set(df["sku"]) == {p for m in malls for p in m.listings}
+    ids = [e.get("snapshot") for e in res["events"] if e]
+    assert ids and ids[-1].endswith(":snapshots/dagsnap")
+
+
+def test_cli_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from pipelines.crawl.cli import bench_crawl_command, crawl_command
+
+    app = typer.Typer()
+    app.command("crawl")(crawl_command)
+    app.command("bench-crawl")(bench_crawl_command)
+    world = make_fake_world(tmp_path / "world", n=12, seed=1, broken=False)
+    mall = build_demo_malls(world, seed=0, duplicate_share=0.0)[0]
+    assert mall.listings
+    monkeypatch.setenv("TAILOR_ROOT", str(tmp_path / "proj"))
+    from pipelines.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        with running_malls([mall]) as server:
+            f = tmp_path / "malls.yaml"
+            f.write_text(yaml.safe_dump(demo_config(server.urls(), Politeness.off()).model_dump(mode="json")))
+            r = CliRunner().invoke(app, ["crawl", "--malls", str(f), "--out", str(tmp_path / "snap"),
+                                         "--mall", mall.name])
+            assert r.exit_code == 0, r.output
+            assert f"{len(mall.listings)} products" in r.output and "not DVC-versioned" in r.output
+            bad = tmp_path / "bad.yaml"
+            bad.write_text("malls: [{name: x}]")
+            r = CliRunner().invoke(app, ["crawl", "--malls", str(bad)])
+            assert r.exit_code == 2 and "invalid crawl config" in r.output
+    finally:
+        get_settings.cache_clear()
+    # The CLI module keeps heavy imports out of module level.
+    code = ("import sys, pipelines.crawl.cli; "
+            "print([m for m in ('scrapy','pandas','extruct','PIL') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.bench
+def test_benchmark_prints_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.crawl.bench import run_benchmark
+
+    res = run_benchmark(products=120, delay_s=0.2, polite_pages=10)
+    out = capsys.readouterr().out
+    assert "pages/s" in out and "images/s" in out
+    assert res["off"]["pages_per_s"] > 10
+    # Politeness on: the measured rate never exceeds the configured one (5% slack for timers).
+    assert res["polite"]["measured_rate"] <= res["polite"]["configured_rate"] * 1.05
+    assert res["polite"]["min_gap_s"] >= 0.2 * 0.85  # arrival times jitter a little on loopback
+
+
+@pytest.mark.shared_data
+def test_photo_mall_crawl(shared_photos: Path, tmp_path: Path) -> None:
+    from pipelines.crawl.pipeline import crawl
+    from pipelines.malls.photos import read_labels
+    from pipelines.settings import Settings
+
+    limit = 200
+    mall = build_photo_mall(shared_photos, limit=limit)
+    labels = {Path(r["image"]).stem: r["label"] for r in read_labels(shared_photos / "labels.csv", limit=limit)}
+    with running_malls([mall]) as server:
+        info = crawl(demo_config(server.urls(), Politeness.off()), out=tmp_path / "snap",
+                     s=Settings(root=tmp_path / "proj"), state=tmp_path / "state")
+    df = pd.read_parquet(Path(info["path"]) / "products.parquet")
+    got = dict(zip(df["sku"], df["category"], strict=True))
+    assert set(got) == set(mall.listings)
+    for pid, cat in got.items():
+        assert cat == labels[pid]  # labels as-is, "Not sure"/"Skip"/"Other" included
+    odd = {"Not sure", "Skip", "Other"} & set(got.values())
+    assert odd, "the first 200 photos carry none of the odd labels"
+    images = pd.read_parquet(Path(info["path"]) / "images.parquet")
+    fails = pd.read_parquet(Path(info["path"]) / "failures.parquet")
+    assert len(images) + len(fails[fails["kind"] != "robots"]) == len(mall.listings)
