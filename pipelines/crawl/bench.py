@@ -68,7 +68,8 @@ def run_benchmark(products: int = 400, delay_s: float = 0.2, polite_pages: int =
             gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
             res["polite"] = {"configured_rate": round(1 / delay_s, 3) if delay_s else None,
                              "measured_rate": round(rate, 3), "requests": len(ts),
-                             "min_gap_s": round(min(gaps), 3) if gaps else None}
+                             "min_gap_s": round(min(gaps), 3) if gaps else None,
+                             "median_gap_s": round(sorted(gaps)[len(gaps) // 2], 3) if gaps else None}
     if not quiet:
         off, pol_r = res["off"], res["polite"]
         print(f"crawl benchmark ({res['mall']}, {res['products']} products, loopback)")
@@ -76,6 +77,7 @@ def run_benchmark(products: int = 400, delay_s: float = 0.2, polite_pages: int =
               f"({off['pages']} pages, {off['images']} images in {off['run_s']:.2f}s; "
               f"{off['wall_s']:.2f}s with interpreter start-up)")
         print(f"  politeness on  : measured {pol_r['measured_rate']:.2f} req/s vs configured "
-              f"{pol_r['configured_rate']} req/s (min gap {pol_r['min_gap_s']}s over {pol_r['requests']} requests)")
+              f"{pol_r['configured_rate']} req/s (median gap {pol_r['median_gap_s']}s, min {pol_r['min_gap_s']}s, "
+              f"over {pol_r['requests']} requests)")
         print(json.dumps(res))
     return res
