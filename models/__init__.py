@@ -12,6 +12,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 _REGISTRY: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+_BUILTIN = ("detector", "parser", "tagger", "embedder")
+_loaded = False
+
+
+def _load_builtin() -> None:
+    """Import the built-in model modules (they register themselves) on first use.
+
+    Lazy so that ``import models`` stays light (no torch/timm) for DAG files and the CLI.
+    """
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for mod in _BUILTIN:
+        importlib.import_module(f"{__name__}.{mod}")
 
 
 def register(name: str) -> Callable[[Callable[[Mapping[str, Any]], Any]], Callable[[Mapping[str, Any]], Any]]:
@@ -28,11 +45,13 @@ def register(name: str) -> Callable[[Callable[[Mapping[str, Any]], Any]], Callab
 
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
+    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def create(name: str, config: Mapping[str, Any] | None = None) -> Any:
     """Build the model registered as ``name`` from ``config``; unknown names list the known ones."""
+    _load_builtin()
     try:
         builder = _REGISTRY[name]
     except KeyError:

@@ -1,0 +1,1 @@
+"""Tailor's search service (BentoML): ``bentos.service:Tailor``; see bentos/README.md."""

@@ -1,0 +1,164 @@
+"""The search pipeline behind ``POST /search``: detect -> parse -> crop -> tag + embed -> search.
+
+:class:`Bundle` loads one model bundle (``manifest.json`` + four MLflow model directories +
+the index directory) and nothing else: a running service never reads the live registry, so
+a later promotion does not change it. :class:`SearchEngine` runs one photo through the
+pipeline; the tagger + embedder step is a callable so the BentoML service can route it
+through its adaptive-batching worker while tests call it in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _adapters as A
+
+#: ``crops (N, S, S, 3) uint8 -> ([{head: (value, prob)}], embeddings (N, D))``
+CropFn = Callable[[np.ndarray], tuple[list[dict[str, tuple[str, float]]], np.ndarray]]
+#: Tag heads that are not garment attributes (category is reported separately).
+_NOT_ATTRIBUTES = {"category", "label"}
+
+
+def read_manifest(bundle_dir: Path) -> dict[str, Any]:
+    """The bundle's ``manifest.json`` (``versions`` of the four models and the index)."""
+    return json.loads((Path(bundle_dir) / "manifest.json").read_text())
+
+
+@dataclass
+class Bundle:
+    """The loaded models and index of one bundle directory."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    detector: Any
+    parser: Any
+    tagger: Any
+    embedder: Any
+    index: Any
+
+    @classmethod
+    def load(cls, directory: Path) -> Bundle:
+        """Load every model (eval mode) and the index; raises when any part is missing."""
+        d = Path(directory)
+        manifest = read_manifest(d)
+        loaded = {m: A.load_model(d / "models" / m) for m in A.MODEL_NAMES}
+        return cls(directory=d, manifest=manifest, index=A.load_index(d / "index"), **loaded)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Exact versions: ``detector, parser, tagger, embedder, index``."""
+        v = self.manifest.get("versions", {})
+        return {k: str(v.get(k, "unknown")) for k in (*A.MODEL_NAMES, "index")}
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a binary (H, W) mask: ``{"size": [h, w], "counts": str}``."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+class SearchEngine:
+    """Runs photos through a :class:`Bundle`.
+
+    ``crop_fn`` defaults to running tagger + embedder in this process; the BentoML service
+    passes its batching worker instead. ``score_min`` and ``max_garments`` come from
+    ``config/serving.yaml``.
+    """
+
+    def __init__(self, bundle: Bundle, crop_fn: CropFn | None = None, score_min: float = 0.3,
+                 max_garments: int = 8) -> None:
+        from pipelines.synth.taxonomy import APPLICABLE, CATEGORIES
+
+        self.bundle = bundle
+        self.crop_fn: CropFn = crop_fn or self.local_crops
+        self.score_min = score_min
+        self.max_garments = max_garments
+        self.categories = tuple(CATEGORIES)
+        self.applicable = APPLICABLE
+        self.crop_size = max(int(bundle.tagger.tailor_config["crop_size"]), int(bundle.embedder.tailor_config["crop_size"]))
+
+    def local_crops(self, crops: np.ndarray) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
+        """Tagger + embedder in this process (no cross-request batching)."""
+        return A.crop_forward(self.bundle.tagger, self.bundle.embedder, crops)
+
+    def warmup(self) -> None:
+        """One tiny pass through every model so the first request does not pay for lazy init."""
+        from PIL import Image
+
+        self.search(Image.new("RGB", (64, 64), (128, 128, 128)), k=1)
+
+    def search(self, image: Any, k: int = 10, category: str | None = None) -> dict[str, Any]:
+        """Garments of ``image`` (a decoded RGB PIL image) with tags, masks and ``k`` matches."""
+        t = {"start": time.perf_counter()}
+        W, H = image.size
+        det = A.predict("detector", self.bundle.detector, [image])[0]
+        t["detect"] = time.perf_counter()
+        garments = [
+            {"box": [float(v) for v in box], "score": float(s), "category": str(c)}
+            for box, s, c in zip(det.get("boxes", []), det.get("scores", []), det.get("categories", []), strict=False)
+            if float(s) >= self.score_min
+        ]
+        garments = self._clip(garments, W, H)
+        garments.sort(key=lambda g: -g["score"])
+        garments = garments[: self.max_garments]
+        whole = not garments
+        if whole:
+            # Nothing detected: a single-garment photo is that garment (category from the tagger).
+            garments = [{"box": [0.0, 0.0, float(W), float(H)], "score": 0.0, "category": None}]
+        labels = A.predict("parser", self.bundle.parser, [image])[0]
+        t["parse"] = time.perf_counter()
+        crops = A.crop_batch([image.crop(tuple(int(round(v)) for v in g["box"])) for g in garments], self.crop_size)
+        tags, emb = self.crop_fn(crops)
+        t["tag_embed"] = time.perf_counter()
+        for g, tg in zip(garments, tags, strict=True):
+            if g["category"] is None:
+                g["category"], g["score"] = tg["category"][0], float(tg["category"][1])
+            allowed = self.applicable.get(g["category"], ("color", "pattern"))
+            g["tags"] = {h: {"value": v, "score": round(float(p), 4)} for h, (v, p) in tg.items()
+                         if h not in _NOT_ATTRIBUTES and h in allowed}
+            g["mask"] = encode_mask(self._mask(labels, g))
+        hits = self.bundle.index.search(emb, k, category=category)
+        t["search"] = time.perf_counter()
+        for g, matches in zip(garments, hits, strict=True):
+            g["matches"] = matches
+            g["box"] = [round(v, 1) for v in g["box"]]
+            g["score"] = round(float(g["score"]), 4)
+        garments.sort(key=lambda g: -g["score"])
+        order = ["start", "detect", "parse", "tag_embed", "search"]
+        timings = {f"{b}": round((t[b] - t[a]) * 1000, 1) for a, b in zip(order, order[1:], strict=False)}
+        timings["total"] = round((t["search"] - t["start"]) * 1000, 1)
+        return {"garments": garments, "versions": self.bundle.versions, "timings_ms": timings,
+                "image": {"width": W, "height": H}, "fallback_whole_image": whole}
+
+    @staticmethod
+    def _clip(garments: list[dict[str, Any]], W: int, H: int) -> list[dict[str, Any]]:
+        out = []
+        for g in garments:
+            x1, y1, x2, y2 = g["box"]
+            x1, x2 = sorted((min(max(x1, 0.0), W), min(max(x2, 0.0), W)))
+            y1, y2 = sorted((min(max(y1, 0.0), H), min(max(y2, 0.0), H)))
+            if x2 - x1 >= 2 and y2 - y1 >= 2:  # degenerate boxes cannot be cropped
+                out.append({**g, "box": [x1, y1, x2, y2]})
+        return out
+
+    def _mask(self, labels: np.ndarray, g: dict[str, Any]) -> np.ndarray:
+        """The garment's pixels: parser pixels of its category inside its box, else any
+        garment class inside the box (a parser/detector category disagreement)."""
+        x1, y1, x2, y2 = (int(round(v)) for v in g["box"])
+        mask = np.zeros(labels.shape, dtype=np.uint8)
+        region = labels[y1:y2, x1:x2]
+        cls = self.categories.index(g["category"]) + 3 if g["category"] in self.categories else -1
+        sel = region == cls
+        if not sel.any():
+            sel = region >= 3
+        mask[y1:y2, x1:x2] = sel
+        return mask

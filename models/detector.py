@@ -1,0 +1,69 @@
+"""Garment detector: RetinaNet (one-stage, focal loss) on a light timm backbone + FPN.
+
+``create("detector", {"categories": [...], "backbone": "resnet18", "image_size": 320})``
+returns a torchvision :class:`~torchvision.models.detection.RetinaNet`. Labels are
+``1..len(categories)`` (0 is unused, torchvision's convention), boxes are ``xyxy`` pixels.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import register
+from ._common import MEAN, STD, cfg_get, timm_backbone
+
+
+class TimmFPN(nn.Module):
+    """timm ``features_only`` backbone -> FPN (P3-P5) + P6/P7, as RetinaNet expects.
+
+    torchvision's detection models need ``out_channels`` and an ordered dict of maps.
+    """
+
+    def __init__(self, name: str, pretrained: bool, out_channels: int, out_indices: tuple[int, ...]) -> None:
+        super().__init__()
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+        self.body = timm_backbone(name, pretrained, features_only=True, out_indices=out_indices)
+        chans = self.body.feature_info.channels()
+        self.fpn = FeaturePyramidNetwork(chans, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels))
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+@register("detector")
+def build_detector(config: Mapping[str, Any]) -> nn.Module:
+    """RetinaNet with ``config``: categories (list), backbone, pretrained, image_size, fpn_channels,
+    anchor_sizes (base size of the 5 levels), score_thresh, detections_per_img."""
+    from torchvision.models.detection import RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    categories = list(cfg_get(config, "categories", ["garment"]))
+    size = int(cfg_get(config, "image_size", 320))
+    fpn = int(cfg_get(config, "fpn_channels", 96))
+    backbone = TimmFPN(str(cfg_get(config, "backbone", "resnet18")), bool(cfg_get(config, "pretrained", False)),
+                       fpn, tuple(cfg_get(config, "out_indices", (2, 3, 4))))
+    base = list(cfg_get(config, "anchor_sizes", [16, 32, 64, 128, 256]))
+    # three scales per level (RetinaNet's 2^0, 2^(1/3), 2^(2/3)) and three aspect ratios
+    sizes = tuple(tuple(int(b * 2 ** (k / 3)) for k in range(3)) for b in base)
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    model = RetinaNet(
+        backbone,
+        num_classes=len(categories) + 1,
+        min_size=size,
+        max_size=size,
+        image_mean=list(MEAN),
+        image_std=list(STD),
+        anchor_generator=anchors,
+        score_thresh=float(cfg_get(config, "score_thresh", 0.05)),
+        detections_per_img=int(cfg_get(config, "detections_per_img", 100)),
+    )
+    model.categories = categories  # carried for predict(); not a parameter
+    return model

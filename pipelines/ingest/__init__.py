@@ -1,0 +1,8 @@
+"""Ingest: turn a data source (a synthetic world's export, the real photos, an annotation
+export) into manifest rows per model, the input of the validate stage's training-set writer.
+
+- :func:`pipelines.ingest.world.world_manifest_rows` — a synthetic world;
+- :func:`pipelines.ingest.photos.photo_manifest_rows` — the real photos, with derived boxes.
+
+Rows carry no ``split``/``repeat``/``weight``: the validate stage adds those.
+"""

@@ -1,0 +1,170 @@
+"""Embedder task: M-per-class batches, metric loss with hard-pair mining, retrieval metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics as M
+from . import plots as P
+from .data import square_crop, to_tensor
+from .engine import Task
+from .tagger import CropDataset
+
+
+def metric_labels(df) -> list[str]:
+    """The class each row is pulled towards: product identity, else ``cat:<real label>``
+    (real photos have no identity; their category is the only similarity we know)."""
+    ident = df["identity"] if "identity" in df else pd.Series([None] * len(df))
+    label = df["label"] if "label" in df else df["category"]
+    out = []
+    for i, lab, cat in zip(ident, label, df["category"], strict=True):
+        if isinstance(i, str) and i:
+            out.append(f"id:{i}")
+        elif isinstance(lab, str) and lab:
+            out.append(f"cat:{lab}")
+        else:
+            out.append(f"cat:{cat}")
+    return out
+
+
+class EmbedderDataset(CropDataset):
+    def __init__(self, df, train, seed, cfg):
+        super().__init__(df, train, seed, cfg)
+        labels = metric_labels(self.df)
+        self.vocab = {lab: k for k, lab in enumerate(sorted(set(labels)))}
+        self.labels = np.array([self.vocab[lab] for lab in labels], np.int64)
+
+    def __getitem__(self, idx: int):
+        i, x = self.crop(idx)
+        return x, int(self.labels[i])
+
+
+class MPerClassBatches(torch.utils.data.Sampler):
+    """Batches of ``batch_size // m`` classes x ``m`` items, seeded per epoch.
+
+    Hard-pair mining needs positives inside a batch; a plain shuffle rarely puts two shots
+    of one product together. Classes with fewer than ``m`` items are drawn with replacement.
+    """
+
+    def __init__(self, item_labels: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int) -> None:
+        self.by_class: dict[int, np.ndarray] = {}
+        for idx, lab in enumerate(item_labels):
+            self.by_class.setdefault(int(lab), []).append(idx)  # type: ignore[arg-type]
+        self.by_class = {k: np.asarray(v) for k, v in self.by_class.items()}
+        self.m, self.p = m, max(2, batch_size // m)
+        self.n_batches, self.seed = n_batches, seed
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        classes = np.array(sorted(self.by_class))
+        # classes with a single item add negatives only; prefer those with positives
+        multi = np.array([c for c in classes if len(self.by_class[c]) > 1])
+        for _ in range(self.n_batches):
+            pool = multi if len(multi) >= self.p else classes
+            chosen = rng.choice(pool, size=min(self.p, len(pool)), replace=False)
+            batch = []
+            for c in chosen:
+                items = self.by_class[int(c)]
+                batch.extend(rng.choice(items, size=self.m, replace=len(items) < self.m).tolist())
+            yield batch
+
+
+class EmbedderTask(Task):
+    name = "embedder"
+    primary = "recall_at_5"
+    fallback = ("precision_at_5_real",)
+
+    def dataset(self, df, train, cfg):
+        return EmbedderDataset(df, train, int(cfg["seed"]), cfg)
+
+    def loader(self, ds, cfg, train, epoch):
+        if not train:
+            return super().loader(ds, cfg, train, epoch)
+        item_labels = np.array([ds.labels[i] for i, _ in ds.items])
+        n_batches = max(1, len(ds) // int(cfg["batch_size"]))
+        sampler = MPerClassBatches(item_labels, int(cfg.get("m_per_class", 4)), int(cfg["batch_size"]), n_batches,
+                                   int(cfg["seed"]) * 1000 + epoch)
+        workers = int(cfg.get("workers") or 0)
+        return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers,
+                                           multiprocessing_context="fork" if workers else None)
+
+    def step(self, model, batch, cfg):
+        from models.embedder import metric_loss
+
+        if not hasattr(self, "_loss"):
+            self._loss = metric_loss(cfg)
+        loss_fn, miner = self._loss
+        x, y = batch
+        emb = model(x)
+        pairs = miner(emb, y)
+        return loss_fn(emb, y, pairs), {}
+
+    @torch.no_grad()
+    def embed(self, model, df, cfg) -> np.ndarray:
+        model.eval()
+        ds = EmbedderDataset(df, False, 0, cfg)
+        out = [model(x).numpy() for x, _ in torch.utils.data.DataLoader(ds, batch_size=64, num_workers=0)]
+        return np.concatenate(out) if out else np.zeros((0, int(cfg.get("dim", 128))), np.float32)
+
+    def evaluate(self, model, df, cfg, out_dir):
+        from pipelines.ingest.photos import MAIN_LABELS
+
+        if cfg.get("eval_limit"):
+            df = df.iloc[: int(cfg["eval_limit"])]
+        df = df.reset_index(drop=True)
+        metrics: dict[str, float] = {}
+        plots: list[Path] = []
+        if not len(df):
+            return metrics, plots
+        x = self.embed(model, df, cfg)
+        is_real = (df["source"] == "photos").to_numpy() if "source" in df else np.zeros(len(df), bool)
+        ident = df["identity"].to_numpy() if "identity" in df else np.array([None] * len(df))
+        role = df["role"].to_numpy() if "role" in df else np.array(["shop"] * len(df))
+        has_id = np.array([isinstance(i, str) and bool(i) for i in ident]) & ~is_real
+        gal = np.flatnonzero(has_id & (role == "shop"))
+        gal_ids = set(ident[gal])
+        qry = np.flatnonzero(has_id & (role != "shop") & np.isin(ident, list(gal_ids)))
+        if len(gal) and len(qry):
+            r = M.recall_at_k(x[qry], list(ident[qry]), x[gal], list(ident[gal]))
+            metrics.update({f"recall_at_{k}": v for k, v in r.items()})
+            metrics["n_queries"] = float(len(qry))
+            if out_dir is not None:
+                plots.append(_retrieval_png(df, x, qry[:6], gal, ident, Path(out_dir) / "embedder_retrieval.png", cfg))
+        real = np.flatnonzero(is_real)
+        if len(real) > 5:
+            lab = (df["label"] if "label" in df else df["category"]).to_numpy()[real]
+            metrics["precision_at_5_real"] = M.precision_at_k(x[real], list(lab), 5, np.isin(lab, MAIN_LABELS))
+        return metrics, plots
+
+    @torch.no_grad()
+    def predict(self, model, images):
+        """(N, D) float32 L2-normalised embeddings of crop images."""
+        model.eval()
+        size = int(model.tailor_config["crop_size"])
+        x = torch.stack([to_tensor(square_crop(im.convert("RGB"), None, size, context=0.0)) for im in images])
+        return model(x).numpy().astype(np.float32)
+
+
+def _retrieval_png(df, x, queries, gal, ident, path, cfg) -> Path:
+    """Query crop then its top-5 shop shots (a hit framed green)."""
+    from PIL import ImageOps
+
+    from .data import load_rgb, parse_bbox
+
+    rows = []
+    size = 64
+    for q in queries:
+        order = gal[np.argsort(-(x[gal] @ x[q]))[:5]]
+        tiles = [square_crop(load_rgb(df["image"][q]), parse_bbox(df["bbox"][q]), size)]
+        for g in order:
+            t = square_crop(load_rgb(df["image"][g]), parse_bbox(df["bbox"][g]), size - 6)
+            tiles.append(ImageOps.expand(t, 3, fill=(0, 200, 0) if ident[g] == ident[q] else (200, 0, 0)))
+        rows.append(np.concatenate([np.asarray(t) for t in tiles], axis=1))
+    return P.samples_png(rows, path, "consumer-to-shop: query | top-5 shop shots", cols=1)

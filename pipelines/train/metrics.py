@@ -1,0 +1,112 @@
+"""Evaluation metrics as small pure functions (each tested: perfect predictions -> 1.0)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+import numpy as np
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, n: int, ignore: int | None = 255) -> np.ndarray:
+    """(n, n) confusion counts, rows = truth; pixels/samples labelled ``ignore`` are skipped."""
+    true = np.asarray(true).ravel()
+    pred = np.asarray(pred).ravel()
+    keep = (true != ignore) if ignore is not None else np.ones_like(true, bool)
+    keep &= (true >= 0) & (true < n)
+    return np.bincount(true[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+
+
+def segmentation_scores(conf: np.ndarray) -> dict[str, float]:
+    """mIoU over classes present in truth or prediction, and pixel accuracy."""
+    tp = np.diag(conf).astype(float)
+    union = conf.sum(0) + conf.sum(1) - tp
+    present = union > 0
+    iou = tp[present] / union[present]
+    return {"miou": float(iou.mean()) if iou.size else 0.0,
+            "pixel_acc": float(tp.sum() / max(conf.sum(), 1))}
+
+
+def classification_scores(true: np.ndarray, pred: np.ndarray, n: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (torchmetrics, over the classes seen in truth or prediction)."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    true = np.asarray(true, dtype=np.int64)
+    pred = np.asarray(pred, dtype=np.int64)
+    if true.size == 0:
+        return {"acc": float("nan"), "f1": float("nan")}
+    acc = float((true == pred).mean())
+    # classes absent from both truth and prediction would count as F1 = 0 in a plain macro
+    # average over the vocabulary; restrict to the classes that occur (sklearn's behaviour)
+    seen = np.union1d(np.unique(true), np.unique(pred))
+    remap = {c: i for i, c in enumerate(seen)}
+    t = torch.tensor([remap[c] for c in true])
+    p = torch.tensor([remap[c] for c in pred])
+    f1 = float(multiclass_f1_score(p, t, num_classes=len(seen), average="macro")) if len(seen) > 1 else acc
+    return {"acc": acc, "f1": f1}
+
+
+def recall_at_k(q: np.ndarray, q_ids: list[Any], g: np.ndarray, g_ids: list[Any],
+                ks: tuple[int, ...] = (1, 5, 20)) -> dict[int, float]:
+    """Share of queries whose identity is among the k nearest gallery items (cosine)."""
+    if len(q) == 0 or len(g) == 0:
+        return {k: float("nan") for k in ks}
+    sims = q @ g.T
+    order = np.argsort(-sims, axis=1)[:, : max(ks)]
+    g_ids_arr = np.asarray(g_ids, dtype=object)
+    hits = g_ids_arr[order] == np.asarray(q_ids, dtype=object)[:, None]
+    return {k: float(hits[:, :k].any(1).mean()) for k in ks}
+
+
+def precision_at_k(x: np.ndarray, labels: list[Any], k: int = 5, query_mask: np.ndarray | None = None) -> float:
+    """Leave-one-out same-label precision@k among ``x`` (rows L2-normalised)."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1)[:, : min(k, n - 1)]
+    lab = np.asarray(labels, dtype=object)
+    prec = (lab[order] == lab[:, None]).mean(1)
+    if query_mask is not None:
+        prec = prec[np.asarray(query_mask, bool)]
+    return float(prec.mean()) if prec.size else float("nan")
+
+
+def coco_detection(gts: list[list[tuple[list[float], int]]], dets: list[list[tuple[list[float], float, int]]],
+                   n_classes: int) -> tuple[dict[str, float], np.ndarray | None]:
+    """COCO evaluation (pycocotools) of per-image ground truth ``[(xywh, class)]`` and
+    detections ``[(xywh, score, class)]``; classes are 1-based.
+
+    Returns ``({"map_50", "map_50_95"}, precision[R, K])`` — the PR curves at IoU 0.5 per
+    class (101 recall points; -1 where a class has no ground truth).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, anns, results = [], [], []
+    for i, (g, d) in enumerate(zip(gts, dets, strict=True), start=1):
+        images.append({"id": i, "width": 1, "height": 1})
+        for box, c in g:
+            anns.append({"id": len(anns) + 1, "image_id": i, "bbox": list(box), "category_id": int(c),
+                         "area": float(box[2] * box[3]), "iscrowd": 0})
+        for box, s, c in d:
+            results.append({"image_id": i, "bbox": list(box), "score": float(s), "category_id": int(c)})
+    if not anns:
+        return {"map_50": float("nan"), "map_50_95": float("nan")}, None
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(1, n_classes + 1)]}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
+        gt.createIndex()
+        if not results:
+            return {"map_50": 0.0, "map_50_95": 0.0}, None
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1, 10, 100]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    prec = ev.eval["precision"][0, :, :, 0, 2]  # IoU=.5, all recalls, all classes, area all, 100 dets
+    return {"map_50": float(max(ev.stats[1], 0.0)), "map_50_95": float(max(ev.stats[0], 0.0))}, prec

@@ -1,0 +1,116 @@
+"""Parser task: letterboxed images + label maps, pixel cross-entropy, mIoU / pixel accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from . import metrics as M
+from . import plots as P
+from .data import RowDataset, load_rgb, photometric, to_tensor
+from .engine import Task
+
+PAD = 255  # label of letterbox padding: ignored by the loss and the metrics
+
+
+def letterbox(img: Image.Image, label: np.ndarray | None, size: int):
+    """Fit into ``size`` x ``size`` keeping aspect; returns (image, label, (scale, w, h))."""
+    s = size / max(img.size)
+    w, h = max(1, round(img.width * s)), max(1, round(img.height * s))
+    canvas = Image.new("RGB", (size, size), (128, 128, 128))
+    canvas.paste(img.resize((w, h), Image.BILINEAR), (0, 0))
+    lab = None
+    if label is not None:
+        lab = np.full((size, size), PAD, np.uint8)
+        lab[:h, :w] = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+    return canvas, lab, (s, w, h)
+
+
+def load_label(path: str) -> np.ndarray:
+    """Palette PNG -> class indices (H, W) uint8."""
+    with Image.open(path) as im:
+        return np.asarray(im if im.mode in ("P", "L") else im.convert("L"), dtype=np.uint8)
+
+
+class ParserDataset(RowDataset):
+    def __getitem__(self, idx: int):
+        i, copy = self.items[idx]
+        row = self.df.iloc[i]
+        img, lab, _ = letterbox(load_rgb(row["image"]), load_label(row["label_png"]), int(self.cfg["image_size"]))
+        level = self.aug_level(copy)
+        if level:
+            rng = self.rng(idx)
+            img = photometric(img, rng, level)
+            if rng.random() < 0.5:  # flip image and labels (no left/right classes)
+                img = ImageOps.mirror(img)
+                lab = lab[:, ::-1].copy()
+        return to_tensor(img), torch.from_numpy(lab.astype(np.int64))
+
+
+class ParserTask(Task):
+    name = "parser"
+    primary = "miou"
+
+    def prepare(self, cfg, frame):
+        from pipelines.synth.taxonomy import PARSING_CLASSES
+
+        cfg.setdefault("classes", list(PARSING_CLASSES))
+        cfg["image_size"] = int(cfg.get("image_size", 160)) // 8 * 8  # PSPNet needs multiples of 8
+        return cfg
+
+    def dataset(self, df, train, cfg):
+        return ParserDataset(df, train, int(cfg["seed"]), cfg)
+
+    def step(self, model, batch, cfg):
+        x, y = batch
+        loss = F.cross_entropy(model(x), y, ignore_index=PAD)
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, model, df, cfg, out_dir):
+        from pipelines.synth.taxonomy import PARSING_PALETTE
+
+        model.eval()
+        if cfg.get("eval_limit"):
+            df = df.iloc[: int(cfg["eval_limit"])]
+        df = df.reset_index(drop=True)
+        n = len(cfg["classes"])
+        conf = np.zeros((n, n), np.int64)
+        samples = []
+        ds = ParserDataset(df, False, 0, cfg)
+        for k, (x, y) in enumerate(torch.utils.data.DataLoader(ds, batch_size=16, num_workers=0)):
+            pred = model(x).argmax(1).numpy()
+            conf += M.confusion(y.numpy(), pred, n, ignore=PAD)
+            if out_dir is not None and k == 0:
+                for j in range(min(6, len(x))):
+                    im = (x[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                    samples.append(np.concatenate([P.overlay_mask(im, np.where(y[j].numpy() == PAD, 0, y[j].numpy()), list(PARSING_PALETTE)),
+                                                   P.overlay_mask(im, pred[j], list(PARSING_PALETTE))], axis=1))
+        metrics = M.segmentation_scores(conf)
+        plots = []
+        if out_dir is not None:
+            plots.append(P.samples_png(samples, Path(out_dir) / "parser_samples.png", "parser: truth | prediction", cols=2))
+            plots.append(P.confusion_png(conf, cfg["classes"], "parser pixel confusion", Path(out_dir) / "parser_confusion.png"))
+        return metrics, plots
+
+    @torch.no_grad()
+    def predict(self, model, images):
+        """A (H, W) uint8 label map per image, at the image's own size."""
+        model.eval()
+        size = int(model.tailor_config["image_size"])
+        out = []
+        for img in images:
+            img = img.convert("RGB")
+            boxed, _, (s, w, h) = letterbox(img, None, size)
+            logits = model(to_tensor(boxed)[None])[:, :, :h, :w]
+            logits = F.interpolate(logits, size=(img.height, img.width), mode="bilinear", align_corners=False)
+            out.append(logits.argmax(1)[0].numpy().astype(np.uint8))
+        return out
+
+    def input_example(self, cfg):
+        s = int(cfg.get("image_size", 160))
+        return np.random.default_rng(0).random((1, 3, s, s), dtype=np.float32)

@@ -1,0 +1,263 @@
+"""Write a training set (see :mod:`pipelines.manifests`) from a passed validation run.
+
+Curated products come from the run directory; splits are made by product and
+near-duplicate group (:mod:`pipelines.validate.splits`); the train split is balanced per
+model and label (:mod:`pipelines.validate.balance`, ``config/balancing.yaml``); before/after
+histograms are drawn into ``histograms/``. Rows of an annotation import (detector, parser,
+street crops for tagger/embedder) follow the split of the products they show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.manifests import MODEL_COLUMNS, MODELS, SPLITS, validate_manifest_frame
+from pipelines.settings import Settings, get_settings
+from pipelines.validate.balance import balance, class_counts, histogram_png
+from pipelines.validate.checkpoint import ensure_passed, site_dir
+from pipelines.validate.config import (
+    balancing_for,
+    load_balancing_config,
+    load_validation_config,
+    vocabulary_of,
+)
+from pipelines.validate.splits import assign_splits, product_groups
+
+_RANK = {"train": 0, "val": 1, "test": 2}
+
+
+def training_sets_dir(s: Settings | None = None) -> Path:
+    """``settings.data_dir / "training-sets"``."""
+    s = s or get_settings()
+    return Path(s.data_dir) / "training-sets"  # type: ignore[arg-type]
+
+
+def _attribute_names() -> list[str]:
+    from pipelines.synth import TAXONOMY
+
+    return list(TAXONOMY.attributes)
+
+
+def _columns(model: str) -> list[str]:
+    cols = ["image", "split", "source", "repeat", "weight", *MODEL_COLUMNS[model]]
+    if model == "tagger":
+        cols += _attribute_names()
+    return cols
+
+
+def training_set_id(report: dict[str, Any], bal_cfg: dict[str, Any], val_cfg: dict[str, Any]) -> str:
+    """``<validation run>-<hash of annotations + balancing + split config>`` (deterministic)."""
+    h = hashlib.sha256(json.dumps([report.get("annotations_sha256"), bal_cfg, val_cfg.get("splits")],
+                                  sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{report['run']}-{h}"
+
+
+def build_training_set(run_dir: Path, out: Path | None = None, s: Settings | None = None,
+                       balancing: dict[str, Any] | None = None,
+                       cfg: dict[str, Any] | None = None) -> Path:
+    """Write the training set of validation run ``run_dir``; return its directory.
+
+    Raises :class:`CriticalExpectationFailed` when the run failed. Idempotent: an existing
+    finished training set with the same id is returned untouched.
+    """
+    s = s or get_settings()
+    report = ensure_passed(Path(run_dir))
+    cfg = cfg or load_validation_config()
+    bal_cfg = balancing or load_balancing_config()
+    ann_dir = Path(report["annotations"]) if report.get("annotations") else None
+    if ann_dir is not None:
+        report["annotations_sha256"] = json.loads((ann_dir / "import.json").read_text()).get("content_sha256")
+    ts_id = training_set_id(report, bal_cfg, cfg)
+    out = Path(out) if out else training_sets_dir(s) / ts_id
+    if (out / "training_set.json").exists():
+        return out
+    snapshot = Path(report["snapshot"])
+    roots = [snapshot.resolve()] + ([ann_dir.resolve()] if ann_dir else [])
+    data_root_abs = Path(os.path.commonpath([str(r) for r in roots])) if len(roots) > 1 else snapshot.resolve()
+    catalog = pd.read_parquet(Path(run_dir) / "catalog.parquet")
+    images = pd.read_parquet(Path(run_dir) / "images.parquet")
+    quarantine = pd.read_parquet(Path(run_dir) / "quarantine.parquet")
+    split_cfg = cfg.get("splits") or {}
+    seed = int(split_cfg.get("seed", 0))
+    fractions = split_cfg.get("fractions") or {"train": 0.8, "val": 0.1, "test": 0.1}
+    # Splits by product + near-duplicate group, stratified by category.
+    groups = product_groups(images, catalog["product_id"])
+    cat_of = dict(zip(catalog["product_id"], catalog["category"], strict=True))
+    split_of = assign_splits(groups, cat_of, fractions, seed)
+    frames = _snapshot_rows(catalog, images, split_of, snapshot, data_root_abs, cfg)
+    if ann_dir is not None:
+        _add_import_rows(frames, ann_dir, data_root_abs, catalog, split_of, quarantine,
+                         fractions, seed, cfg)
+    stage = out.parent / f".{out.name}.partial"
+    if stage.exists():
+        shutil.rmtree(stage)
+    (stage / "manifests").mkdir(parents=True)
+    (stage / "histograms").mkdir()
+    counts: dict[str, Any] = {}
+    bal_record: dict[str, Any] = {}
+    histograms: list[str] = []
+    bal_seed = int(bal_cfg.get("seed", 0))
+    for model in MODELS:
+        df = pd.DataFrame(frames[model], columns=_columns(model))
+        df["repeat"], df["weight"] = 1, 1.0
+        labels = [lab for lab in ((bal_cfg.get("models") or {}).get(model) or {"category": None})]
+        bal_record[model] = {}
+        for lab in labels:
+            spec = balancing_for(model, lab, bal_cfg)
+            if lab not in df.columns:
+                bal_record[model][lab] = {**spec, "applied": False, "why": f"no {lab!r} column"}
+                continue
+            before = class_counts(df, lab)
+            balanced = balance(df, lab, spec, seed=bal_seed)
+            # Several labels of one model: keep the largest repeat and multiply the weights.
+            df["repeat"] = df["repeat"].combine(balanced["repeat"], max)
+            df["weight"] = df["weight"] * balanced["weight"]
+            after = class_counts(df, lab, weighted=spec.get("strategy") == "weights")
+            png = stage / "histograms" / f"{model}_{lab}.png"
+            if len(before):
+                histogram_png(before, after, png, f"{model} / {lab}: {spec.get('strategy')} (train split)")
+                histograms.append(f"histograms/{png.name}")
+            bal_record[model][lab] = {**spec, "applied": True,
+                                      "before": {str(k): float(v) for k, v in before.items()},
+                                      "after": {str(k): float(v) for k, v in after.items()}}
+        df["repeat"] = df["repeat"].astype(int)
+        df["weight"] = df["weight"].astype(float)
+        validate_manifest_frame(df, model)
+        df.to_parquet(stage / "manifests" / f"{model}.parquet", index=False)
+        counts[model] = {sp: int((df["split"] == sp).sum()) for sp in SPLITS}
+        counts[model]["train_draws"] = int(df.loc[df["split"] == "train", "repeat"].sum())
+    catalog.assign(split=catalog["product_id"].map(split_of)).to_parquet(stage / "catalog.parquet", index=False)
+    quarantine.to_parquet(stage / "quarantine.parquet", index=False)
+    meta = {
+        "format": 1, "id": ts_id, "snapshot_id": _snapshot_id(snapshot, s),
+        "snapshot": str(snapshot), "annotations_id": report.get("annotations_sha256"),
+        "annotations": str(ann_dir) if ann_dir else None,
+        "data_root": os.path.relpath(data_root_abs, out.resolve().parent / out.name),
+        "counts": counts, "catalog": len(catalog), "quarantine": len(quarantine),
+        "quarantine_by_reason": report.get("quarantine_by_reason"),
+        "balancing": bal_record, "splits": {"fractions": fractions, "seed": seed,
+                                            "by": "product + near-duplicate group"},
+        "validation": {"run": report["run"], "status": report["status"],
+                       "report": report.get("report_url"), "warnings": report.get("warnings_failed")},
+        "histograms": histograms,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (stage / "training_set.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(stage, out)
+    _publish_histograms(out, Path(run_dir), histograms, s)
+    return out
+
+
+def _snapshot_id(snapshot: Path, s: Settings) -> str:
+    """``<data.dvc md5>:<path in data/>`` for a snapshot in the data tree, else its path."""
+    try:
+        rel = snapshot.resolve().relative_to(Path(s.data_dir).resolve())  # type: ignore[arg-type]
+    except ValueError:
+        return str(snapshot)
+    from pipelines import versioning
+
+    try:
+        return f"{versioning.data_hash(s)}:{rel}"
+    except (OSError, KeyError):
+        return str(rel)
+
+
+def _source_of(mall: str, cfg: dict[str, Any]) -> str:
+    return "photos" if vocabulary_of(mall, cfg) == "photos" else mall
+
+
+def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[str, str],
+                   snapshot: Path, root: Path, cfg: dict[str, Any]) -> dict[str, list[dict]]:
+    """Tagger and embedder rows: one per curated product image (whole-image crops)."""
+    attrs_of = {pid: json.loads(a) if isinstance(a, str) and a else {}
+                for pid, a in zip(catalog["product_id"], catalog.get("attributes", [None] * len(catalog)),
+                                  strict=True)}
+    cat_of = dict(zip(catalog["product_id"], catalog["category"], strict=True))
+    mall_of = dict(zip(catalog["product_id"], catalog["mall"], strict=True))
+    names = _attribute_names()
+    frames: dict[str, list[dict]] = {m: [] for m in MODELS}
+    for r in images.itertuples(index=False):
+        pid = r.product_id
+        rel = os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
+        source = _source_of(mall_of[pid], cfg)
+        base = {"image": rel, "split": split_of[pid], "source": source, "bbox": None,
+                "category": cat_of[pid]}
+        attrs = attrs_of.get(pid, {})
+        frames["tagger"].append({**base, **{k: (attrs.get(k) if source != "photos" else None) for k in names}})
+        # Real photos only know their category: no identity for metric learning.
+        frames["embedder"].append({**base, "identity": pid if source != "photos" else None,
+                                   "role": r.role})
+    return frames
+
+
+def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, catalog: pd.DataFrame,
+                     split_of: dict[str, str], quarantine: pd.DataFrame,
+                     fractions: dict[str, float], seed: int, cfg: dict[str, Any]) -> None:
+    """Append an annotation import's rows; each image takes the strictest split of its products."""
+    from pipelines.validate.annotations import import_rows
+
+    bad = {int(k) for k in quarantine.loc[quarantine["table"] == "annotations", "key"]}
+    rows = import_rows(ann_dir, bad)
+    # World product id (the demo malls' sku) -> split of the crawled product.
+    world_split: dict[str, str] = {}
+    if "sku" in catalog.columns:
+        for pid, sku, mall in zip(catalog["product_id"], catalog["sku"], catalog["mall"], strict=True):
+            if sku and vocabulary_of(str(mall), cfg) == "taxonomy":
+                world_split.setdefault(str(sku), split_of[pid])
+    unknown = sorted({p for rs in rows.values() for r in rs for p in r["products"]
+                      if p and p not in world_split})
+    if unknown:
+        world_split.update(assign_splits({p: p for p in unknown}, {}, fractions, seed))
+    for model, rs in rows.items():
+        for r in rs:
+            splits = [world_split[p] for p in r["products"] if p in world_split]
+            split = max(splits, key=_RANK.__getitem__) if splits else "train"
+            if model in ("tagger", "embedder") and splits and len(set(splits)) > 1:
+                continue  # a crop's own product must not cross splits
+            row = {k: v for k, v in r.items() if k not in ("products", "sha256")}
+            row["image"] = os.path.relpath(ann_dir.resolve() / r["image"], root)
+            if "label_png" in row:
+                row["label_png"] = os.path.relpath(ann_dir.resolve() / r["label_png"], root)
+            frames[model].append({**row, "split": split, "source": "synthetic"})
+
+
+def _publish_histograms(ts: Path, run_dir: Path, histograms: list[str], s: Settings) -> None:
+    """Copy the histograms into the Data Docs site and record them in the run's report."""
+    from pipelines.validate.report import build_summary
+
+    report_file = run_dir / "report.json"
+    report = json.loads(report_file.read_text())
+    dest = site_dir(s) / "tailor" / "img" / report["run"]
+    dest.mkdir(parents=True, exist_ok=True)
+    pub = []
+    for h in histograms:
+        shutil.copyfile(ts / h, dest / Path(h).name)
+        pub.append(f"img/{report['run']}/{Path(h).name}")
+    report["training_set"] = str(ts)
+    report["histograms"] = pub
+    report_file.write_text(json.dumps(report, indent=1, default=str))
+    build_summary(s)
+
+
+def version_training_set(ts: Path, push: bool = True, s: Settings | None = None) -> dict[str, Any]:
+    """DVC-commit the data tree when ``ts`` lies in it; return ``{"path", "data_version"}``."""
+    s = s or get_settings()
+    ts = Path(ts).resolve()
+    version = None
+    try:
+        ts.relative_to(Path(s.data_dir).resolve())  # type: ignore[arg-type]
+        from pipelines import versioning
+
+        version = versioning.commit_data(push=push, s=s)
+    except ValueError:
+        pass
+    return {"path": str(ts), "data_version": version}
