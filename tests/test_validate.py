@@ -178,8 +178,12 @@ def _box_out(a):
 
 
 def _empty_mask(a):
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
     h, w = a["segmentation"]["size"]
-    a["segmentation"] = {"size": [h, w], "counts": f"{h * w}"}  # one run of zeros (uncompressed RLE)
+    rle = mask_utils.encode(np.zeros((h, w), dtype=np.uint8, order="F"))
+    a["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode()}
 
 
 def _bad_category(a):

@@ -136,8 +136,13 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
 
 
 def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
-                 base_url: str = "http://127.0.0.1:8001", max_products: int | None = None) -> dict[str, Any]:
-    """A bundle of freshly initialised, seeded models + a flat index over ``world``'s catalog."""
+                 base_url: str = "http://127.0.0.1:8001", max_products: int | None = None,
+                 embed_images: bool = True) -> dict[str, Any]:
+    """A bundle of freshly initialised, seeded models + a flat index over ``world``'s catalog.
+
+    ``embed_images`` copies the shop images into ``index/images`` and points ``image_url``
+    at the service's ``/catalog/images`` (the demo page then shows them without a mall).
+    """
     import torch
 
     from ._paths import ensure_bentos_importable
@@ -158,6 +163,13 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
     products, images = A.world_catalog(Path(world), base_url=base_url)
     if max_products:
         products = products[:max_products]
+    if embed_images:
+        (out / "index" / "images").mkdir(parents=True)
+        for p in products:
+            src = images[p["product_id"]]
+            if src.is_file():
+                shutil.copy2(src, out / "index" / "images" / src.name)
+                p["image_url"] = f"/catalog/images/{src.name}"
     versions = {m: f"fresh-s{seed}" for m in MODELS}
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
     A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"])

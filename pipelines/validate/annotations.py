@@ -139,7 +139,7 @@ def import_rows(import_dir: Path, quarantined: set[int] | None = None) -> dict[s
             for a in anns:
                 attrs = a.get("attributes") or {}
                 crop = {**base, "bbox": json.dumps(a["bbox"]), "category": cats[a["category_id"]],
-                        "identity": a.get("product_id"), "products": [a.get("product_id")],
+                        "identity": a.get("product_id"),
                         **{k: attrs.get(k) for k in TAXONOMY.attributes}}
                 rows["embedder"].append(crop)
                 rows["tagger"].append(crop)

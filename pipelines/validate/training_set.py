@@ -219,10 +219,12 @@ def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, c
         world_split.update(assign_splits({p: p for p in unknown}, {}, fractions, seed))
     for model, rs in rows.items():
         for r in rs:
+            # The image takes the strictest split of the products it shows (test > val > train),
+            # so a test product is never seen in training images.
             splits = [world_split[p] for p in r["products"] if p in world_split]
             split = max(splits, key=_RANK.__getitem__) if splits else "train"
-            if model in ("tagger", "embedder") and splits and len(set(splits)) > 1:
-                continue  # a crop's own product must not cross splits
+            if model in ("tagger", "embedder") and world_split.get(r.get("identity")) not in (None, split):
+                continue  # the crop's product lives in another split: drop it rather than leak
             row = {k: v for k, v in r.items() if k not in ("products", "sha256")}
             row["image"] = os.path.relpath(ann_dir.resolve() / r["image"], root)
             if "label_png" in row:

@@ -1,0 +1,136 @@
+"""Tailor's search Bento: ``bentoml serve bentos.service:Tailor``.
+
+Two services in one Bento:
+
+* ``Tailor`` (public): the FastAPI app of :mod:`bentos.api` (``POST /search``, demo page,
+  ``/info``) mounted at ``/``; BentoML adds ``/healthz``, ``/readyz`` (which calls
+  ``__is_ready__`` and checks the dependency) and the OpenAPI spec (``/docs.json``, UI at
+  ``/``). It runs detector + parser per photo and the index search.
+* ``TailorCrops`` (internal): tagger + embedder on garment crops behind an adaptive-batching
+  API, so crops from concurrent requests share one forward pass.
+
+Both load one bundle directory (``TAILOR_BUNDLE_DIR``, default ``bentos/bundle`` inside the
+Bento) in ``__init__`` and never read the live registry. Runtime knobs (threads, batching)
+come from ``config/serving.yaml`` / ``TAILOR_SERVE_*`` at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+
+from bentos._io import load_config
+from bentos.api import build_app
+
+CONFIG = load_config()
+RUNTIME = CONFIG["runtime"]
+THREADS = int(RUNTIME["threads"])
+BATCHING = bool(RUNTIME["batching"])
+TIMEOUT_S = int(RUNTIME["timeout_s"])
+
+
+def bundle_dir() -> Path:
+    """The bundle this process serves: ``TAILOR_BUNDLE_DIR`` or ``bundle/`` next to this file."""
+    return Path(os.environ.get("TAILOR_BUNDLE_DIR") or Path(__file__).resolve().parent / "bundle")
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(THREADS)
+
+
+def _pack(tags: list[dict[str, tuple[str, float]]], emb: np.ndarray, vocab: dict[str, list[str]]) -> np.ndarray:
+    """Tags + embeddings as one float32 array (N, D + 2 * heads): arrays batch natively."""
+    heads = sorted(vocab)
+    extra = np.array([[v for h in heads for v in (vocab[h].index(t[h][0]), t[h][1])] for t in tags], dtype=np.float32)
+    return np.concatenate([emb.astype(np.float32), extra.reshape(len(tags), 2 * len(heads))], axis=1)
+
+
+def _unpack(packed: np.ndarray, vocab: dict[str, list[str]], dim: int) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
+    heads = sorted(vocab)
+    emb = np.ascontiguousarray(packed[:, :dim], dtype=np.float32)
+    tags = [{h: (vocab[h][int(row[dim + 2 * j])], float(row[dim + 2 * j + 1])) for j, h in enumerate(heads)} for row in packed]
+    return tags, emb
+
+
+@bentoml.service(name="tailor-crops", workers=1, resources={"cpu": str(THREADS)},
+                 traffic={"timeout": TIMEOUT_S})
+class TailorCrops:
+    """Tagger + embedder on garment crops with adaptive batching across requests."""
+
+    def __init__(self) -> None:
+        from bentos import _adapters as A
+
+        _threads()
+        d = bundle_dir()
+        self.tagger = A.load_model(d / "models" / "tagger")
+        self.embedder = A.load_model(d / "models" / "embedder")
+        size = max(int(self.tagger.tailor_config["crop_size"]), int(self.embedder.tailor_config["crop_size"]))
+        self.infer(np.zeros((1, size, size, 3), np.uint8))  # warm-up
+
+    @bentoml.api(batchable=BATCHING, batch_dim=0, max_batch_size=int(RUNTIME["max_batch_size"]),
+                 max_latency_ms=int(RUNTIME["max_latency_ms"]))
+    def infer(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 crops -> (N, D + 2 * heads) float32 (see ``_pack``)."""
+        from bentos import _adapters as A
+
+        tags, emb = A.crop_forward(self.tagger, self.embedder, crops)
+        return _pack(tags, emb, self.tagger.vocab)
+
+
+def _engine() -> Any:
+    return bentoml.get_current_service().engine
+
+
+def _ready() -> bool:
+    try:
+        return bentoml.get_current_service().engine is not None
+    except Exception:  # service not instantiated yet
+        return False
+
+
+_bundle = bundle_dir()
+app = build_app(
+    _engine, CONFIG, catalog_images=_bundle / "index" / "images", is_ready=_ready)
+
+
+@bentoml.service(name="tailor-search", workers=1, resources={"cpu": str(THREADS)},
+                 traffic={"timeout": TIMEOUT_S, "max_concurrency": 64})
+@bentoml.asgi_app(app, path="/")
+class Tailor:
+    """Public search service (see module docstring)."""
+
+    crops = bentoml.depends(TailorCrops)
+
+    def __init__(self) -> None:
+        from PIL import Image
+
+        from bentos.engine import Bundle, SearchEngine
+
+        _threads()
+        self.engine = None
+        bundle = Bundle.load(bundle_dir())
+        search = CONFIG["search"]
+        engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
+                              max_garments=int(search["max_garments"]))
+        self._vocab = bundle.tagger.vocab
+        self._dim = int(bundle.embedder.dim)
+        # Warm detector and parser here (lazy init off the first request); the crop worker
+        # warms itself and may still be starting, so its failure here is not fatal.
+        try:
+            engine.search(Image.new("RGB", (64, 64)), k=1)
+        except Exception:
+            pass
+        self.engine = engine
+
+    def _remote_crops(self, crops: np.ndarray) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
+        packed = np.asarray(self.crops.infer(crops))
+        return _unpack(packed, self._vocab, self._dim)
+
+    def __is_ready__(self) -> bool:
+        return self.engine is not None

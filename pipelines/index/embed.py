@@ -1,0 +1,196 @@
+"""Embedding the catalog: image resolution, batching, and the embed functions.
+
+``embed_fn(images: list[PIL.Image]) -> np.ndarray (N, D)`` with L2-normalised rows. Two
+real implementations:
+
+- :func:`champion_embed_fn`: the ``tailor-embedder@champion`` model through
+  ``pipelines.train.predict`` (the production path);
+- :func:`pixel_embed_fn`: a fixed random projection of downsampled pixels. Deterministic
+  and dependency-free, so tests and the demo DAG run before a trained embedder exists
+  (params ``embedder: pixels``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EmbedFn = Callable[[list[Any]], np.ndarray]
+
+#: Columns of the id table, one row per vector.
+ID_COLUMNS = ["vector_id", "product_id", "image", "category"]
+
+
+def pixel_embed_fn(dim: int = 128, size: int = 16, seed: int = 0) -> EmbedFn:
+    """A deterministic embedder: RGB ``size``x``size`` thumbnail -> Gaussian projection -> unit vector."""
+    proj = np.random.default_rng(seed).standard_normal((size * size * 3, dim)).astype(np.float32)
+    proj /= np.sqrt(size * size * 3)
+
+    def embed(images: list[Any]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, dim), dtype=np.float32)
+        px = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
+                       for im in images])
+        px = px.reshape(len(images), -1)
+        px -= px.mean(axis=1, keepdims=True)  # brightness-invariant, as a crude learned embedder would be
+        v = px @ proj
+        return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    embed.version = f"pixels-d{dim}-s{size}-seed{seed}"  # type: ignore[attr-defined]
+    return embed
+
+
+def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion") -> EmbedFn:
+    """The registered embedder (``@champion`` by default) behind the ``predict`` contract.
+
+    The returned function carries ``version`` = ``tailor-embedder/v<N>`` (resolved from the
+    alias at load time, so the index records which embedder it was built with).
+    """
+    import mlflow.pytorch
+
+    from pipelines import registry
+    from pipelines.train import predict
+
+    version = model_uri
+    if model_uri.startswith("models:/") and "@" in model_uri:
+        name, alias = model_uri[len("models:/"):].split("@", 1)
+        mv = registry._client().get_model_version_by_alias(name, alias)
+        version = f"{name}/v{mv.version}"
+        model_uri = f"models:/{name}/{mv.version}"
+    else:
+        registry._client()
+    model = mlflow.pytorch.load_model(model_uri)
+
+    def embed(images: list[Any]) -> np.ndarray:
+        return np.asarray(predict("embedder", model, images), dtype=np.float32)
+
+    embed.version = version  # type: ignore[attr-defined]
+    return embed
+
+
+def embedder_version(embed_fn: EmbedFn) -> str:
+    """The version string an embed function carries (``unknown`` when it has none)."""
+    return str(getattr(embed_fn, "version", "unknown"))
+
+
+def catalog_images(catalog: Path, images_root: Path | None = None):
+    """DataFrame ``product_id, category, image`` (absolute image path), one row per image to embed.
+
+    Resolution order (the training-set layout may carry the image either way):
+    1. an ``image`` column in the catalog (relative to ``images_root``);
+    2. ``images.parquet`` beside the catalog (``product_id``, and ``image`` or crawl-snapshot
+       ``sha256``/``ext`` blobs under ``images_root/images``), the first image per product
+       by ``position`` / ``role == shop``;
+    3. ``manifests/embedder.parquet`` beside the catalog (``identity`` = product id), shop
+       images first.
+    Products without an image are dropped (they cannot be searched by image).
+    """
+    import pandas as pd
+
+    catalog = Path(catalog)
+    root = Path(images_root) if images_root else catalog.parent
+    cat = pd.read_parquet(catalog)
+    if "product_id" not in cat.columns:
+        raise ValueError(f"{catalog} has no product_id column")
+    if "category" not in cat.columns:
+        cat["category"] = "unknown"
+    cat = cat.drop_duplicates("product_id")
+    if "image" in cat.columns:
+        imgs = cat[["product_id", "image"]]
+    elif (catalog.parent / "images.parquet").exists():
+        imgs = pd.read_parquet(catalog.parent / "images.parquet")
+        if "image" not in imgs.columns:
+            imgs["image"] = [f"images/{s[:2]}/{s}.{e}" for s, e in zip(imgs["sha256"], imgs["ext"], strict=True)]
+        imgs = _first_per_product(imgs, "product_id")[["product_id", "image"]]
+    elif (catalog.parent / "manifests" / "embedder.parquet").exists():
+        from pipelines.manifests import read_training_set
+
+        man = pd.read_parquet(catalog.parent / "manifests" / "embedder.parquet")
+        man = man[man["identity"].notna()].rename(columns={"identity": "product_id"})
+        imgs = _first_per_product(man, "product_id")[["product_id", "image"]]
+        if images_root is None and (catalog.parent / "training_set.json").exists():
+            root = Path(read_training_set(catalog.parent)["data_root_abs"])
+    else:
+        raise ValueError(f"no image column, images.parquet or embedder manifest for {catalog}")
+    df = cat[["product_id", "category"]].merge(imgs.drop_duplicates("product_id"), on="product_id", how="inner")
+    df["image"] = [str(p if Path(p).is_absolute() else root / p) for p in df["image"]]
+    df["product_id"] = df["product_id"].astype(str)
+    df["category"] = df["category"].fillna("unknown").astype(str)
+    return df.sort_values(["category", "product_id"], kind="stable").reset_index(drop=True)
+
+
+def _first_per_product(df, key: str):
+    df = df.copy()
+    df["_shop"] = (df["role"] != "shop").astype(int) if "role" in df.columns else 0
+    order = ["_shop"] + (["position"] if "position" in df.columns else [])
+    return df.sort_values([key, *order], kind="stable").drop_duplicates(key)
+
+
+def assign_ids(categories: list[str], known: dict[str, int] | None = None,
+               next_seq: dict[str, int] | None = None) -> tuple[np.ndarray, dict[str, int], dict[str, int]]:
+    """Category-contiguous 64-bit vector ids (``code << 32 | seq``) for rows in ``categories``.
+
+    ``known`` (category -> code) and ``next_seq`` (category -> next free sequence) carry over
+    from an existing index so incremental updates never reuse or move an id.
+    """
+    from pipelines.index.build import CATEGORY_SHIFT
+
+    codes = dict(known or {})
+    seq = dict(next_seq or {})
+    out = np.empty(len(categories), dtype=np.int64)
+    for i, c in enumerate(categories):
+        if c not in codes:
+            codes[c] = max(codes.values(), default=-1) + 1
+        s = seq.get(c, 0)
+        out[i] = (codes[c] << CATEGORY_SHIFT) | s
+        seq[c] = s + 1
+    return out, codes, seq
+
+
+def embed_images(paths: list[str], embed_fn: EmbedFn, batch_size: int = 64, progress: bool = True,
+                 label: str = "embed") -> np.ndarray:
+    """Embed image files in batches (one batch of decoded images in memory at a time)."""
+    from PIL import Image
+
+    out: list[np.ndarray] = []
+    n = len(paths)
+    for start in range(0, n, batch_size):
+        batch = []
+        for p in paths[start:start + batch_size]:
+            with Image.open(p) as im:
+                batch.append(im.convert("RGB"))
+        v = np.asarray(embed_fn(batch), dtype=np.float32)
+        if v.ndim != 2 or len(v) != len(batch):
+            raise ValueError(f"embed_fn returned shape {v.shape} for {len(batch)} images")
+        out.append(v)
+        if progress:
+            done = min(n, start + batch_size)
+            print(f"\r{label}: {done}/{n} images", end="" if done < n else "\n", file=sys.stderr, flush=True)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    x = np.concatenate(out)
+    # Normalise defensively: inner product == cosine only holds for unit rows.
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embed_catalog(catalog: Path, images_root: Path | None, embed_fn: EmbedFn, batch_size: int = 64,
+                  progress: bool = True, known: dict[str, int] | None = None,
+                  next_seq: dict[str, int] | None = None):
+    """Embed every catalog product image; returns ``(vectors, ids_table)``.
+
+    ``ids_table`` (DataFrame, columns :data:`ID_COLUMNS`) maps row i of ``vectors`` ->
+    ``vector_id`` (category-contiguous, see :func:`assign_ids`) -> ``product_id`` -> ``image``.
+    Its ``attrs`` carry ``categories`` (category -> code) and ``next_seq`` for later updates.
+    """
+    df = catalog_images(Path(catalog), images_root)
+    vectors = embed_images(df["image"].tolist(), embed_fn, batch_size, progress)
+    ids, codes, seq = assign_ids(df["category"].tolist(), known, next_seq)
+    df.insert(0, "vector_id", ids)
+    table = df[ID_COLUMNS].copy()
+    table.attrs["categories"] = codes
+    table.attrs["next_seq"] = seq
+    return vectors.astype(np.float32), table

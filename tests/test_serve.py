@@ -1,0 +1,210 @@
+"""Search service: input validation (bentos/_io.py) and the API in-process (no server).
+
+The bundle is made of freshly initialised, seeded models and a flat index over the small
+world's catalog: real components with meaningless weights. Retrieval of a product's own
+shop image still works because the index stores that image's own embedding.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bentos._io import BadInput, Limits, decode_image, parse_category, parse_k
+
+
+def jpeg(size=(120, 90), color=(200, 40, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+    buf = io.BytesIO()
+    Image.new("1", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr: ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+@pytest.fixture(scope="session")
+def serve_bundle(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Path:
+    """One untrained bundle per test session (shared on disk by the serve/deploy modules)."""
+    from pipelines.deploy.bundle import fresh_bundle
+
+    out = tmp_path_factory.getbasetemp() / "serve-bundle"
+    if not (out / "manifest.json").exists():
+        fresh_bundle(out, small_world, seed=0)
+    return out
+
+
+# --------------------------------------------------------------------------- _io
+LIMITS = Limits(max_bytes=200_000, max_pixels=2_000_000)
+
+
+def test_decode_valid_jpeg_and_png():
+    assert decode_image(jpeg(), LIMITS).size == (120, 90)
+    buf = io.BytesIO()
+    Image.new("RGBA", (50, 40)).save(buf, "PNG")
+    img = decode_image(buf.getvalue(), LIMITS)
+    assert img.mode == "RGB" and img.size == (50, 40)
+
+
+@pytest.mark.parametrize("data,status,code", [
+    (None, 422, "missing_field"),
+    (b"", 400, "empty_image"),
+    (b"definitely not an image", 400, "not_an_image"),
+    (b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.", 400, "pickle_rejected"),
+    (jpeg((400, 400))[:700], 400, "corrupt_image"),
+    (png_bomb(), 413, "decompression_bomb"),
+    (jpeg((2000, 1200)), 413, "too_many_pixels"),
+    (jpeg((4, 4)), 400, "too_small"),
+])
+def test_decode_rejects(data, status, code):
+    with pytest.raises(BadInput) as e:
+        decode_image(data, LIMITS)
+    assert (e.value.status, e.value.code) == (status, code)
+    assert e.value.message
+
+
+def test_decode_rejects_over_byte_limit():
+    with pytest.raises(BadInput) as e:
+        decode_image(jpeg(), Limits(max_bytes=100))
+    assert e.value.status == 413 and "limit" in e.value.message
+
+
+def test_disallowed_format_is_not_an_image():
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(buf, "TIFF")
+    with pytest.raises(BadInput) as e:
+        decode_image(buf.getvalue(), LIMITS)
+    assert e.value.code == "not_an_image"
+
+
+def test_parse_k_and_category():
+    assert parse_k(None) == 10 and parse_k("7") == 7
+    for bad in ("0", "101", "x", "2.5"):
+        with pytest.raises(BadInput) as e:
+            parse_k(bad)
+        assert e.value.status == 422 and e.value.field == "k"
+    assert parse_category("", ("shirt",)) is None
+    assert parse_category("Shirt", ("shirt",)) == "shirt"
+    with pytest.raises(BadInput):
+        parse_category("spaceship", ("shirt",))
+
+
+# --------------------------------------------------------------------------- API in-process
+@pytest.fixture(scope="module")
+def client(serve_bundle: Path):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from bentos._io import load_config
+    from bentos.api import build_app
+    from bentos.engine import Bundle, SearchEngine
+
+    torch.set_num_threads(2)
+    engine = SearchEngine(Bundle.load(serve_bundle))
+    cfg = load_config()
+    cfg = {**cfg, "limits": {**cfg["limits"], "max_bytes": 300_000, "max_pixels": 4_000_000}}
+    app = build_app(lambda: engine, cfg, catalog_images=serve_bundle / "index" / "images")
+    with TestClient(app) as c:
+        yield c
+
+
+def test_search_own_product_image_in_top5(client, small_world: Path, serve_bundle: Path):
+    pid = "p00004"
+    data = (small_world / "images" / "shop" / f"{pid}.jpg").read_bytes()
+    r = client.post("/search", files={"image": ("p.jpg", data, "image/jpeg")}, data={"k": "5"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["versions"]) == {"detector", "parser", "tagger", "embedder", "index"}
+    assert body["versions"]["embedder"] == "fresh-s0"
+    assert len(body["garments"]) >= 1
+    scores = [g["score"] for g in body["garments"]]
+    assert scores == sorted(scores, reverse=True)
+    g = body["garments"][0]
+    assert len(g["box"]) == 4 and isinstance(g["category"], str)
+    assert set(g["mask"]) == {"size", "counts"} and g["mask"]["size"] == [256, 256]
+    assert all(set(t) == {"value", "score"} for t in g["tags"].values()) and "color" in g["tags"]
+    ids = [m["product_id"] for m in g["matches"]]
+    assert len(ids) == 5 and pid in ids
+    m = g["matches"][0]
+    assert {"product_id", "title", "mall", "url", "image_url", "price", "currency", "category", "score"} <= set(m)
+    assert "total" in body["timings_ms"]
+    # the product thumbnails the demo page shows are served from the bundle
+    assert client.get(m["image_url"]).status_code == 200
+
+
+def test_search_category_filter_and_k(client, small_world: Path):
+    data = (small_world / "images" / "shop" / "p00001.jpg").read_bytes()
+    r = client.post("/search", files={"image": ("p.jpg", data, "image/jpeg")}, data={"k": "3", "category": "shoes"})
+    assert r.status_code == 200, r.text
+    for g in r.json()["garments"]:
+        assert len(g["matches"]) <= 3
+        assert all(m["category"] == "shoes" for m in g["matches"])
+
+
+def test_health_ready_info_openapi_demo(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").json()["status"] == "ready"
+    info = client.get("/info").json()
+    assert info["limits"]["k_max"] == 100 and "shirt" in info["categories"]
+    spec = client.get("/openapi.json").json()
+    assert "/search" in spec["paths"] and "multipart/form-data" in spec["paths"]["/search"]["post"]["requestBody"]["content"]
+    page = client.get("/demo")
+    assert page.status_code == 200 and "Tailor" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def _post(client, files=None, data=None, **kw):
+    return client.post("/search", files=files, data=data, **kw)
+
+
+@pytest.mark.parametrize("case,status,code", [
+    ("not_an_image", 400, "not_an_image"),
+    ("truncated", 400, "corrupt_image"),
+    ("bomb", 413, "decompression_bomb"),
+    ("too_many_pixels", 413, "too_many_pixels"),
+    ("too_many_bytes", 413, "too_large"),
+    ("missing_image", 422, "missing_field"),
+    ("image_as_text", 422, "invalid_image"),
+    ("k_zero", 422, "invalid_k"),
+    ("k_too_big", 422, "invalid_k"),
+    ("k_not_int", 422, "invalid_k"),
+    ("bad_category", 422, "invalid_category"),
+    ("pickle_type", 415, "pickle_rejected"),
+    ("json_body", 415, "unsupported_media_type"),
+])
+def test_bad_input_is_4xx_json(client, case, status, code):
+    ok = jpeg()
+    if case == "json_body":
+        r = client.post("/search", json={"image": "x", "k": 3})
+    elif case == "pickle_type":
+        r = client.post("/search", content=b"\x80\x04K\x01.", headers={"content-type": "application/vnd.bentoml+pickle"})
+    else:
+        files = {
+            "not_an_image": {"image": ("a.jpg", b"GIF89 nope", "image/jpeg")},
+            "truncated": {"image": ("a.jpg", jpeg((300, 300))[:500], "image/jpeg")},
+            "bomb": {"image": ("a.png", png_bomb(), "image/png")},
+            "too_many_pixels": {"image": ("a.jpg", jpeg((2500, 2000)), "image/jpeg")},
+            "too_many_bytes": {"image": ("a.bin", b"\xff" * 500_000, "image/jpeg")},
+            "missing_image": {"other": ("a.jpg", ok, "image/jpeg")},
+        }.get(case, {"image": ("a.jpg", ok, "image/jpeg")})
+        data = {"k_zero": {"k": "0"}, "k_too_big": {"k": "101"}, "k_not_int": {"k": "ten"},
+                "bad_category": {"category": "spaceship"}, "image_as_text": {"image": "http://127.0.0.1:1/x.jpg"}}.get(case)
+        if case == "image_as_text":
+            files = {"dummy": ("d.txt", b"x", "text/plain")}
+        r = _post(client, files=files, data=data)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"]

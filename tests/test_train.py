@@ -1,0 +1,191 @@
+"""Training engine, evaluation metrics, manifest rows and inference (model behaviour tier).
+
+Runs are tiny (few steps, tiny inputs) so the file stays within a couple of minutes on a
+shared 2-core CPU; quality runs are ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.manifests import load_manifest, validate_manifest_frame
+
+MODELS = ("detector", "parser", "tagger", "embedder")
+TINY = {"workers": 0, "warmup_epochs": 0, "eval_limit": 12, "image_size": 96, "crop_size": 40,
+        "batch_size": 6, "fpn_channels": 32, "psp_channels": 32, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def small_set(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.ingest.world import world_manifest_rows
+    from pipelines.train.devset import training_set_from_rows
+
+    return training_set_from_rows(world_manifest_rows(small_world), small_world,
+                                  tmp_path_factory.mktemp("ts") / "small", seed=0)
+
+
+# ------------------------------------------------------------------ metrics: perfect -> 1
+
+
+def test_metrics_are_one_for_perfect_predictions() -> None:
+    from pipelines.train import metrics as M
+
+    lab = np.random.default_rng(0).integers(0, 5, size=(20, 20))
+    lab[0, 0] = 255  # ignored pixel
+    s = M.segmentation_scores(M.confusion(lab, np.where(lab == 255, 0, lab), 5))
+    assert s == {"miou": 1.0, "pixel_acc": 1.0}
+    y = np.array([0, 1, 2, 2, 1])
+    assert M.classification_scores(y, y, 4) == {"acc": 1.0, "f1": 1.0}
+    assert M.classification_scores(y, np.zeros(5, int), 4)["acc"] == pytest.approx(0.2)
+    g = np.eye(4, dtype=np.float32)
+    assert M.recall_at_k(g, list("abcd"), g, list("abcd"), (1, 5)) == {1: 1.0, 5: 1.0}
+    x = np.repeat(np.eye(2, dtype=np.float32), 6, axis=0)
+    assert M.precision_at_k(x, ["u"] * 6 + ["v"] * 6, 5) == 1.0
+    gts = [[([10, 10, 20, 30], 1), ([50, 50, 10, 10], 2)], [([5, 5, 40, 40], 2)]]
+    dets = [[(b, 0.9, c) for b, c in img] for img in gts]
+    m, prec = M.coco_detection(gts, dets, 2)
+    assert m == {"map_50": 1.0, "map_50_95": 1.0} and prec.shape == (101, 2)
+    assert M.coco_detection(gts, [[], []], 2)[0]["map_50"] == 0.0
+
+
+# --------------------------------------------------------------------- rows and dev split
+
+
+def test_world_rows_and_dev_training_set(small_world: Path, small_set: Path) -> None:
+    from pipelines.ingest.world import world_manifest_rows
+
+    rows = world_manifest_rows(small_world)
+    broken = {b["file"] for b in json.loads((small_world / "broken.json").read_text())}
+    for model, df in rows.items():
+        assert len(df) and "group" in df and not {"split", "repeat", "weight"} & set(df.columns)
+        assert not set(df["image"]) & broken, f"{model} rows include broken files"
+        assert all((small_world / p).exists() for p in df["image"][:20])
+    assert set(rows["detector"]["role"]) == {"street", "model"}
+    assert set(rows["tagger"]["role"]) == {"shop", "model", "street"}
+    assert (rows["embedder"]["identity"] == rows["embedder"]["group"]).all()
+    for model in MODELS:
+        df = load_manifest(small_set, model)
+        validate_manifest_frame(df, model)
+        # a group (product or scene) never straddles two splits
+        assert (df.groupby("group")["split"].nunique() == 1).all()
+        assert set(df["split"]) == {"train", "val", "test"}
+
+
+def test_repeats_are_augmented(small_set: Path) -> None:
+    """An oversampled row (repeat 3) is drawn 3 times per epoch; copies are augmented."""
+    import torch
+
+    from pipelines.train import get_task
+    from pipelines.train.config import resolve_config
+
+    task = get_task("tagger")
+    df = load_manifest(small_set, "tagger", "train").iloc[:2].copy()
+    df["repeat"] = [3, 1]
+    cfg = task.prepare({**resolve_config("tagger"), **TINY}, df)
+    train = task.dataset(df, True, cfg)
+    assert len(train) == 4
+    plain = task.dataset(df, False, cfg)[0][0]
+    assert not torch.equal(train[1][0], plain) and not torch.equal(train[1][0], train[2][0])
+    assert torch.equal(task.dataset(df, False, cfg)[0][0], plain)  # evaluation is deterministic
+
+
+# ------------------------------------------------------------------ training per model
+
+_RESULTS: dict[str, object] = {}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tiny_training_run(name: str, small_set: Path, tmp_path: Path) -> None:
+    """A real (tiny) run: loss goes down, artefacts and plots are written, predict works."""
+    from PIL import Image
+
+    from pipelines.train import PRIMARY_METRIC, load_model, predict, train_model
+
+    over = {**TINY, "epochs": 3, "max_steps_per_epoch": 4, "lr": 0.003, "patience": 5}
+    t0 = time.perf_counter()
+    res = train_model(name, small_set, tmp_path / name, overrides=over, progress=False)
+    assert time.perf_counter() - t0 < 120
+    losses = [h["train_loss"] for h in res.history]
+    assert res.epochs_run == 3 and len(losses) == 3 and res.resumed_from is None
+    assert losses[-1] < losses[0], losses
+    for f in ("model.pt", "history.json", "config.json", "checkpoints/last.pt"):
+        assert (tmp_path / name / f).exists()
+    assert res.plots and all(p.suffix == ".png" and p.exists() for p in res.plots)
+    assert PRIMARY_METRIC[name] in res.metrics and res.primary_metric == PRIMARY_METRIC[name]
+    assert all(0.0 <= v <= 1.0 for k, v in res.metrics.items() if not k.startswith("n_"))
+    assert not res.model.training
+    # rebuild from model.pt alone and predict on PIL images
+    model = load_model(name, res.checkpoint)
+    imgs = [Image.new("RGB", (72, 96), (200, 40, 40)), Image.new("RGB", (60, 50), (20, 40, 200))]
+    out = predict(name, model, imgs)
+    if name == "detector":
+        assert set(out[0]) == {"boxes", "scores", "categories"} and len(out) == 2
+    elif name == "parser":
+        assert out[0].shape == (96, 72) and out[1].shape == (50, 60)
+    elif name == "tagger":
+        value, score = out[0]["category"]
+        assert value in res.config["heads"]["category"] and 0 <= score <= 1
+    else:
+        assert out.shape == (2, res.config["dim"])
+        assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
+    assert isinstance(res.input_example, np.ndarray)
+
+
+def test_resume_after_kill(small_set: Path, tmp_path: Path) -> None:
+    """SIGKILL after the first checkpoint; a restart continues from there to the same end."""
+    from pipelines.train import train_model
+
+    out = tmp_path / "run"
+    over = {**TINY, "epochs": 4, "max_steps_per_epoch": 3, "patience": 10}
+    code = ("import sys, json; from pipelines.train import train_model; "
+            "train_model('embedder', sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]), progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(small_set), str(out), json.dumps(over)],
+                            cwd=Path(__file__).resolve().parents[1], stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), "no checkpoint was written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = train_model("embedder", small_set, out, overrides=over, progress=False)
+    assert res.resumed_from is not None and 1 <= res.resumed_from < 4
+    assert res.epochs_run == 4
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+
+
+def test_early_stopping_and_config_change(small_set: Path, tmp_path: Path) -> None:
+    """lr 0 never improves val: training stops after `patience` epochs; a changed config
+    does not resume from the old checkpoint."""
+    from pipelines.train import train_model
+
+    over = {**TINY, "epochs": 6, "max_steps_per_epoch": 1, "patience": 1, "lr": 0.0}
+    res = train_model("tagger", small_set, tmp_path / "r", overrides=over, progress=False)
+    assert res.epochs_run == 2  # epoch 1 sets the best, epoch 2 does not improve -> stop
+    res2 = train_model("tagger", small_set, tmp_path / "r", overrides={**over, "seed": 1}, progress=False)
+    assert res2.resumed_from is None
+
+
+@pytest.mark.shared_data
+def test_photo_rows_derive_boxes(shared_photos: Path) -> None:
+    from pipelines.ingest.photos import MAIN_LABELS, photo_manifest_rows
+
+    rows = photo_manifest_rows(shared_photos, limit=40)
+    tag = rows["tagger"]
+    assert len(tag) == 40 and {"label", "bbox", "category", "box_source", "group"} <= set(tag.columns)
+    assert (tag["box_source"] == "segmented").mean() > 0.7
+    for bbox, w, h in zip(tag["bbox"], tag["width"], tag["height"], strict=True):
+        x, y, bw, bh = json.loads(bbox)
+        assert 0 <= x and 0 <= y and x + bw <= w + 1 and y + bh <= h + 1 and bw * bh > 0.02 * w * h
+    assert rows["embedder"]["identity"].isna().all()
+    det = rows["detector"]
+    assert det["label"].isin(MAIN_LABELS).any() and not det["label"].isin(["Not sure", "Skip", "Other"]).any()

@@ -1,0 +1,83 @@
+"""The training set written from a validated snapshot (+ annotation import) follows
+pipelines.manifests, has leak-free splits and balanced train rows, and is idempotent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.manifests import MODELS, load_manifest, read_training_set
+from pipelines.settings import Settings
+from pipelines.validate.testing import fabricate_snapshot
+
+
+@pytest.fixture(scope="module")
+def built(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from pipelines.validate.annotations import import_annotations
+    from pipelines.validate.checkpoint import validate_snapshot
+    from pipelines.validate.training_set import build_training_set
+
+    root = tmp_path_factory.mktemp("tsproj")
+    s = Settings(root=root)
+    imp = import_annotations(small_world, root / "data" / "imports" / "small", dvc=False, s=s)
+    snap = fabricate_snapshot(root / "data" / "snapshots" / "fab", n=80, near_dup_every=4)
+    rep = validate_snapshot(snap, s=s, annotations=imp, previous_rows=0)
+    ts = build_training_set(Path(rep["run_dir"]), s=s)
+    return {"s": s, "ts": ts, "rep": rep}
+
+
+def test_training_set_follows_the_contract(built: dict) -> None:
+    ts = built["ts"]
+    meta = read_training_set(ts)
+    assert meta["format"] == 1 and meta["snapshot_id"] and meta["annotations_id"]
+    assert ts.parent.name == "training-sets"
+    for model in MODELS:
+        df = load_manifest(ts, model)
+        assert len(df) > 0, model
+        assert set(df["split"]) <= {"train", "val", "test"}
+        assert Path(df["image"].iloc[0]).exists()
+        assert ((df["repeat"] == 1) | (df["split"] == "train")).all()
+    parser = load_manifest(ts, "parser")
+    assert Path(parser["label_png"].iloc[0]).exists()
+    boxes = json.loads(load_manifest(ts, "detector")["boxes"].iloc[0])
+    assert {"bbox", "category"} <= set(boxes[0])
+    for h in meta["histograms"]:
+        assert (ts / h).exists()
+    assert (ts / "catalog.parquet").exists() and (ts / "quarantine.parquet").exists()
+
+
+def test_manifest_splits_do_not_leak(built: dict) -> None:
+    import pandas as pd
+
+    frames = {m: load_manifest(built["ts"], m) for m in MODELS}
+    every = pd.concat([f[["image", "split"]] for f in frames.values()])
+    assert every.groupby("image")["split"].nunique().max() == 1
+    emb = frames["embedder"].dropna(subset=["identity"])
+    assert emb.groupby("identity")["split"].nunique().max() == 1
+    cat = pd.read_parquet(built["ts"] / "catalog.parquet")
+    assert cat.groupby("product_id")["split"].nunique().max() == 1
+
+
+def test_tagger_train_split_is_oversampled(built: dict) -> None:
+    meta = read_training_set(built["ts"])
+    tag = meta["balancing"]["tagger"]["category"]
+    assert tag["strategy"] == "oversample"
+    assert max(tag["after"].values()) == max(tag["before"].values())
+    assert min(tag["after"].values()) > min(tag["before"].values())
+    assert meta["counts"]["tagger"]["train_draws"] > meta["counts"]["tagger"]["train"]
+
+
+def test_build_is_idempotent_and_deterministic(built: dict, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipelines.validate.training_set import build_training_set
+
+    run_dir = Path(built["rep"]["run_dir"])
+    assert build_training_set(run_dir, s=built["s"]) == built["ts"]
+    again = build_training_set(run_dir, out=tmp_path / "again", s=built["s"])
+    for m in MODELS:
+        a = pd.read_parquet(built["ts"] / "manifests" / f"{m}.parquet")
+        b = pd.read_parquet(again / "manifests" / f"{m}.parquet")
+        assert a[["split", "repeat", "weight"]].equals(b[["split", "repeat", "weight"]])
