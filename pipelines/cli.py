@@ -12,6 +12,7 @@ import typer
 
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.settings import get_settings
+from pipelines.validate.cli import quality_report, validate_import_annotations, validate_init, validate_run
 
 app = typer.Typer(
     help="Tailor: an MLOps data platform for fashion visual search.",
@@ -27,6 +28,15 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(mall_app, name="mall")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+validate_app = typer.Typer(help="Great Expectations quality gate, quarantine, splits, balanced manifests.",
+                           no_args_is_help=True)
+quality_app = typer.Typer(help="Data-quality reports for data stewards.", no_args_is_help=True)
+app.add_typer(validate_app, name="validate")
+app.add_typer(quality_app, name="quality")
+validate_app.command("run")(validate_run)
+validate_app.command("init")(validate_init)
+validate_app.command("import-annotations")(validate_import_annotations)
+quality_app.command("report")(quality_report)
 
 # Stage commands whose modules keep heavy imports inside the functions.
 app.command("crawl")(crawl_command)

@@ -240,3 +240,22 @@ def test_real_photos_not_sure_skip_other_quarantined(shared_photos: Path, tmp_pa
     assert rep["quarantine_by_reason"]["label not in vocabulary"] == expected
     page = build_summary(s).read_text()
     assert "label not in vocabulary" in page and "photos/Not sure" in page
+
+
+def test_committed_gx_project_matches_config() -> None:
+    """expectations/gx holds every suite with severities; regenerate with `tailor validate init`."""
+    from pipelines.settings import PROJECT_ROOT
+    from pipelines.validate.config import load_validation_config
+    from pipelines.validate.suites import SUITES, _expectation, _signature, specs
+
+    cfg = load_validation_config()
+    gx_dir = PROJECT_ROOT / "expectations" / "gx"
+    assert (gx_dir / "great_expectations.yml").exists()
+    for suite in SUITES:
+        stored = json.loads((gx_dir / "expectations" / f"{suite}.json").read_text())
+        assert all(e["meta"]["severity"] in ("critical", "warning") for e in stored["expectations"])
+        assert (gx_dir / "checkpoints" / f"tailor_{suite}.json").exists()
+        wanted = [_expectation(sp, cfg) for sp in specs(cfg) if sp.suite == suite]
+        have = sorted((e["type"], repr(sorted(e["kwargs"].items())), repr(sorted(e["meta"].items())))
+                      for e in stored["expectations"])
+        assert have == _signature(wanted), f"{suite}: run `tailor validate init` after editing config"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipelines.settings import PROJECT_ROOT, Settings
 from pipelines.validate.testing import fabricate_snapshot
@@ -30,6 +31,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> None:
     from pipelines.crawl.config import Politeness, demo_config
     from pipelines.crawl.pipeline import crawl

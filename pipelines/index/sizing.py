@@ -101,7 +101,8 @@ def plan_index(n: int, d: int, cfg: dict[str, Any] | None = None) -> IndexPlan:
     nbits = choose_nbits(train_size, fast_scan)
     if not fast_scan and nbits < 8:
         notes.append(f"PQ uses {nbits} bits: {train_size} training points cannot train 256 centroids")
-    opq = bool(cfg.get("opq", True)) and d % m == 0 and n >= 1000
+    # OPQ trains its own 8-bit PQ: it needs 39 * 256 points, and its cost only pays at scale.
+    opq = bool(cfg.get("opq", False)) and d % m == 0 and train_size >= MIN_POINTS_PER_CENTROID * 256
     factory = str(cfg.get("factory") or "auto")
     if factory == "auto":
         pre = f"OPQ{m}," if opq else ""

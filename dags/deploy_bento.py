@@ -1,0 +1,78 @@
+"""Deploy the search Bento: bundle -> build -> candidate (staging port) -> smoke -> switch.
+
+Scheduled on the Asset ``search-index`` (a new index means a new champion embedder or
+catalog) and runnable by hand. The bundle pins the exact ``@champion`` versions and the
+index built for the champion embedder. If any step fails, the candidate is stopped, the
+previous deployment keeps serving on the public port and the run fails with the reason.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+SEARCH_INDEX = Asset("tailor://search-index")
+DEPLOYMENT = Asset("tailor://search-deployment")
+
+
+@dag(
+    dag_id="deploy_bento",
+    schedule=[SEARCH_INDEX],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # two deploys must never race for the public port
+    tags=["tailor", "serving"],
+    params={
+        "index_dir": Param("", type="string", description="index directory; empty = the one built for the champion embedder"),
+        "bundle": Param("", type="string", description="deploy this existing bundle directory instead of the champions"),
+        "build": Param(True, type="boolean", description="bentoml build (off: serve the source tree with the bundle)"),
+    },
+    doc_md=__doc__,
+)
+def deploy_bento():
+    @task
+    def bundle(params: dict | None = None) -> dict:
+        from pipelines.deploy.stages import bundle_stage
+
+        p = {k: v for k, v in (params or {}).items() if k in ("index_dir", "bundle") and v}
+        return bundle_stage(p)
+
+    @task
+    def build(rel: dict, params: dict | None = None) -> dict:
+        from pipelines.deploy.stages import build_stage
+
+        return build_stage(rel) if (params or {}).get("build", True) else rel
+
+    @task
+    def candidate(rel: dict) -> dict:
+        from pipelines.deploy.stages import candidate_stage
+
+        return candidate_stage(rel)
+
+    @task
+    def smoke(rel: dict) -> dict:
+        from pipelines.deploy.stages import smoke_stage
+
+        return smoke_stage(rel)
+
+    @task(outlets=[DEPLOYMENT])
+    def switch(rel: dict) -> dict:
+        from pipelines.deploy.stages import switch_stage
+
+        out = switch_stage(rel)
+        print(f"serving {out['id']} at {out['url']}: {out['versions']}")
+        return {k: out[k] for k in ("id", "url", "versions", "previous")}
+
+    @task(trigger_rule="one_failed")
+    def cleanup() -> None:
+        """Any failure: stop the candidate; the public port was never touched (or restored)."""
+        from pipelines.deploy.release import stop_candidate
+
+        stop_candidate()
+
+    rel = smoke(candidate(build(bundle())))
+    done = switch(rel)
+    [rel, done] >> cleanup()
+
+
+deploy_bento()

@@ -1,0 +1,61 @@
+"""CLI entry points (registered by pipelines.cli as ``tailor deploy status|rollback|run`` and
+``tailor bench serve``). Only typer/pathlib/typing at import time: the CLI stays fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def deploy_status_command() -> None:
+    """Current release, its versions, what answers on the public and staging ports."""
+    from pipelines.deploy.release import status
+
+    typer.echo(json.dumps(status(), indent=2, default=str))
+
+
+def deploy_rollback_command() -> None:
+    """Serve the previous release on the public port again."""
+    from pipelines.deploy.release import rollback
+
+    try:
+        typer.echo(json.dumps(rollback(), indent=2))
+    except RuntimeError as exc:
+        typer.echo(f"rollback failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def deploy_command(
+    bundle: Annotated[Path | None, typer.Option(help="deploy this bundle dir instead of the @champion models")] = None,
+    index_dir: Annotated[Path | None, typer.Option(help="index dir; default: the one built for the champion embedder")] = None,
+    fresh_world: Annotated[Path | None, typer.Option(help="demo/test: untrained models + a flat index over this world")] = None,
+    build: Annotated[bool, typer.Option(help="bentoml build (--no-build serves the source tree)")] = True,
+) -> None:
+    """Build the Bento, start it on the staging port, smoke-test it, switch the public port."""
+    from pipelines.deploy.stages import deploy
+
+    params = {k: str(v) for k, v in {"bundle": bundle, "index_dir": index_dir, "fresh_world": fresh_world}.items() if v}
+    try:
+        out = deploy(params, build=build)
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({k: out.get(k) for k in ("id", "url", "versions", "previous", "bento")}, indent=2))
+
+
+def bench_serve_command(
+    bundle: Annotated[Path | None, typer.Option(help="bundle dir; default: the current release's")] = None,
+    world: Annotated[Path | None, typer.Option(help="world whose shop images are the queries; default: demo world")] = None,
+    duration: Annotated[float, typer.Option(help="seconds of the load run at 80% of max throughput")] = 300.0,
+    requests: Annotated[int, typer.Option(help="requests per concurrency level")] = 48,
+    out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here")] = None,
+) -> None:
+    """Latency p50/p95/p99 + throughput at concurrency 1/4/16, batching on vs off, and a load run."""
+    from pipelines.deploy.bench import bench_serve
+
+    report = bench_serve(bundle=bundle, world=world, duration_s=duration, n_requests=requests, echo=typer.echo)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2))

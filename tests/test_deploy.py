@@ -1,0 +1,78 @@
+"""Deploy: build -> candidate -> smoke -> switch on free ports; a candidate failing its smoke
+test leaves the previous release serving; rollback restores the release before."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from pipelines.settings import PROJECT_ROOT, Settings
+from tests.conftest import free_port
+from tests.test_serve import serve_bundle  # noqa: F401  (session fixture)
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def dsettings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    var = tmp_path_factory.mktemp("deploy-var")
+    return Settings(root=PROJECT_ROOT, var_dir=var, bentoml_home=var / "bentoml",
+                    bento_port=free_port(), bento_staging_port=free_port())
+
+
+def _broken_copy(src: Path, out: Path, version: str) -> Path:
+    """Same models, but an index whose vectors are random: retrieval (the smoke test) fails."""
+    shutil.copytree(src, out)
+    vec = np.load(out / "index" / "vectors.npy")
+    rnd = np.random.default_rng(1).normal(size=vec.shape).astype(np.float32)
+    np.save(out / "index" / "vectors.npy", rnd / np.linalg.norm(rnd, axis=1, keepdims=True))
+    m = json.loads((out / "manifest.json").read_text())
+    m["versions"]["index"] = version
+    m["id"] = version
+    (out / "manifest.json").write_text(json.dumps(m))
+    return out
+
+
+def _served_versions(s: Settings) -> dict:
+    return httpx.get(s.url(s.bento_port, "/info"), timeout=10).json()["versions"]
+
+
+def test_deploy_failed_deploy_and_rollback(dsettings: Settings, serve_bundle: Path, small_world: Path,  # noqa: F811
+                                           tmp_path: Path):
+    from pipelines.deploy import release
+    from pipelines.deploy.stages import deploy
+
+    s = dsettings
+    try:
+        # 1. first deploy: built Bento, smoke-tested on staging, switched to the public port
+        first = deploy({"bundle": str(serve_bundle)}, build=True, s=s, world=small_world)
+        assert first["bento"].startswith("tailor-search:")
+        assert _served_versions(s)["index"] == json.loads((serve_bundle / "manifest.json").read_text())["versions"]["index"]
+        assert release.status(s)["current"] == first["id"]
+
+        # 2. a candidate failing its smoke test: the run fails, the first release keeps serving
+        bad = _broken_copy(serve_bundle, tmp_path / "bad", "broken-index")
+        with pytest.raises(RuntimeError, match="smoke"):
+            deploy({"bundle": str(bad)}, build=False, s=s, world=small_world)
+        assert _served_versions(s)["index"] != "broken-index"
+        st = release.status(s)
+        assert st["current"] == first["id"] and st["bento-candidate"]["pid"] is None
+        assert st["last_events"][-1]["event"] == "deploy_failed"
+
+        # 3. switch to another release, then roll back to the first
+        other = _broken_copy(serve_bundle, tmp_path / "other", "other-index")
+        rel = release.new_release({"bundle": str(other), "versions": json.loads((other / "manifest.json").read_text())["versions"],
+                                   "id": "other"}, s)
+        release.switch(rel, s)
+        assert _served_versions(s)["index"] == "other-index"
+        back = release.rollback(s)
+        assert back["current"] == first["id"]
+        assert _served_versions(s)["index"] != "other-index"
+    finally:
+        release.stop_candidate(s)
+        release.stop_service(release._named(release.PUBLIC, s.bento_port, s), s)
