@@ -12,7 +12,12 @@ import typer
 
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.settings import get_settings
-from pipelines.validate.cli import quality_report, validate_import_annotations, validate_init, validate_run
+from pipelines.validate.cli import (
+    quality_report,
+    validate_import_annotations,
+    validate_init,
+    validate_run,
+)
 
 app = typer.Typer(
     help="Tailor: an MLOps data platform for fashion visual search.",
