@@ -25,7 +25,7 @@ TRAINING_SET = Asset("tailor://training-set")
     tags=["tailor", "validate"],
     params={
         "snapshot": Param("", type="string", description="snapshot directory; empty = the triggering/latest crawl"),
-        "annotations": Param("", type="string", description="annotation import directory (optional)"),
+        "annotations": Param("", type="string", description="annotation import dir; empty = newest under data/imports"),
         "previous_rows": Param(-1, type="integer", description="products to compare with; -1 = last passed snapshot"),
     },
     doc_md=__doc__,

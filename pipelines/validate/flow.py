@@ -35,6 +35,17 @@ def resolve_snapshot(snapshot: str = "", events: list[dict[str, Any]] | None = N
     return str(latest_snapshot(s))
 
 
+def latest_annotations(s: Settings | None = None) -> Path | None:
+    """The newest finished annotation import under ``data/imports`` (None when there is none).
+
+    Crawled snapshots carry product labels only; boxes and masks come from an imported
+    annotation export, so a validation triggered by a new crawl pairs it with the newest one.
+    """
+    s = s or get_settings()
+    imports = [p.parent for p in (Path(s.data_dir) / "imports").glob("*/import.json")]  # type: ignore[arg-type]
+    return max(imports, key=lambda p: (p / "import.json").stat().st_mtime) if imports else None
+
+
 def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1,
                    s: Settings | None = None) -> str:
     """Validate and return the run directory; print where the report is. Raises on critical."""
@@ -44,8 +55,11 @@ def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1
     from pipelines.validate.tables import snapshot_meta
 
     s = s or get_settings()
+    ann = Path(annotations) if annotations else latest_annotations(s)
+    if ann is not None:
+        print(f"annotations: {ann}")
     try:
-        rep = validate_snapshot(Path(snapshot), annotations=Path(annotations) if annotations else None,
+        rep = validate_snapshot(Path(snapshot), annotations=ann,
                                 previous_rows=None if previous_rows < 0 else previous_rows, s=s)
     except CriticalExpectationFailed:
         print(f"data quality summary: {summary_path(s)}  (serve it: tailor quality report, "
