@@ -203,6 +203,16 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
         return JSONResponse({"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail), "field": None}},
                             status_code=exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def _server_error(_request: Any, exc: Exception) -> JSONResponse:
+        # Valid input that the server could not serve: overload of the crop worker is a
+        # retryable 503, anything else a 500 - both JSON, never an HTML/text body.
+        overloaded = type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout")
+        status = 503 if overloaded else 500
+        return JSONResponse({"error": {"code": "unavailable" if overloaded else "internal_error",
+                                       "message": str(exc)[:300] or type(exc).__name__, "field": None}},
+                            status_code=status, headers={"Retry-After": "1"} if overloaded else None)
+
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, summary="Search products by photo")
     async def search(
         image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, BMP or GIF)"),

@@ -11,6 +11,12 @@ from typing import Annotated
 import typer
 
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
+from pipelines.deploy.cli import (
+    bench_serve_command,
+    deploy_command,
+    deploy_rollback_command,
+    deploy_status_command,
+)
 from pipelines.settings import get_settings
 from pipelines.validate.cli import (
     quality_report,
@@ -42,6 +48,12 @@ validate_app.command("run")(validate_run)
 validate_app.command("init")(validate_init)
 validate_app.command("import-annotations")(validate_import_annotations)
 quality_app.command("report")(quality_report)
+deploy_app = typer.Typer(help="Build, smoke-test, switch and roll back the search service.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+deploy_app.command("run")(deploy_command)
+deploy_app.command("status")(deploy_status_command)
+deploy_app.command("rollback")(deploy_rollback_command)
+bench_app.command("serve")(bench_serve_command)
 
 # Stage commands whose modules keep heavy imports inside the functions.
 app.command("crawl")(crawl_command)

@@ -102,9 +102,6 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
     """
     import mlflow
 
-    from ._paths import ensure_bentos_importable
-
-    ensure_bentos_importable()
     from bentos import _adapters as A
 
     s = s or get_settings()
@@ -145,9 +142,6 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
     """
     import torch
 
-    from ._paths import ensure_bentos_importable
-
-    ensure_bentos_importable()
     from bentos import _adapters as A
 
     out = Path(out)

@@ -88,7 +88,7 @@ def plan_index(n: int, d: int, cfg: dict[str, Any] | None = None) -> IndexPlan:
     notes: list[str] = []
     max_train = int(cfg.get("max_train", 262_144))
     train_per_list = int(cfg.get("train_per_list", 64))
-    fast_scan = bool(cfg.get("fast_scan", True)) and n >= int(cfg.get("fast_scan_min_n", 50_000))
+    fast_scan = bool(cfg.get("fast_scan", True)) and n >= int(cfg.get("fast_scan_min_n", 1_000))
     # First guess at nlist assumes the full data can be sampled; then fix the sample size.
     nlist = choose_nlist(n, min(n, max_train), int(cfg.get("min_list_size", 8)))
     pq_need = MIN_POINTS_PER_CENTROID * (16 if fast_scan else 256)
