@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tailor-setup
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
+# Some sandboxes set PYTHONDONTWRITEBYTECODE=1: every subprocess (crawler, Airflow task,
+# Bento worker) would then recompile torch & co. from source (20-35 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup test test-all lint demo up down status lock clean
 

@@ -161,16 +161,26 @@ def status(s: Settings | None = None) -> dict[str, dict]:
     return out
 
 
-def start(name: str, s: Settings | None = None, wait: bool = True) -> dict:
-    """Start one service detached unless it already runs; wait until its health check passes.
+def _resolve(svc: str | Service, s: Settings) -> Service:
+    return services(s)[svc] if isinstance(svc, str) else svc
+
+
+def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
+          already_running_ok: bool = True) -> dict:
+    """Start one service (a name from :func:`services` or any :class:`Service`) detached
+    unless it already runs; wait until its health check passes.
 
     Raises RuntimeError naming the problem when the port is held by another process, the
-    process dies during start-up (the log's tail is included) or start-up times out.
+    service already runs and ``already_running_ok`` is False, the process dies during
+    start-up (the log's tail is included) or start-up times out (the process is stopped).
     """
     s = s or get_settings()
     s.ensure_dirs()
-    svc = services(s)[name]
+    svc = _resolve(svc, s)
+    name = svc.name
     pid = _read_pid(svc, s)
+    if pid is not None and not already_running_ok:
+        raise RuntimeError(f"{name} is already running (pid file {svc.pid_file(s)}); stop it first")
     if pid is None:
         if port_in_use(s.host, svc.port):
             raise RuntimeError(
@@ -198,15 +208,16 @@ def start(name: str, s: Settings | None = None, wait: bool = True) -> dict:
                 svc.pid_file(s).unlink(missing_ok=True)
                 raise RuntimeError(f"{name} exited during start-up; log tail:\n{tail}")
             if time.monotonic() > deadline:
+                stop(svc, s)
                 raise RuntimeError(f"{name} not healthy after {svc.startup_timeout_s:.0f}s; see {svc.log_file(s)}")
             time.sleep(1.0)
     return {"name": name, "pid": pid, "started": started, "url": s.url(svc.port)}
 
 
-def stop(name: str, s: Settings | None = None, timeout_s: float = 30.0) -> bool:
+def stop(svc: str | Service, s: Settings | None = None, timeout_s: float = 30.0) -> bool:
     """Stop one service's whole process group; returns False when it was not running."""
     s = s or get_settings()
-    svc = services(s)[name]
+    svc = _resolve(svc, s)
     pid = _read_pid(svc, s)
     svc.pid_file(s).unlink(missing_ok=True)
     if pid is None:

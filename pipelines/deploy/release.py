@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -93,55 +92,13 @@ def server_service(name: str, release: dict[str, Any], port: int, s: Settings, s
 
 
 def start_service(svc: svcs.Service, s: Settings) -> dict[str, Any]:
-    """Start ``svc`` detached and wait until ready: :func:`pipelines.services.start` for a
-    Service object not in its fixed table (same pid file / log / health mechanics)."""
-    s.ensure_dirs()
-    if svcs._read_pid(svc, s) is not None:
-        raise RuntimeError(f"{svc.name} is already running (pid file {svc.pid_file(s)}); stop it first")
-    if svcs.port_in_use(s.host, svc.port):
-        raise RuntimeError(f"{svc.name}: port {s.host}:{svc.port} is already in use by a process Tailor did not start")
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    log = svc.log_file(s).open("ab")
-    proc = subprocess.Popen(svc.argv, env={**os.environ, **svc.env, "PATH": path}, cwd=s.root, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    svc.pid_file(s).write_text(str(proc.pid))
-    deadline = time.monotonic() + svc.startup_timeout_s
-    while True:
-        try:
-            if httpx.get(s.url(svc.port, svc.health_path), timeout=2.0).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or not svcs._pid_alive(proc.pid):
-            tail = svc.log_file(s).read_text(errors="replace")[-3000:]
-            svc.pid_file(s).unlink(missing_ok=True)
-            raise RuntimeError(f"{svc.name} exited during start-up; log tail:\n{tail}")
-        if time.monotonic() > deadline:
-            stop_service(svc, s)
-            raise RuntimeError(f"{svc.name} not ready after {svc.startup_timeout_s:.0f}s; see {svc.log_file(s)}")
-        time.sleep(1.0)
-    return {"name": svc.name, "pid": proc.pid, "url": s.url(svc.port)}
+    """Start ``svc`` detached and wait until ready; refuses one that already runs."""
+    return svcs.start(svc, s, already_running_ok=False)
 
 
 def stop_service(svc: svcs.Service, s: Settings, timeout_s: float = 30.0) -> bool:
     """Stop ``svc``'s process group (SIGTERM, then SIGKILL); False when it was not running."""
-    import signal
-
-    pid = svcs._read_pid(svc, s)
-    svc.pid_file(s).unlink(missing_ok=True)
-    if pid is None:
-        return False
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not svcs._pid_alive(pid):
-                return True
-            time.sleep(0.2)
-    return True
+    return svcs.stop(svc, s, timeout_s=timeout_s)
 
 
 def _named(name: str, port: int, s: Settings) -> svcs.Service:

@@ -19,7 +19,7 @@ class IndexModel(mlflow.pyfunc.PythonModel):
 
         self.loaded = load_index(context.artifacts["index"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - untyped: MLflow infers schemas from hints
         import numpy as np
         import pandas as pd
 

@@ -64,11 +64,22 @@ def search(loaded: Any, queries: Any, k: int = 10, category: str | list[str] | N
         nlist = index.ivf.nlist if index.ivf is not None else 1
         nprobe = min(nlist, int(math.ceil(nprobe * min(8.0, 1.0 / math.sqrt(frac)))))
     # Over-fetch so that de-duplicating images of the same product still leaves k products.
-    D, I = index.search(q, k * 2 if len(loaded.ids) > len(set(loaded.ids["product_id"])) else k,
-                        nprobe=nprobe, sel=sel)
+    kk = k * 2 if len(loaded.ids) > len(set(loaded.ids["product_id"])) else k
+    D, found = index.search(q, kk, nprobe=nprobe, sel=sel)
+    if sel is not None and index.ivf is not None:
+        # The probed lists may hold too few vectors of the category (a query far from it):
+        # widen the probe for those queries until k are found or every list is scanned.
+        want = min(kk, int(loaded.ids["category"].isin(cats).sum()))
+        wide, nlist = nprobe, index.ivf.nlist
+        short = np.flatnonzero((found >= 0).sum(1) < want)
+        while len(short) and wide < nlist:
+            wide = min(nlist, wide * 4)
+            D2, F2 = index.search(q[short], kk, nprobe=wide, sel=sel)
+            D[short], found[short] = D2, F2
+            short = short[(F2 >= 0).sum(1) < want]
     look = _lookup(loaded)
     out: list[list[dict]] = []
-    for drow, irow in zip(D, I, strict=True):
+    for drow, irow in zip(D, found, strict=True):
         hits: list[dict] = []
         seen: set[str] = set()
         for dist, vid in zip(drow, irow, strict=True):

@@ -27,10 +27,10 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, base_ids: np.ndarra
         chunk = np.ascontiguousarray(base[start:start + batch], dtype=np.float32)
         flat = faiss.IndexFlatL2(d)
         flat.add(chunk)
-        D, I = flat.search(q, min(k, len(chunk)))
-        I = np.where(I >= 0, I + start, -1)
+        D, nn = flat.search(q, min(k, len(chunk)))
+        nn = np.where(nn >= 0, nn + start, -1)
         all_d = np.concatenate([best_d, D], axis=1)
-        all_i = np.concatenate([best_i, I], axis=1)
+        all_i = np.concatenate([best_i, nn], axis=1)
         order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
         best_d = np.take_along_axis(all_d, order, 1)
         best_i = np.take_along_axis(all_i, order, 1)

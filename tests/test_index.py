@@ -1,0 +1,182 @@
+"""Search index: sizing, embed, build/tune/persist/load, updates, category filter, MLflow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.index.sizing import MIN_POINTS_PER_CENTROID, plan_index
+
+CATEGORIES = ["dress", "shirt", "skirt", "coat", "shoe", "bag"]
+
+
+def make_catalog(root, n: int = 240, seed: int = 0, start: int = 0):
+    """Catalog parquet + JPEGs: each category has its own colour family, each product a pattern."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(start, start + n):
+        cat = CATEGORIES[i % len(CATEGORIES)]
+        base = np.array([(37 * (CATEGORIES.index(cat) + 1)) % 256, (91 * CATEGORIES.index(cat)) % 256, 128])
+        im = Image.new("RGB", (48, 48), tuple(int(v) for v in base))
+        d = ImageDraw.Draw(im)
+        for _ in range(3):
+            x, y = rng.integers(0, 40, 2)
+            d.rectangle([int(x), int(y), int(x) + 8, int(y) + 8], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        rel = f"img/p{i}.jpg"
+        im.save(root / rel, quality=90)
+        rows.append({"product_id": f"p{i}", "category": cat, "image": rel, "title": f"product {i}"})
+    pd.DataFrame(rows).to_parquet(root / "catalog.parquet", index=False)
+    return root / "catalog.parquet"
+
+
+@pytest.fixture()
+def pixels():
+    from pipelines.index.embed import pixel_embed_fn
+
+    return pixel_embed_fn(dim=32, size=8)
+
+
+@pytest.mark.parametrize("n", [300, 10_000, 1_000_000])
+def test_sizing_rules(n: int) -> None:
+    for d in (32, 128, 512):
+        p = plan_index(n, d)
+        assert 1 <= p.nlist <= n // 8
+        assert p.train_size >= MIN_POINTS_PER_CENTROID * p.nlist, p
+        assert p.train_size <= n and d % p.m == 0 and p.m <= d // 4
+        assert f"IVF{p.nlist}" in p.factory
+    if n == 1_000_000:
+        assert plan_index(n, 128).nlist == 4096
+    if n == 300:
+        assert plan_index(n, 128).refine == "Flat"
+
+
+def test_embed_catalog_mapping(tmp_path, pixels) -> None:
+    from pipelines.index.build import CATEGORY_SHIFT
+    from pipelines.index.embed import embed_catalog
+
+    cat = make_catalog(tmp_path, n=30)
+    v, ids = embed_catalog(cat, tmp_path, pixels, batch_size=7, progress=False)
+    assert v.shape == (30, 32) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert list(ids.columns) == ["vector_id", "product_id", "image", "category"]
+    assert ids["vector_id"].is_unique and set(ids["product_id"]) == {f"p{i}" for i in range(30)}
+    codes = ids.attrs["categories"]
+    assert all((vid >> CATEGORY_SHIFT) == codes[c] for vid, c in zip(ids["vector_id"], ids["category"], strict=True))
+    v2, _ = embed_catalog(cat, tmp_path, pixels, batch_size=30, progress=False)
+    assert np.allclose(v, v2, atol=1e-6)  # deterministic, independent of batching
+
+
+def _built(tmp_path, pixels, n=240, target=0.95):
+    from pipelines.index.build import build_index
+    from pipelines.index.embed import embed_catalog
+
+    cat = make_catalog(tmp_path, n=n)
+    v, ids = embed_catalog(cat, tmp_path, pixels, progress=False)
+    index, meta = build_index(v, ids["vector_id"].to_numpy(), recall_target=target)
+    meta.update({"embedder_version": pixels.version, "snapshot_id": "snap1", "categories": ids.attrs["categories"],
+                 "next_seq": ids.attrs["next_seq"], "ntotal_at_build": index.ntotal})
+    return cat, v, ids, index, meta
+
+
+def test_build_tune_persist_load_round_trip(tmp_path, pixels) -> None:
+    from pipelines.index.store import load_index, save_index
+    from pipelines.index.tune import exact_knn, recall_at_k
+
+    cat, v, ids, index, meta = _built(tmp_path, pixels)
+    assert meta["recall"] >= 0.95 and meta["recall_reached"]
+    assert meta["curve"] and all({"nprobe", "k_factor", "recall"} <= set(r) for r in meta["curve"])
+    # Recall against exact search on fresh held-out queries also meets the target.
+    rng = np.random.default_rng(5)
+    q = v[rng.choice(len(v), 60, replace=False)] + rng.standard_normal((60, v.shape[1])).astype(np.float32) * 0.01
+    _, truth = exact_knn(v, q, 10, base_ids=ids["vector_id"].to_numpy())
+    assert recall_at_k(index.search(q, 10)[1], truth) >= 0.9
+    path = save_index(index, ids, meta, out=tmp_path / "idx")
+    loaded = load_index(path)
+    assert loaded.meta["factory"] == meta["factory"] and loaded.meta["bytes_per_vector"] > 0
+    D1, I1 = index.search(q, 10)
+    D2, I2 = loaded.index.search(q, 10)
+    assert np.array_equal(I1, I2) and np.allclose(D1, D2)
+    hits = loaded.search(v[:1], k=5)[0]
+    assert hits[0]["product_id"] == ids["product_id"][0] and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_incremental_add_remove(tmp_path, pixels) -> None:
+    from pipelines.index.store import load_index, save_index
+    from pipelines.index.update import update_index
+
+    cat, v, ids, index, meta = _built(tmp_path, pixels)
+    old = save_index(index, ids, meta, out=tmp_path / "v1")
+    df = pd.read_parquet(cat)
+    make_catalog(tmp_path / "more", n=12, start=1000, seed=3)
+    extra = pd.read_parquet(tmp_path / "more" / "catalog.parquet")
+    extra["image"] = [str(tmp_path / "more" / p) for p in extra["image"]]
+    removed = {"p0", "p1", "p7"}
+    pd.concat([df[~df["product_id"].isin(removed)], extra]).to_parquet(cat, index=False)
+    res = update_index(old, cat, tmp_path, pixels, out=tmp_path / "v2")
+    assert res["rebuild"] == [] and res["added"] == 12 and res["removed"] == 3
+    new = load_index(res["path"])
+    assert new.index.ntotal == len(v) - 3 + 12 and new.meta["parent"] == meta.get("version", new.meta["parent"])
+    assert not removed & set(new.ids["product_id"])
+    assert load_index(old).index.ntotal == len(v)  # the old version is untouched
+    # A new product is found by its own image; a removed one never comes back.
+    from pipelines.index.embed import embed_images
+
+    q = embed_images([extra["image"][0]], pixels, progress=False)
+    assert new.search(q, k=3)[0][0]["product_id"] == "p1000"
+    q0 = v[ids["product_id"] == "p0"]
+    assert all(h["product_id"] not in removed for h in new.search(q0, k=20)[0])
+    # New ids stay category-contiguous and never reuse an old id.
+    assert new.ids["vector_id"].is_unique
+    # Another embedder -> rebuild, nothing written.
+    from pipelines.index.embed import pixel_embed_fn
+
+    again = update_index(res["path"], cat, tmp_path, pixel_embed_fn(dim=32, size=8, seed=9))
+    assert again["path"] is None and "embedder changed" in again["rebuild"][0]
+
+
+def test_drift_triggers_rebuild() -> None:
+    from pipelines.index.update import rebuild_reasons
+
+    meta = {"embedder_version": "e1", "imbalance_at_build": 1.2, "ntotal_at_build": 1000}
+    assert rebuild_reasons(meta, "e1", 1.3, 1100) == []
+    assert "drift" in rebuild_reasons(meta, "e1", 2.0, 1100)[0]
+    assert "size changed" in rebuild_reasons(meta, "e1", 1.2, 2500)[0]
+
+
+def test_category_filter(tmp_path, pixels) -> None:
+    from pipelines.index.store import load_index, save_index
+
+    cat, v, ids, index, meta = _built(tmp_path, pixels)
+    loaded = load_index(save_index(index, ids, meta, out=tmp_path / "idx"))
+    q = v[:20]
+    for c in ("shirt", "bag"):
+        res = loaded.search(q, k=10, category=c)
+        for hits in res:
+            assert len(hits) == 10 and {h["category"] for h in hits} == {c}
+        # The filtered results are the exact nearest products of that category.
+        sub = ids["category"] == c
+        d = ((q[:, None, :] - v[sub.to_numpy()][None]) ** 2).sum(-1)
+        exact = ids["product_id"][sub].to_numpy()[np.argsort(d, axis=1)[:, :10]]
+        got = [[h["product_id"] for h in hits] for hits in res]
+        assert np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact, strict=True)]) >= 0.9
+    two = loaded.search(q, k=10, category=["shirt", "bag"])
+    assert all({h["category"] for h in hits} <= {"shirt", "bag"} for hits in two)
+    assert loaded.search(q[:2], k=5, category="hats") == [[], []]
+
+
+def test_register_in_mlflow_and_load_champion(tmp_path, pixels) -> None:
+    from pipelines.index.store import champion_uri, load_index, log_index, save_index
+    from pipelines.settings import Settings
+
+    s = Settings(root=tmp_path / "proj")
+    s.ensure_dirs()
+    cat, v, ids, index, meta = _built(tmp_path, pixels)
+    path = save_index(index, ids, meta, out=tmp_path / "idx")
+    logged = log_index(path, s=s)
+    assert logged["version"] == "1"
+    loaded = load_index(champion_uri(), s=s)
+    assert loaded.meta["version"] == meta.get("version", loaded.meta["version"])
+    assert np.array_equal(loaded.index.search(v[:5], 10)[1], index.search(v[:5], 10)[1])
