@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -77,18 +76,21 @@ def decode(data: bytes, max_bytes: int = 20 * 2**20) -> ImageInfo:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with warnings.catch_warnings():
-            # Between MAX_PIXELS and 2x Pillow only warns; treat that as a bomb too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                fmt = probe.format or ""
-                if fmt not in FORMATS:
-                    raise ImageRejected("format", f"format {fmt or 'unknown'!r} not accepted")
-                probe.verify()  # structure check without decoding pixels
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()  # a truncated file raises here (LOAD_TRUNCATED_IMAGES is off)
-                width, height = img.size
-                phash = str(imagehash.phash(img.convert("RGB")))
+        with Image.open(io.BytesIO(data)) as probe:
+            fmt = probe.format or ""
+            if fmt not in FORMATS:
+                raise ImageRejected("format", f"format {fmt or 'unknown'!r} not accepted")
+            # Pillow only warns between MAX_PIXELS and 2x; the header's size decides here,
+            # before any pixel is decoded (and without process-global warning filters, so
+            # decoding is safe in worker threads).
+            if probe.size[0] * probe.size[1] > MAX_PIXELS:
+                raise ImageRejected("decompression_bomb",
+                                    f"{probe.size[0]}x{probe.size[1]} pixels > limit {MAX_PIXELS}")
+            probe.verify()  # structure check without decoding pixels
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # a truncated file raises here (LOAD_TRUNCATED_IMAGES is off)
+            width, height = img.size
+            phash = str(imagehash.phash(img.convert("L")))
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

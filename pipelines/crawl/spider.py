@@ -13,6 +13,7 @@ Resumable: product pages and images already in the run store are not fetched aga
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -220,8 +221,12 @@ class MallSpider(scrapy.Spider):
             if req is not None:
                 yield req
 
-    def parse_image(self, response: Response) -> None:
-        """Check headers, decode under guard, store by sha256; reject into failures."""
+    async def parse_image(self, response: Response) -> None:
+        """Check headers, decode under guard, store by sha256; reject into failures.
+
+        Decoding and hashing run in a worker thread: Pillow releases the GIL while it
+        decodes, so image work overlaps the reactor's networking on the other core.
+        """
         url = (response.meta.get("redirect_urls") or [response.request.url])[0] \
             if response.request else response.url
         pid = response.meta.get("product_id")
@@ -236,7 +241,7 @@ class MallSpider(scrapy.Spider):
             check_headers(_header(response, "Content-Type"),
                           int(length) if length and length.isdigit() else len(response.body),
                           self.pol.max_image_bytes)
-            info = decode(response.body, self.pol.max_image_bytes)
+            info = await asyncio.to_thread(decode, response.body, self.pol.max_image_bytes)
         except ImageRejected as exc:
             self._fail(url, exc.kind, exc.reason, response.status, pid)
             return
