@@ -17,6 +17,12 @@ from pipelines.deploy.cli import (
     deploy_rollback_command,
     deploy_status_command,
 )
+from pipelines.index.cli import (
+    bench_index_command,
+    index_build_command,
+    index_search_command,
+    index_update_command,
+)
 from pipelines.settings import get_settings
 from pipelines.validate.cli import (
     quality_report,
@@ -54,6 +60,12 @@ deploy_app.command("run")(deploy_command)
 deploy_app.command("status")(deploy_status_command)
 deploy_app.command("rollback")(deploy_rollback_command)
 bench_app.command("serve")(bench_serve_command)
+index_app = typer.Typer(help="The faiss IVF-PQ product index: build, update, search.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+index_app.command("build")(index_build_command)
+index_app.command("update")(index_update_command)
+index_app.command("search")(index_search_command)
+bench_app.command("index")(bench_index_command)
 
 # Stage commands whose modules keep heavy imports inside the functions.
 app.command("crawl")(crawl_command)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pipelines.settings import PROJECT_ROOT
 from tests.test_index import make_catalog
@@ -45,6 +46,7 @@ def _run_dag(env: dict, conf: dict, cwd: Path) -> dict:
     return json.loads(line[7:])
 
 
+@pytest.mark.slow  # airflow db migrate + two dag.test() runs: ~1-4 min on the shared 2 cores
 def test_rebuild_index_dag_build_then_update(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     home = tmp_path / "airflow"
