@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,11 @@ def crawl(malls: Path | str | CrawlConfig, out: Path | None = None, names: list[
           max_pages: int | None = None, max_depth: int | None = None,
           time_budget_s: float | None = None, polite: bool = True, snapshot_name: str | None = None,
           state: Path | None = None, dvc: bool | None = None, push: bool = True,
-          s: Settings | None = None) -> dict[str, Any]:
+          s: Settings | None = None, parallel: int | None = None) -> dict[str, Any]:
     """Crawl the configured malls into a new immutable snapshot; return its description.
+
+    Malls are crawled concurrently, one Scrapy process each (``parallel`` at a time,
+    default: every mall, at most 4), as the DAG's mapped tasks do; politeness is per mall.
 
     ``out`` defaults to ``<data_dir>/snapshots/<snapshot_name>``. When ``out`` lies in the
     project's data tree the snapshot is added to DVC (and pushed); ``dvc=False`` skips that.
@@ -133,6 +137,8 @@ def crawl(malls: Path | str | CrawlConfig, out: Path | None = None, names: list[
     st = Path(state or state_dir(s))
     run_dir = run_dir_for(name, state=st)
     t0 = time.time()
-    mall_dirs = [crawl_mall(m, run_dir, st, s) for m in cfg.malls]
+    workers = max(1, min(parallel or len(cfg.malls), 4, len(cfg.malls)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on subprocesses
+        mall_dirs = list(pool.map(lambda m: crawl_mall(m, run_dir, st, s), cfg.malls))
     return publish_snapshot([str(d) for d in mall_dirs], out, blobs=st / "blobs", dvc=dvc,
                             push=push, s=s, started_at=t0)

@@ -29,6 +29,7 @@ from twisted.internet.error import TCPTimedOutError, TimeoutError  # noqa: A004
 from pipelines.crawl.config import MallConfig
 from pipelines.crawl.extract import ExtractionError, extract_product, page_links
 from pipelines.crawl.images import (
+    ImageInfo,
     ImageRejected,
     blob_path,
     check_headers,
@@ -241,16 +242,21 @@ class MallSpider(scrapy.Spider):
             check_headers(_header(response, "Content-Type"),
                           int(length) if length and length.isdigit() else len(response.body),
                           self.pol.max_image_bytes)
-            info = await asyncio.to_thread(decode, response.body, self.pol.max_image_bytes)
+            info = await asyncio.to_thread(self._decode_and_store, response.body)
         except ImageRejected as exc:
             self._fail(url, exc.kind, exc.reason, response.status, pid)
             return
-        store_blob(self.blobs, info, response.body)
         row = info.as_dict()
         row.update(url=url, ext=info.ext, fetched_at=time.time(), etag=_header(response, "ETag"),
                    last_modified=_header(response, "Last-Modified"), status="fetched")
         self.store.put_image(row)
         self.crawler.stats.inc_value("tailor/images_stored")
+
+    def _decode_and_store(self, body: bytes) -> ImageInfo:
+        """Worker-thread part of an image: guarded decode, then the content-addressed write."""
+        info = decode(body, self.pol.max_image_bytes)
+        store_blob(self.blobs, info, body)
+        return info
 
     # ------------------------------------------------------------------ failures
     def product_id(self, sku: str | None, url: str) -> str:
