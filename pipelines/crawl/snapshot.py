@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines._unionfind import UnionFind
 from pipelines.crawl.images import blob_path, image_role
 from pipelines.crawl.state import Store
 from pipelines.settings import Settings, get_settings
@@ -33,26 +34,9 @@ NEAR_DUP_THRESHOLD = 4
 SNAPSHOT_FILES = ("products.parquet", "images.parquet", "failures.parquet", "stats.json")
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)  # smallest id is the group's canonical id
-
-
 def _near_dup_groups(phashes: dict[str, str], threshold: int) -> dict[str, str]:
     """sha256 -> canonical sha256 of its near-duplicate group (pairwise; fine to ~10^4)."""
-    uf = _UnionFind()
+    uf = UnionFind()
     items = sorted(phashes.items())
     ints = [(sha, int(ph, 16)) for sha, ph in items]
     for i, (a, ha) in enumerate(ints):
@@ -106,7 +90,7 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
     for r in image_rows:
         r["near_dup_group"] = groups[r["sha256"]]
     # Product dedup across malls.
-    uf = _UnionFind()
+    uf = UnionFind()
     by_sha: dict[str, list[str]] = {}
     by_group: dict[str, list[str]] = {}
     for r in image_rows:

@@ -16,26 +16,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-
-class UnionFind:
-    """Disjoint sets over hashable keys with path halving."""
-
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        """The canonical member of ``x``'s set (the smallest key)."""
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        """Merge the sets of ``a`` and ``b``."""
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+from pipelines._unionfind import UnionFind
 
 
 def product_groups(images: pd.DataFrame, product_ids: Iterable[str]) -> dict[str, str]:
