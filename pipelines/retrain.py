@@ -75,7 +75,8 @@ def evaluate_stage(info: dict[str, Any]) -> dict[str, Any]:
     # weights and re-runs evaluation without training again.
     result = train_model(info["model"], ts, Path(info["run_dir"]), profile=info["profile"],
                          overrides=info["overrides"], progress=False)
-    snapshot = str(read_training_set(ts).get("snapshot_id", "unknown"))
+    # A dev training set (no crawl behind it) records no snapshot: say so rather than "None".
+    snapshot = str(read_training_set(ts).get("snapshot_id") or "none (dev training set)")
     logged = registry.log_training_run(info["model"], result, ts, snapshot,
                                        extra_params={"profile": info["profile"]})
     return {**info, **logged, "metrics": result.metrics, "primary_metric": result.primary_metric,
