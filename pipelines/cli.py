@@ -126,6 +126,13 @@ def down_cmd(
     for name in service or list(services.services()):
         stopped = services.stop(name)
         typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
+    if not service:  # the search service (public and candidate) is part of "everything"
+        from pipelines.deploy import release
+
+        s = get_settings()
+        for name, port in ((release.PUBLIC, s.bento_port), (release.CANDIDATE, s.bento_staging_port)):
+            stopped = release.stop_service(release._named(name, port, s), s)
+            typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
 
 
 @app.command("status")
@@ -282,32 +289,50 @@ def bench_synth_cmd(
 @app.command("demo")
 def demo_cmd(
     seed: Annotated[int, typer.Option(help="seed of the demo world")] = 0,
+    chain: Annotated[bool, typer.Option(help="run crawl -> validate -> retrain -> index -> deploy through Airflow")] = True,
     skip_services: Annotated[bool, typer.Option(help="only generate the world")] = False,
 ) -> None:
-    """Run the embedded default: generate the demo world, serve the malls, start Airflow and MLflow, print URLs."""
-    from pipelines import services, versioning
-    from pipelines.synth import WorldConfig, generate_world, preview
+    """Run the embedded default end to end and print the URLs and a real search result."""
+    import time
 
+    from pipelines import demo, services, versioning
+    from pipelines.synth import WorldConfig, generate_world, preview
+    from pipelines.validate.annotations import import_annotations
+
+    t0 = time.monotonic()
     s = get_settings()
     s.ensure_dirs()
     versioning.ensure_initialised(s)
     world = s.demo_world_dir
-    typer.echo(f"[1/3] synthetic world -> {world}")
+    typer.echo(f"[1/5] synthetic world -> {world}")
     generate_world(world, WorldConfig(seed=seed))
-    sheet = preview(world, world / "preview.png")
-    typer.echo(f"      contact sheet: {sheet}")
+    typer.echo(f"      contact sheet: {preview(world, world / 'preview.png')}")
     if skip_services:
         return
-    typer.echo("[2/3] demo malls, MLflow, Airflow (first Airflow start migrates its DB: ~1 min)")
-    for name in ("malls", "mlflow", "airflow"):
+    typer.echo("[2/5] demo malls, MLflow, Airflow, data-quality report (first Airflow start migrates its DB)")
+    for name in ("malls", "mlflow", "airflow", "report"):
         try:
             info = services.start(name, s)
         except RuntimeError as exc:
             _fail(str(exc))
         typer.echo(f"      {name}: {'started' if info['started'] else 'already running'} ({info['url']})")
-    typer.echo("[3/3] ready:")
+    if chain:
+        typer.echo("[3/5] annotation export of the world -> data/imports/demo")
+        typer.echo(f"      {import_annotations(world, Path(s.data_dir) / 'imports' / 'demo', s=s)}")
+        typer.echo("[4/5] crawl_malls via the Airflow REST API; the Assets carry it through the chain")
+        try:
+            demo.run_chain(s, say=typer.echo)
+            result = demo.street_search(world, s)
+        except (RuntimeError, TimeoutError) as exc:
+            _fail(str(exc))
+        typer.echo(demo.format_result(result))
+    typer.echo(f"[5/5] ready after {time.monotonic() - t0:.0f}s:")
     typer.echo(services.describe(s))
     typer.echo("Demo malls: " + ", ".join(s.url(s.mall_base_port + i) for i in range(3)))
+    typer.echo(f"Data Docs / quality summary: {s.url(s.report_port, '/tailor/index.html')}")
+    if chain:
+        typer.echo(f"Search endpoint: {s.url(s.bento_port, '/search')}  demo page: {s.url(s.bento_port, '/demo')}  "
+                   f"OpenAPI: {s.url(s.bento_port, '/docs.json')}")
     typer.echo("Stop everything with `make down`.")
 
 

@@ -98,6 +98,13 @@ def services(s: Settings | None = None) -> dict[str, Service]:
             port=s.mlflow_port,
             health_path="/health",
         ),
+        "report": Service(
+            name="report",
+            argv=[_bin("tailor"), "quality", "report", "--port", str(s.report_port)],
+            port=s.report_port,
+            health_path="/",
+            env={"TAILOR_ROOT": str(s.root)},
+        ),
         "malls": Service(
             name="malls",
             argv=[_bin("tailor"), "mall", "serve", "--world", str(s.demo_world_dir)],

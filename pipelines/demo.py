@@ -1,0 +1,93 @@
+"""``make demo``: the embedded default end to end, the way the platform's users drive it.
+
+1. generate the synthetic world and serve it as the demo malls;
+2. start MLflow and Airflow (and the data-quality report server);
+3. import the world's annotation export (boxes, masks, parsing labels) into ``data/``;
+4. trigger ``crawl_malls`` through Airflow's REST API and follow the Asset-scheduled runs it
+   sets off: ``validate_catalog`` → ``retrain_models`` (demo profile) → ``rebuild_index`` →
+   ``deploy_bento``;
+5. print the URLs and one real search result for a street scene.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.settings import Settings, get_settings
+
+CHAIN = ("crawl_malls", "validate_catalog", "retrain_models", "rebuild_index", "deploy_bento")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
+              timeout_s: float = 1800) -> dict[str, Any]:
+    """Trigger the crawl and wait for every DAG of the chain; returns each run's record.
+
+    Raises RuntimeError naming the DAG and the failed tasks when a run fails.
+    """
+    from pipelines.airflow_api import AirflowClient
+
+    s = s or get_settings()
+    client = AirflowClient.from_settings(s)
+    client.wait_for_dags(list(CHAIN))
+    for dag_id in CHAIN:
+        client.unpause(dag_id)
+    started = _now_iso()
+    # The demo malls are our own loopback servers: politeness off keeps the demo short.
+    run_id = client.trigger("crawl_malls", {"polite": False})
+    say(f"      triggered crawl_malls ({run_id})")
+    runs: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    for dag_id in CHAIN:
+        t0 = time.monotonic()
+        last = {"state": ""}
+
+        def poll(state: str, dag_id: str = dag_id, last: dict = last) -> None:
+            if state != last["state"]:
+                say(f"      {dag_id}: {state}")
+                last["state"] = state
+
+        run = client.wait_for_run(dag_id, run_id=run_id if dag_id == "crawl_malls" else None,
+                                  after=None if dag_id == "crawl_malls" else started,
+                                  timeout_s=max(60.0, deadline - time.monotonic()), on_poll=poll)
+        runs[dag_id] = run
+        say(f"      {dag_id}: {run['state']} in {time.monotonic() - t0:.0f}s")
+        if run["state"] != "success":
+            failed = client.failed_tasks(dag_id, run["dag_run_id"])
+            raise RuntimeError(f"{dag_id} run {run['dag_run_id']} {run['state']}: failed tasks {failed}; "
+                               f"see the Airflow UI {s.url(s.airflow_port)}")
+    return runs
+
+
+def street_search(world: Path, s: Settings | None = None, k: int = 5) -> dict[str, Any]:
+    """POST one street scene of ``world`` to the deployed endpoint; returns the JSON answer."""
+    import httpx
+
+    s = s or get_settings()
+    scene = sorted((world / "images" / "street").glob("*.jpg"))[0]
+    with scene.open("rb") as fh:
+        r = httpx.post(s.url(s.bento_port, "/search"), files={"image": (scene.name, fh, "image/jpeg")},
+                       data={"k": str(k)}, timeout=120)
+    r.raise_for_status()
+    return {"scene": str(scene), **r.json()}
+
+
+def format_result(res: dict[str, Any], limit: int = 3) -> str:
+    """A few readable lines: each garment with its tags and best matches."""
+    lines = [f"search {Path(res['scene']).name}: {len(res['garments'])} garment(s); versions "
+             + json.dumps(res.get("versions", {}), sort_keys=True)]
+    for g in res["garments"][:limit]:
+        tags = ", ".join(f"{k}={v['value']}" for k, v in sorted(g.get("tags", {}).items()))
+        lines.append(f"  {g['category']} {g['score']:.2f} box={[round(v) for v in g['box']]} {tags}")
+        for m in g["matches"][:3]:
+            lines.append(f"    -> {m['product_id']} {m['title']!r} ({m['mall']}, {m['price']} {m['currency']}) "
+                         f"score {m['score']:.3f}")
+    return "\n".join(lines)
