@@ -37,8 +37,14 @@ SEARCH_INDEX = Asset("tailor://search-index")
 def rebuild_index():
     @task
     def plan(params: dict | None = None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines import registry
         from pipelines.index.stages import plan_stage
 
+        if params["embedder"] == "champion" and registry.status(("embedder",))[0]["version"] is None:
+            # A crawl or training set can arrive before any embedder was promoted.
+            raise AirflowSkipException("no @champion embedder yet: nothing to index with")
         spec = plan_stage(dict(params))
         print(f"mode={spec['mode']} reasons={spec['reasons']}")
         return spec

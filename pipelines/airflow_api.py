@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,6 +18,11 @@ import httpx
 from pipelines.settings import Settings, get_settings
 
 FINISHED = {"success", "failed"}
+
+
+def _ts(value: str) -> datetime:
+    """An ISO timestamp from the API ("...Z" or "+00:00") as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -97,7 +103,7 @@ class AirflowClient:
             for r in self.runs(dag_id):
                 if run_id is not None and r["dag_run_id"] == run_id:
                     run = r
-                elif run_id is None and after is not None and (r.get("run_after") or "") >= after:
+                elif run_id is None and after is not None and r.get("run_after") and _ts(r["run_after"]) >= _ts(after):
                     run = r  # runs are newest first: keep the oldest one after `after`
             if run is not None and run["state"] in FINISHED:
                 return run

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
     say(f"      triggered crawl_malls ({run_id})")
     runs: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
+    after = started
     for dag_id in CHAIN:
         t0 = time.monotonic()
         last = {"state": ""}
@@ -56,9 +57,13 @@ def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
                 last["state"] = state
 
         run = client.wait_for_run(dag_id, run_id=run_id if dag_id == "crawl_malls" else None,
-                                  after=None if dag_id == "crawl_malls" else started,
+                                  after=None if dag_id == "crawl_malls" else after,
                                   timeout_s=max(60.0, deadline - time.monotonic()), on_poll=poll)
         runs[dag_id] = run
+        # The next DAG runs on the Asset event this run's last task emitted, shortly before
+        # the run ended; earlier runs of it (e.g. rebuild_index on `catalog`) are not ours.
+        end = datetime.fromisoformat(run["end_date"].replace("Z", "+00:00"))
+        after = (end - timedelta(seconds=30)).isoformat()
         say(f"      {dag_id}: {run['state']} in {time.monotonic() - t0:.0f}s")
         if run["state"] != "success":
             failed = client.failed_tasks(dag_id, run["dag_run_id"])
