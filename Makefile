@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Bento worker) would then recompile torch & co. from source (20-35 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup test test-all lint demo up down status lock clean
+.PHONY: help setup test test-slow test-all lint demo up down status lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ $(STAMP): requirements/lock.txt pyproject.toml
 
 test: setup  ## run the default test suite (slow suites deselected)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup  ## only the slow suites: DAG runs end to end, deploy, demo-profile training
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 test-all: setup  ## every suite, slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -32,7 +32,7 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
     assert res["state"].endswith("success"), res
     for step in ("train", "evaluate", "gate"):
         assert [k for k in res["tis"] if k.startswith(step + "[")] == [f"{step}[{i}]" for i in range(3)], res["tis"]
-    assert any(e["uri"] == "tailor://champions" for e in res["events"]), res["events"]
+    assert any(e["uri"].rstrip("/") == "tailor://champions" for e in res["events"]), res["events"]
 
     from mlflow import MlflowClient
 
@@ -48,11 +48,11 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
     # Same inputs, impossible thresholds: the retried chain resumes (no retraining), the
     # gate rejects, nothing is promoted, and no `champions` event is emitted.
     conf["thresholds"] = {m: {k: 2.0 for k in v} or {"acc_min": 2.0} for m, v in conf["thresholds"].items()}
-    before = sum(1 for e in res["events"] if e["uri"] == "tailor://champions")
+    before = sum(1 for e in res["events"] if e["uri"].rstrip("/") == "tailor://champions")
     res2 = run_dag_test(env, "retrain_models", conf, tmp_path)
     assert res2["state"].endswith("success"), res2
     assert res2["tis"]["publish"].endswith("skipped")
-    assert sum(1 for e in res2["events"] if e["uri"] == "tailor://champions") == before
+    assert sum(1 for e in res2["events"] if e["uri"].rstrip("/") == "tailor://champions") == before
     for m in models:
         assert client.get_model_version_by_alias(f"tailor-{m}", "challenger").tags["gate.decision"] == "rejected"
         assert str(client.get_model_version_by_alias(f"tailor-{m}", "champion").version) == "1"
