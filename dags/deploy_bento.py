@@ -65,10 +65,14 @@ def deploy_bento():
 
     @task(trigger_rule="one_failed")
     def cleanup() -> None:
-        """Any failure: stop the candidate; the public port was never touched (or restored)."""
+        """Any failure: stop the candidate (the public port was never touched, or was
+        restored), then fail: as the run's leaf, this task decides the run's state."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipelines.deploy.release import stop_candidate
 
         stop_candidate()
+        raise AirflowFailException("deploy failed (see the failed task's log); the previous deployment keeps serving")
 
     rel = smoke(candidate(build(bundle())))
     done = switch(rel)
