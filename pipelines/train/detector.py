@@ -88,9 +88,7 @@ class DetectorTask(Task):
     def evaluate(self, model, df, cfg, out_dir):
         from pipelines.ingest.photos import MAIN_LABELS
 
-        if cfg.get("eval_limit"):
-            df = df.iloc[: int(cfg["eval_limit"])]
-        df = df.reset_index(drop=True)
+        df = self.eval_rows(df, cfg)
         cats = cfg["categories"]
         dets = self._run(model, df, cfg)
         gts = [[(b["bbox"], cats.index(b["category"]) + 1) for b in _boxes_from(v) if b.get("category") in cats]

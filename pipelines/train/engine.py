@@ -23,6 +23,13 @@ class Task:
     primary: str = ""
     fallback: tuple[str, ...] = ()  # primary metric candidates when the split lacks synthetic rows
 
+    @staticmethod
+    def eval_rows(df, cfg: dict[str, Any]):
+        """The rows to evaluate: capped by ``eval_limit`` (tests, quick looks), index reset."""
+        if cfg.get("eval_limit"):
+            df = df.iloc[: int(cfg["eval_limit"])]
+        return df.reset_index(drop=True)
+
     def prepare(self, cfg: dict[str, Any], frame) -> dict[str, Any]:
         """Fill data-derived settings (vocabularies) into ``cfg`` before building the model."""
         return cfg

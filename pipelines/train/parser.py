@@ -75,9 +75,7 @@ class ParserTask(Task):
         from pipelines.synth.taxonomy import PARSING_PALETTE
 
         model.eval()
-        if cfg.get("eval_limit"):
-            df = df.iloc[: int(cfg["eval_limit"])]
-        df = df.reset_index(drop=True)
+        df = self.eval_rows(df, cfg)
         n = len(cfg["classes"])
         conf = np.zeros((n, n), np.int64)
         samples = []

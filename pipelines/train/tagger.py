@@ -92,9 +92,7 @@ class TaggerTask(Task):
     def evaluate(self, model, df, cfg, out_dir):
         from pipelines.ingest.photos import MAIN_LABELS
 
-        if cfg.get("eval_limit"):
-            df = df.iloc[: int(cfg["eval_limit"])]
-        df = df.reset_index(drop=True)
+        df = self.eval_rows(df, cfg)
         metrics: dict[str, float] = {}
         plots: list[Path] = []
         if not len(df):
