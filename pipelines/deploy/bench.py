@@ -12,21 +12,19 @@ concurrency 16; zero errors and < 10% memory growth in the load run.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from pipelines.settings import PROJECT_ROOT, get_settings
+from pipelines.settings import get_settings
 
 
 def _free_port() -> int:
@@ -36,35 +34,28 @@ def _free_port() -> int:
 
 
 class _Server:
-    """``bentoml serve bentos.service:Tailor`` in its own process group (stopped by us)."""
+    """``bentoml serve`` of one bundle on a free port, started and stopped through the same
+    :mod:`pipelines.services` mechanics as deployments (process group, pid file, log, health)."""
 
-    def __init__(self, bundle: Path, batching: bool, log: Path) -> None:
+    def __init__(self, bundle: Path, batching: bool) -> None:
+        from pipelines import services
+        from pipelines.deploy.release import server_service
+
+        self.s = get_settings()
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "TAILOR_BUNDLE_DIR": str(bundle), "TAILOR_SERVE_BATCHING": "true" if batching else "false",
-               "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(PROJECT_ROOT)}
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "bentos.service:Tailor",
-                                      "--host", "127.0.0.1", "--port", str(self.port)], cwd=PROJECT_ROOT, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 400
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start; see {log}")
-            time.sleep(1)
+        svc = server_service(f"bench-batching-{'on' if batching else 'off'}", {"bundle": str(bundle)},
+                             self.port, self.s, startup_timeout_s=400)
+        self.svc = replace(svc, env={**svc.env, "TAILOR_SERVE_BATCHING": "true" if batching else "false"})
+        self.log = self.svc.log_file(self.s)
+        self.pid = services.start(self.svc, self.s, already_running_ok=False)["pid"]
 
     def rss_mb(self) -> float:
         """Resident memory of the server's whole process tree, MiB."""
         import psutil
 
         try:
-            root = psutil.Process(self.proc.pid)
+            root = psutil.Process(self.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return 0.0
@@ -77,15 +68,9 @@ class _Server:
         return total / 2**20
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
+        from pipelines import services
+
+        services.stop(self.svc, self.s)
 
 
 def _one(client: httpx.Client, url: str, img: bytes) -> tuple[float, bool]:
@@ -163,12 +148,10 @@ def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_
     images = [p.read_bytes() for p in sorted((world / "images" / "shop").glob("*.jpg"))[:32]]
     if not images:
         raise RuntimeError(f"no shop images under {world}/images/shop")
-    logs = Path(s.run_dir) / "bench"  # type: ignore[arg-type]
-    logs.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"cpu_count": os.cpu_count(), "bundle": str(bundle), "runs": {}}
     for batching in (True, False):
         key = "batching_on" if batching else "batching_off"
-        server = _Server(bundle, batching, logs / f"{key}.log")
+        server = _Server(bundle, batching)
         try:
             rows = [measure(server.url, images, c, n_requests if c > 1 else max(16, n_requests // 2)) for c in levels]
             report["runs"][key] = rows
