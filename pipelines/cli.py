@@ -129,9 +129,7 @@ def down_cmd(
     if not service:  # the search service (public and candidate) is part of "everything"
         from pipelines.deploy import release
 
-        s = get_settings()
-        for name, port in ((release.PUBLIC, s.bento_port), (release.CANDIDATE, s.bento_staging_port)):
-            stopped = release.stop_service(release._named(name, port, s), s)
+        for name, stopped in release.stop_all().items():
             typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
 
 

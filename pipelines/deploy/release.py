@@ -106,6 +106,13 @@ def _named(name: str, port: int, s: Settings) -> svcs.Service:
     return svcs.Service(name=name, argv=[], port=port, health_path="/readyz")
 
 
+def stop_all(s: Settings | None = None) -> dict[str, bool]:
+    """Stop the public and candidate servers (``tailor down``); name -> whether it was running."""
+    s = s or get_settings()
+    return {name: stop_service(_named(name, port, s), s)
+            for name, port in ((PUBLIC, s.bento_port), (CANDIDATE, s.bento_staging_port))}
+
+
 # --------------------------------------------------------------------------- stages
 def new_release(bundle_info: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
     """Create ``releases/<id>/`` and move (or copy) the bundle into it."""
