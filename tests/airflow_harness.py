@@ -52,9 +52,10 @@ def isolated_airflow(tmp_path: Path, root: Path, **extra_env: str) -> dict[str, 
 
 
 def run_dag_test(env: dict[str, str], dag_id: str, conf: dict, cwd: Path, timeout_s: int = 900) -> dict:
-    """``dag.test(run_conf=conf)`` in a subprocess; returns run state, task states, Asset events."""
+    """``dag.test(run_conf=conf)`` in a subprocess; returns run state, task states, Asset
+    events and ``log`` (the run's whole output, where task logs and error messages land)."""
     proc = subprocess.run([sys.executable, "-c", _DAG_TEST, str(PROJECT_ROOT / "dags"), dag_id, json.dumps(conf)],
                           env=env, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line, (proc.stdout[-3000:], proc.stderr[-5000:])
-    return json.loads(line[7:])
+    return {**json.loads(line[7:]), "log": proc.stdout + proc.stderr}

@@ -3,8 +3,6 @@ benchmark, and a crawl of the real-photo mall."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,23 +16,7 @@ from pipelines.crawl.config import Politeness, demo_config
 from pipelines.malls import build_demo_malls, build_photo_mall
 from pipelines.malls.testing import make_fake_world, running_malls
 from pipelines.settings import PROJECT_ROOT
-
-_DAG_TEST = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-dag = bag.get_dag("crawl_malls")
-run = dag.test(run_conf={"malls_file": sys.argv[2], "polite": False, "snapshot_name": "dagsnap"})
-from airflow.models import TaskInstance
-from airflow.utils.session import create_session
-with create_session() as session:
-    tis = session.query(TaskInstance).filter(TaskInstance.run_id == run.run_id).all()
-    states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis}
-    from airflow.models.asset import AssetEvent
-    events = [e.extra for e in session.query(AssetEvent).all()]
-print("RESULT " + json.dumps({"state": str(run.state), "tis": states, "events": events}, default=str))
-"""
+from tests.airflow_harness import isolated_airflow, run_dag_test
 
 
 def _project(tmp: Path) -> Path:
@@ -50,33 +32,23 @@ def test_crawl_malls_dag_runs_end_to_end(tmp_path: Path) -> None:
     root = _project(tmp_path)
     world = make_fake_world(tmp_path / "world", n=12, seed=4, broken=False)
     malls = build_demo_malls(world, seed=0)
-    home = tmp_path / "airflow"
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "TAILOR_ROOT": str(root),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-           "PYTHONPATH": str(PROJECT_ROOT)}
     from pipelines import versioning
     from pipelines.settings import Settings
 
     versioning.ensure_initialised(Settings(root=root))
-    airflow = str(Path(sys.executable).parent / "airflow")
-    mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert mig.returncode == 0, mig.stderr[-3000:]
+    env = isolated_airflow(tmp_path, root)
     with running_malls(malls) as server:
         cfg = demo_config(server.urls(), Politeness.off())
         malls_file = tmp_path / "malls.yaml"
         malls_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-        proc = subprocess.run([sys.executable, "-c", _DAG_TEST, str(PROJECT_ROOT / "dags"), str(malls_file)],
-                              env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line, (proc.stdout[-3000:], proc.stderr[-5000:])
-    res = json.loads(line[7:])
+        res = run_dag_test(env, "crawl_malls", {"malls_file": str(malls_file), "polite": False,
+                                                "snapshot_name": "dagsnap"}, tmp_path)
     assert res["state"].endswith("success"), res
     assert sum(1 for k in res["tis"] if k.startswith("crawl_mall[")) == 3
     snap = root / "data" / "snapshots" / "dagsnap"
     df = pd.read_parquet(snap / "products.parquet")
     assert set(df["sku"]) == {p for m in malls for p in m.listings}
-    ids = [e.get("snapshot") for e in res["events"] if e]
+    ids = [e["extra"].get("snapshot") for e in res["events"] if e["extra"]]
     assert ids and ids[-1].endswith(":snapshots/dagsnap")
 
 

@@ -6,29 +6,14 @@ AIRFLOW_HOME after ``airflow db migrate``."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipelines.settings import PROJECT_ROOT, Settings
+from pipelines.settings import Settings
 from pipelines.validate.testing import fabricate_snapshot
-
-_SCRIPT = r"""
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-assert not bag.import_errors, bag.import_errors
-dag = bag.get_dag("validate_catalog")
-out = {}
-for name, snap in (("good", sys.argv[2]), ("bad", sys.argv[3])):
-    dr = dag.test(run_conf={"snapshot": snap, "previous_rows": 0})
-    out[name] = {"state": str(dr.state), "tis": {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}}
-print("RESULT " + json.dumps(out))
-"""
+from tests.airflow_harness import isolated_airflow, run_dag_test
 
 
 @pytest.mark.slow
@@ -44,19 +29,10 @@ def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> Non
     good = info["path"]
     bad = fabricate_snapshot(tmp_path / "bad-snap", n=20,
                              mutate=lambda p, i: (p.assign(price=-1.0), i))
-    home = tmp_path / "airflow"
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "TAILOR_ROOT": str(root),
-           "PYTHONPATH": str(PROJECT_ROOT)}
-    airflow = str(Path(sys.executable).parent / "airflow")
-    mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert mig.returncode == 0, mig.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(PROJECT_ROOT / "dags" / "validate_catalog.py"), good, str(bad)],
-                          env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
-    log = proc.stdout + proc.stderr
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert line, log[-4000:]
-    res = json.loads(line[-1][7:])
+    env = isolated_airflow(tmp_path, root)
+    res = {name: run_dag_test(env, "validate_catalog", {"snapshot": str(snap), "previous_rows": 0}, tmp_path)
+           for name, snap in (("good", good), ("bad", bad))}
+    log = res["good"]["log"] + res["bad"]["log"]
     assert res["good"]["state"] == "success", log[-4000:]
     assert res["good"]["tis"]["version"] == "success"
     assert res["bad"]["state"] == "failed"
