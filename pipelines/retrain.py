@@ -60,7 +60,9 @@ def train_stage(spec: dict[str, Any], progress: bool = False) -> dict[str, Any]:
 
     ts = Path(spec["training_set"])
     out = work_dir(spec["model"], ts, spec["profile"], spec["overrides"])
-    result = train_model(spec["model"], ts, out, profile=spec["profile"], overrides=spec["overrides"], progress=progress)
+    # Evaluation on the held-out split is the evaluate task's job, not done twice.
+    result = train_model(spec["model"], ts, out, profile=spec["profile"], overrides=spec["overrides"],
+                         progress=progress, evaluate=False)
     return {**spec, "run_dir": str(out), "epochs_run": result.epochs_run, "resumed_from": result.resumed_from}
 
 
@@ -71,8 +73,8 @@ def evaluate_stage(info: dict[str, Any]) -> dict[str, Any]:
     from pipelines.train import train_model
 
     ts = Path(info["training_set"])
-    # train_model on a finished run directory resumes at the end: it reloads the best
-    # weights and re-runs evaluation without training again.
+    # train_model on a finished run directory does not train again: it reloads the best
+    # weights, and here evaluates them on the held-out test split.
     result = train_model(info["model"], ts, Path(info["run_dir"]), profile=info["profile"],
                          overrides=info["overrides"], progress=False)
     # A dev training set (no crawl behind it) records no snapshot: say so rather than "None".

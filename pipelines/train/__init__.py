@@ -78,12 +78,15 @@ def _frames(name: str, training_set: Path, cfg: dict[str, Any]):
 
 
 def train_model(name: str, training_set: Path, out_dir: Path, profile: str = "demo",
-                overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+                overrides: dict[str, Any] | None = None, progress: bool = True,
+                evaluate: bool = True) -> TrainResult:
     """Train ``name`` on the training set's train split; see the module docstring.
 
     Writes ``out_dir/model.pt`` (best weights + config), ``history.json``, ``config.json``,
     ``metrics.json`` and ``plots/*.png``; returns a :class:`TrainResult` with the test-split
-    metrics of the best weights.
+    metrics of the best weights. ``evaluate=False`` stops after training (metrics empty):
+    the DAG's train task does that and leaves the held-out evaluation to its evaluate task.
+    A finished ``out_dir`` is not trained again: the best weights are reloaded.
     """
     import time
 
@@ -116,10 +119,14 @@ def train_model(name: str, training_set: Path, out_dir: Path, profile: str = "de
     run = fit(task, model, train_df, val_df, cfg, out_dir, digest, progress=progress)
     model = load_model(name, out_dir / "model.pt")
     plots_dir = out_dir / "plots"
-    metrics, plots = task.evaluate(model, df[df["split"] == "test"].reset_index(drop=True), cfg, plots_dir)
+    metrics: dict[str, float] = {}
+    plots: list[Path] = []
+    if evaluate:
+        metrics, plots = task.evaluate(model, df[df["split"] == "test"].reset_index(drop=True), cfg, plots_dir)
     plots.append(curves_png(run["history"], plots_dir / "curves.png"))
     (out_dir / "history.json").write_text(json.dumps(run["history"], indent=2))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if evaluate:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     key, _ = task.primary_value(metrics)
     return TrainResult(name=name, model=model, config=cfg, history=run["history"], metrics=metrics,
                        primary_metric=key, plots=plots, checkpoint=out_dir / "model.pt",
