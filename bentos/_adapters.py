@@ -174,18 +174,31 @@ def load_index(directory: Path) -> Any:
 
 
 def build_flat_index(embedder: Any, products: list[dict[str, Any]], image_of: dict[str, Path], out: Path,
-                     version: str, batch: int = 32) -> Path:
-    """Embed each product's shop image (whole image, as the service crops a single-garment
-    photo) and write a :class:`FlatIndex` directory. Products without a readable image are skipped."""
+                     version: str, batch: int = 32, detector: Any | None = None,
+                     score_min: float | None = None) -> Path:
+    """Embed each product's shop image and write a :class:`FlatIndex` directory.
+
+    Each image is cropped as the service crops a query (``detector``'s best box at
+    ``score_min``, default ``search.detector_score_min``, else the whole image; see
+    :mod:`pipelines.garments`), so a catalog image sent as a query finds itself. Products
+    without a readable image are skipped.
+    """
     from PIL import Image
 
+    from pipelines.index.embed import crop_embed_fn
+
+    from ._io import load_config
+
+    if score_min is None:
+        score_min = float(load_config()["search"]["detector_score_min"])
+    embed = crop_embed_fn(embedder, detector, score_min)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, vecs, imgs = [], [], []
 
     def flush() -> None:
         if imgs:
-            vecs.append(np.asarray(predict("embedder", embedder, imgs), dtype=np.float32))
+            vecs.append(embed(imgs))
             imgs.clear()
 
     for p in products:

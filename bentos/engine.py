@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.garments import crop_box, select_garments
+
 from . import _adapters as A
 
 #: ``crops (N, S, S, 3) uint8 -> ([{head: (value, prob)}], embeddings (N, D))``
@@ -102,21 +104,14 @@ class SearchEngine:
         W, H = image.size
         det = A.predict("detector", self.bundle.detector, [image])[0]
         t["detect"] = time.perf_counter()
-        garments = [
-            {"box": [float(v) for v in box], "score": float(s), "category": str(c)}
-            for box, s, c in zip(det.get("boxes", []), det.get("scores", []), det.get("categories", []), strict=False)
-            if float(s) >= self.score_min
-        ]
-        garments = self._clip(garments, W, H)
-        garments.sort(key=lambda g: -g["score"])
-        garments = garments[: self.max_garments]
+        garments = select_garments(det, W, H, self.score_min, self.max_garments)
         whole = not garments
         if whole:
             # Nothing detected: a single-garment photo is that garment (category from the tagger).
             garments = [{"box": [0.0, 0.0, float(W), float(H)], "score": 0.0, "category": None}]
         labels = A.predict("parser", self.bundle.parser, [image])[0]
         t["parse"] = time.perf_counter()
-        crops = A.crop_batch([image.crop(tuple(int(round(v)) for v in g["box"])) for g in garments], self.crop_size)
+        crops = A.crop_batch([crop_box(image, g["box"]) for g in garments], self.crop_size)
         tags, emb = self.crop_fn(crops)
         t["tag_embed"] = time.perf_counter()
         for g, tg in zip(garments, tags, strict=True):
@@ -138,17 +133,6 @@ class SearchEngine:
         timings["total"] = round((t["search"] - t["start"]) * 1000, 1)
         return {"garments": garments, "versions": self.bundle.versions, "timings_ms": timings,
                 "image": {"width": W, "height": H}, "fallback_whole_image": whole}
-
-    @staticmethod
-    def _clip(garments: list[dict[str, Any]], W: int, H: int) -> list[dict[str, Any]]:
-        out = []
-        for g in garments:
-            x1, y1, x2, y2 = g["box"]
-            x1, x2 = sorted((min(max(x1, 0.0), W), min(max(x2, 0.0), W)))
-            y1, y2 = sorted((min(max(y1, 0.0), H), min(max(y2, 0.0), H)))
-            if x2 - x1 >= 2 and y2 - y1 >= 2:  # degenerate boxes cannot be cropped
-                out.append({**g, "box": [x1, y1, x2, y2]})
-        return out
 
     def _mask(self, labels: np.ndarray, g: dict[str, Any]) -> np.ndarray:
         """The garment's pixels: parser pixels of its category inside its box, else any

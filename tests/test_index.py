@@ -28,7 +28,8 @@ def make_catalog(root, n: int = 240, seed: int = 0, start: int = 0):
             d.rectangle([int(x), int(y), int(x) + 8, int(y) + 8], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
         rel = f"img/p{i}.jpg"
         im.save(root / rel, quality=90)
-        rows.append({"product_id": f"p{i}", "category": cat, "image": rel, "title": f"product {i}"})
+        rows.append({"product_id": f"p{i}", "category": cat, "image": rel, "title": f"product {i}", "price": 10.0 + i,
+                     "image_urls": [f"http://mall/img/p{i}.jpg", f"http://mall/img/p{i}-2.jpg"]})
     pd.DataFrame(rows).to_parquet(root / "catalog.parquet", index=False)
     return root / "catalog.parquet"
 
@@ -93,7 +94,9 @@ def test_build_tune_persist_load_round_trip(tmp_path, pixels) -> None:
     q = v[rng.choice(len(v), 60, replace=False)] + rng.standard_normal((60, v.shape[1])).astype(np.float32) * 0.01
     _, truth = exact_knn(v, q, 10, base_ids=ids["vector_id"].to_numpy())
     assert recall_at_k(index.search(q, 10)[1], truth) >= 0.9
-    path = save_index(index, ids, meta, out=tmp_path / "idx")
+    from pipelines.index.embed import product_cards
+
+    path = save_index(index, ids, meta, out=tmp_path / "idx", products=product_cards(cat))
     loaded = load_index(path)
     assert loaded.meta["factory"] == meta["factory"] and loaded.meta["bytes_per_vector"] > 0
     D1, I1 = index.search(q, 10)
@@ -101,6 +104,10 @@ def test_build_tune_persist_load_round_trip(tmp_path, pixels) -> None:
     assert np.array_equal(I1, I2) and np.allclose(D1, D2)
     hits = loaded.search(v[:1], k=5)[0]
     assert hits[0]["product_id"] == ids["product_id"][0] and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    # Hits carry the product card (what the search API shows); absent catalog columns are None.
+    n = int(hits[0]["product_id"][1:])
+    assert hits[0]["title"] == f"product {n}" and hits[0]["price"] == 10.0 + n
+    assert hits[0]["image_url"] == f"http://mall/img/p{n}.jpg" and hits[0]["mall"] is None
 
 
 def test_incremental_add_remove(tmp_path, pixels) -> None:

@@ -208,3 +208,49 @@ def test_bad_input_is_4xx_json(client, case, status, code):
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["code"] == code and err["message"]
+
+
+# --------------------------------------------------------------------------- crop policy
+def test_select_garments_thresholds_clips_sorts_and_caps():
+    from pipelines.garments import catalog_crop, select_garments
+
+    det = {"boxes": [[-5, 10, 50, 60], [10, 10, 11, 80], [0, 0, 30, 30], [5, 5, 90, 95]],
+           "scores": [0.9, 0.95, 0.2, 0.6], "categories": ["top", "skirt", "hat", "dress"]}
+    out = select_garments(det, 80, 100, score_min=0.3, max_garments=8)
+    # the 1-px-wide box is dropped, the 0.2 box is under the threshold, boxes are clipped
+    assert [g["category"] for g in out] == ["top", "dress"]
+    assert out[0]["box"] == [0.0, 10.0, 50.0, 60.0] and out[1]["box"] == [5.0, 5.0, 80.0, 95.0]
+    assert len(select_garments(det, 80, 100, 0.3, 1)) == 1
+    img = Image.new("RGB", (80, 100))
+    assert catalog_crop(img, det, 0.3).size == (50, 50)
+    assert catalog_crop(img, {"boxes": [], "scores": [], "categories": []}, 0.3) is img
+
+
+def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle: Path, small_world: Path,
+                                                                    tmp_path: Path):
+    """The index embeds the crop the service would cut from the same photo: with a detector
+    that fires (thresholds at 0 on the untrained one), each shop photo's best match is itself
+    with cosine ~1, although the crop is not the whole image."""
+    import torch
+
+    from bentos import _adapters as A
+    from bentos.engine import Bundle, SearchEngine
+
+    torch.set_num_threads(2)
+    bundle = Bundle.load(serve_bundle)
+    bundle.detector.score_thresh = 0.0  # torchvision RetinaNet's own pre-filter
+    bundle.detector.tailor_config["predict_score_thresh"] = 0.0
+    products, images = A.world_catalog(small_world)
+    products = products[:12]
+    bundle.index = A.load_index(A.build_flat_index(bundle.embedder, products, images, tmp_path / "ix", "t",
+                                                   detector=bundle.detector, score_min=0.0))
+    engine = SearchEngine(bundle, score_min=0.0, max_garments=2)
+    for p in products[:3]:
+        with Image.open(images[p["product_id"]]) as im:
+            img = im.convert("RGB")
+        res = engine.search(img, k=3)
+        top = res["garments"][0]
+        assert not res["fallback_whole_image"]
+        assert top["box"] != [0.0, 0.0, float(img.size[0]), float(img.size[1])]
+        assert top["matches"][0]["product_id"] == p["product_id"]
+        assert top["matches"][0]["score"] > 0.999

@@ -11,7 +11,8 @@ build time and copies the artifacts, so a later promotion does not change a buil
 :func:`fresh_bundle` makes one from freshly initialised (seeded, untrained) models and a
 small world's catalog: real components with meaningless weights, for tests and benchmarks
 before champions exist. Retrieval of a catalog product's own image still works with them,
-because the index holds that image's own embedding.
+because the index holds the embedding of that image's own crop (the service's crop policy,
+:mod:`pipelines.garments`).
 """
 
 from __future__ import annotations
@@ -58,46 +59,38 @@ def resolve_champions(s: Settings | None = None) -> dict[str, dict[str, str]]:
     return out
 
 
-def find_index(embedder_version: str, s: Settings | None = None) -> Path | None:
-    """The newest index directory built for ``embedder_version`` (by its metadata), or None.
+def champion_index(champs: dict[str, dict[str, str]], s: Settings | None = None) -> Path:
+    """The ``tailor-index@champion`` directory, checked against the champion models.
 
-    Looks for ``pipelines.index``'s own lookup first, then scans ``var/`` and ``data/`` for
-    index directories whose JSON metadata names the embedder version.
+    The index must have been built with the champion embedder on the champion detector's
+    crops (its ``embedder_version``, see :func:`pipelines.index.embed.crop_version`): vectors
+    from any other pair would not match the queries the bundle embeds. Raises naming the
+    mismatch (run ``rebuild_index``) or the missing index.
     """
-    s = s or get_settings()
-    try:
-        from pipelines import index as idx  # type: ignore[attr-defined]
+    from pipelines import registry
+    from pipelines.index.embed import crop_version
+    from pipelines.index.store import current_champion_dir
 
-        for fn_name in ("find_index", "latest_index", "index_for"):
-            fn = getattr(idx, fn_name, None)
-            if fn is not None:
-                found = fn(embedder_version)
-                if found:
-                    return Path(found)
-    except ImportError:
-        pass
-    candidates = []
-    for root in (Path(s.var_dir), Path(s.data_dir)):  # type: ignore[arg-type]
-        for meta in list(root.glob("index*/**/*.json"))[:2000]:
-            try:
-                data = json.loads(meta.read_text())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(data, dict):
-                continue
-            emb = data.get("embedder")
-            ev = data.get("embedder_version") or (emb.get("version") if isinstance(emb, dict) else emb)
-            if ev is not None and str(ev) == str(embedder_version):
-                candidates.append((meta.stat().st_mtime, meta.parent))
-    return max(candidates)[1] if candidates else None
+    d = current_champion_dir(s)
+    if d is None:
+        raise RuntimeError("no tailor-index@champion: run the rebuild_index DAG (or `tailor index build`) first")
+    built_for = str(json.loads((d / "meta.json").read_text()).get("embedder_version"))
+    want = crop_version(f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}",
+                        f"{registry.registered_name('detector')}/v{champs['detector']['version']}")
+    whole = f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}"
+    if built_for not in (want, whole):
+        raise RuntimeError(f"the champion index {d.name} was built for {built_for}, but the champions are {want}: "
+                           "run the rebuild_index DAG so the index matches the models it will be served with")
+    return d
 
 
 def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = None,
                  s: Settings | None = None) -> dict[str, Any]:
-    """Resolve the champions, copy their MLflow models and the embedder's index into ``out``.
+    """Resolve the champions, copy their MLflow models and the index built for them into ``out``.
 
-    ``index_dir`` overrides the lookup; without an index built for the champion embedder, a
-    flat index over ``world``'s catalog (default: the demo world) is built with it.
+    The index is ``tailor-index@champion`` (checked by :func:`champion_index`), or
+    ``index_dir`` when given. ``world`` instead builds a flat index over that synthetic
+    world's shop images with the champion models (a dev bundle before any index exists).
     Returns ``{"bundle": str, "versions": {...}}``.
     """
     import mlflow
@@ -106,6 +99,7 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
 
     s = s or get_settings()
     champs = resolve_champions(s)
+    src = Path(index_dir) if index_dir else (None if world else champion_index(champs, s))
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -117,17 +111,16 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
         shutil.move(local, out / "models" / m)
         shutil.rmtree(out / "models" / f".{m}", ignore_errors=True)
     versions = {m: info["version"] for m, info in champs.items()}
-    src = Path(index_dir) if index_dir else find_index(versions["embedder"], s)
     if src is not None:
         shutil.copytree(src, out / "index")
-        meta = next((json.loads(p.read_text()) for p in sorted(src.glob("*.json"))), {})
-        versions["index"] = str(meta.get("version") or meta.get("id") or src.name) if isinstance(meta, dict) else src.name
+        meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").exists() else {}
+        versions["index"] = str(meta.get("version") or src.name)
     else:
-        world = Path(world or s.demo_world_dir)
-        embedder = A.load_model(out / "models" / "embedder")
+        world = Path(world)  # type: ignore[arg-type]
         products, images = A.world_catalog(world, base_url=s.url(s.mall_base_port))
-        versions["index"] = f"flat-e{versions['embedder']}-{world.name}"
-        A.build_flat_index(embedder, products, images, out / "index", versions["index"])
+        versions["index"] = f"flat-e{versions['embedder']}-d{versions['detector']}-{world.name}"
+        A.build_flat_index(A.load_model(out / "models" / "embedder"), products, images, out / "index",
+                           versions["index"], detector=A.load_model(out / "models" / "detector"))
     manifest = _write_manifest(out, versions, "registry", {"champions": champs})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}
 
@@ -166,6 +159,7 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
                 p["image_url"] = f"/catalog/images/{src.name}"
     versions = {m: f"fresh-s{seed}" for m in MODELS}
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
-    A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"])
+    A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"],
+                       detector=loaded["detector"])
     manifest = _write_manifest(out, versions, "fresh", {"world": str(world), "seed": seed})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}

@@ -4,7 +4,8 @@
 real implementations:
 
 - :func:`champion_embed_fn`: the ``tailor-embedder@champion`` model through
-  ``pipelines.train.predict`` (the production path);
+  ``pipelines.train.predict``, on the crop the ``tailor-detector@champion`` picks, exactly
+  as the search service crops a query (the production path);
 - :func:`pixel_embed_fn`: a fixed random projection of downsampled pixels. Deterministic
   and dependency-free, so tests and the demo DAG run before a trained embedder exists
   (params ``embedder: pixels``).
@@ -23,6 +24,8 @@ EmbedFn = Callable[[list[Any]], np.ndarray]
 
 #: Columns of the id table, one row per vector.
 ID_COLUMNS = ["vector_id", "product_id", "image", "category"]
+#: Columns of the product-card table (``products.parquet``), one row per product.
+CARD_COLUMNS = ["product_id", "title", "mall", "url", "image_url", "price", "currency"]
 
 
 def pixel_embed_fn(dim: int = 128, size: int = 16, seed: int = 0) -> EmbedFn:
@@ -44,31 +47,69 @@ def pixel_embed_fn(dim: int = 128, size: int = 16, seed: int = 0) -> EmbedFn:
     return embed
 
 
-def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion") -> EmbedFn:
-    """The registered embedder (``@champion`` by default) behind the ``predict`` contract.
+def resolve_model_uri(uri: str) -> tuple[str, str]:
+    """``models:/NAME@ALIAS`` -> (``NAME/v<N>``, ``models:/NAME/<N>``); other URIs unchanged."""
+    from pipelines import registry
 
-    The returned function carries ``version`` = ``tailor-embedder/v<N>`` (resolved from the
-    alias at load time, so the index records which embedder it was built with).
+    client = registry._client()
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri[len("models:/"):].split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+        return f"{name}/v{mv.version}", f"models:/{name}/{mv.version}"
+    if uri.startswith("models:/") and uri.count("/") == 2:
+        name, number = uri[len("models:/"):].split("/")
+        return f"{name}/v{number}", uri
+    return uri, uri
+
+
+def crop_version(embedder: str, detector: str | None) -> str:
+    """The version an index records: the embedder's, plus the detector that chose the crops
+    (``tailor-embedder/v3+crop:tailor-detector/v2``). A change of either forces a rebuild."""
+    return f"{embedder}+crop:{detector}" if detector else embedder
+
+
+def crop_embed_fn(embedder: Any, detector: Any | None, score_min: float) -> Callable[[list[Any]], np.ndarray]:
+    """Loaded models -> ``embed_fn``: each image is cropped by :func:`pipelines.garments.catalog_crop`
+    (the search service's crop policy) and embedded; ``detector=None`` embeds whole images."""
+    from pipelines.garments import catalog_crop
+    from pipelines.train import predict
+
+    def embed(images: list[Any]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, int(embedder.dim)), dtype=np.float32)
+        if detector is not None:
+            dets = predict("detector", detector, images)
+            images = [catalog_crop(im, d, score_min) for im, d in zip(images, dets, strict=True)]
+        return np.asarray(predict("embedder", embedder, images), dtype=np.float32)
+
+    return embed
+
+
+def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion",
+                      crop_uri: str | None = "models:/tailor-detector@champion",
+                      score_min: float | None = None) -> EmbedFn:
+    """The registered embedder (``@champion`` by default) behind the ``predict`` contract,
+    cropping each image with the registered detector the way the search service does.
+
+    The returned function carries ``version`` (see :func:`crop_version`), resolved from the
+    aliases at load time, so the index records exactly which models it was built with.
+    ``crop_uri=None`` embeds whole images. ``score_min`` defaults to the service's
+    ``search.detector_score_min``.
     """
     import mlflow.pytorch
 
-    from pipelines import registry
-    from pipelines.train import predict
+    from bentos._io import load_config as serving_config
 
-    version = model_uri
-    if model_uri.startswith("models:/") and "@" in model_uri:
-        name, alias = model_uri[len("models:/"):].split("@", 1)
-        mv = registry._client().get_model_version_by_alias(name, alias)
-        version = f"{name}/v{mv.version}"
-        model_uri = f"models:/{name}/{mv.version}"
-    else:
-        registry._client()
-    model = mlflow.pytorch.load_model(model_uri)
-
-    def embed(images: list[Any]) -> np.ndarray:
-        return np.asarray(predict("embedder", model, images), dtype=np.float32)
-
-    embed.version = version  # type: ignore[attr-defined]
+    emb_version, emb_uri = resolve_model_uri(model_uri)
+    embedder = mlflow.pytorch.load_model(emb_uri, map_location="cpu").eval()
+    detector, det_version = None, None
+    if crop_uri:
+        det_version, det_uri = resolve_model_uri(crop_uri)
+        detector = mlflow.pytorch.load_model(det_uri, map_location="cpu").eval()
+    if score_min is None:
+        score_min = float(serving_config()["search"]["detector_score_min"])
+    embed = crop_embed_fn(embedder, detector, score_min)
+    embed.version = crop_version(emb_version, det_version)  # type: ignore[attr-defined]
     return embed
 
 
@@ -121,6 +162,26 @@ def catalog_images(catalog: Path, images_root: Path | None = None):
     df["product_id"] = df["product_id"].astype(str)
     df["category"] = df["category"].fillna("unknown").astype(str)
     return df.sort_values(["category", "product_id"], kind="stable").reset_index(drop=True)
+
+
+def product_cards(catalog: Path):
+    """DataFrame :data:`CARD_COLUMNS` from a catalog: what a search hit shows besides its id.
+
+    ``image_url`` is the catalog's ``image_url`` or the first of its ``image_urls``; columns a
+    catalog lacks (a hand-made one) are left empty rather than guessed.
+    """
+    import pandas as pd
+
+    cat = pd.read_parquet(catalog).drop_duplicates("product_id")
+    out = pd.DataFrame({"product_id": cat["product_id"].astype(str).to_numpy()})
+    for c in CARD_COLUMNS[1:]:
+        if c in cat.columns:
+            out[c] = cat[c].to_numpy()
+        elif c == "image_url" and "image_urls" in cat.columns:
+            out[c] = [str(u[0]) if u is not None and len(u) else None for u in cat["image_urls"]]
+        else:
+            out[c] = None
+    return out.astype(object).where(out.notna(), None)
 
 
 def _first_per_product(df, key: str):

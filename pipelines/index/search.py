@@ -43,8 +43,20 @@ def _lookup(loaded: Any) -> dict[int, tuple[str, str, str]]:
     return cache
 
 
+def _cards(loaded: Any) -> dict[str, dict[str, Any]]:
+    cache = getattr(loaded, "_card_cache", None)
+    if cache is None:
+        p = getattr(loaded, "products", None)
+        cache = {} if p is None else {str(r["product_id"]): {k: v for k, v in r.items() if k != "product_id"}
+                                      for r in p.astype(object).where(p.notna(), None).to_dict("records")}
+        loaded._card_cache = cache
+    return cache
+
+
 def search(loaded: Any, queries: Any, k: int = 10, category: str | list[str] | None = None) -> list[list[dict]]:
-    """Top-``k`` products per query: ``[{"product_id", "score", "image", "category", "vector_id"}]``.
+    """Top-``k`` products per query: ``[{"product_id", "score", "image", "category", "vector_id"}]``
+    plus the product card (``title``, ``mall``, ``url``, ``image_url``, ``price``, ``currency``)
+    when the index carries ``products.parquet``.
 
     ``score`` is the cosine similarity (``1 - d^2/2`` on unit vectors); results are one per
     product (the best of its images). ``category`` restricts results to one or more
@@ -78,6 +90,7 @@ def search(loaded: Any, queries: Any, k: int = 10, category: str | list[str] | N
             D[short], found[short] = D2, F2
             short = short[(F2 >= 0).sum(1) < want]
     look = _lookup(loaded)
+    cards = _cards(loaded)
     out: list[list[dict]] = []
     for drow, irow in zip(D, found, strict=True):
         hits: list[dict] = []
@@ -89,8 +102,8 @@ def search(loaded: Any, queries: Any, k: int = 10, category: str | list[str] | N
             if pid in seen:
                 continue
             seen.add(pid)
-            hits.append({"product_id": pid, "score": float(1.0 - dist / 2.0), "image": img, "category": cat,
-                         "vector_id": int(vid)})
+            hits.append({**cards.get(pid, {}), "product_id": pid, "score": float(1.0 - dist / 2.0), "image": img,
+                         "category": cat, "vector_id": int(vid)})
             if len(hits) == k:
                 break
         out.append(hits)

@@ -24,27 +24,31 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
 
 
 def make_embed_fn(embedder: str, cfg: dict[str, Any]) -> Any:
-    """``champion`` -> the registered ``tailor-embedder@champion``; ``pixels`` -> pixel projection."""
+    """``champion`` -> the registered ``tailor-embedder@champion`` on ``embed.crop_with``'s crops
+    (the search service's crop policy); ``pixels`` -> pixel projection."""
     from pipelines.index.embed import champion_embed_fn, pixel_embed_fn
 
     if embedder == "pixels":
         return pixel_embed_fn(dim=int((cfg.get("embed") or {}).get("pixel_dim", 128)))
-    if embedder == "champion":
-        return champion_embed_fn()
-    return champion_embed_fn(embedder)  # an explicit models:/ URI
+    crop = (cfg.get("embed") or {}).get("crop_with", "models:/tailor-detector@champion") or None
+    uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder  # or an explicit models:/ URI
+    return champion_embed_fn(uri, crop_uri=crop)
 
 
 def _embedder_version(embedder: str, cfg: dict[str, Any]) -> str:
     """The version an embedder would stamp, without loading the model."""
+    from pipelines.index.embed import (
+        crop_version,
+        embedder_version,
+        pixel_embed_fn,
+        resolve_model_uri,
+    )
+
     if embedder == "pixels":
-        from pipelines.index.embed import embedder_version, pixel_embed_fn
-
         return embedder_version(pixel_embed_fn(dim=int((cfg.get("embed") or {}).get("pixel_dim", 128))))
-    from pipelines import registry
-
-    name = registry.registered_name("embedder")
-    mv = registry._client().get_model_version_by_alias(name, registry.CHAMPION)
-    return f"{name}/v{mv.version}"
+    uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder
+    crop = (cfg.get("embed") or {}).get("crop_with", "models:/tailor-detector@champion") or None
+    return crop_version(resolve_model_uri(uri)[0], resolve_model_uri(crop)[0] if crop else None)
 
 
 def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
@@ -120,6 +124,7 @@ def build_stage(spec: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from pipelines.index.build import build_index
+    from pipelines.index.embed import product_cards
     from pipelines.index.store import save_index
     from pipelines.index.update import update_index
 
@@ -139,7 +144,7 @@ def build_stage(spec: dict[str, Any]) -> dict[str, Any]:
     meta.update({"kind": "build", "embedder_version": spec["embedder_version"], "snapshot_id": spec["snapshot_id"],
                  "catalog": spec["catalog"], "categories": attrs["categories"], "next_seq": attrs["next_seq"],
                  "ntotal_at_build": int(index.ntotal), "reasons": spec["reasons"]})
-    path = save_index(index, table, meta)
+    path = save_index(index, table, meta, products=product_cards(Path(spec["catalog"])))
     return {**spec, "index_dir": str(path), "recall": meta["recall"], "nprobe": index.nprobe,
             "k_factor": index.k_factor}
 

@@ -8,6 +8,7 @@ One index version is one directory, written once and never modified::
     DIR/base.faiss     the IVF-PQ base index (external ids)
     DIR/refine.faiss   the re-ranking store (absent when there is none)
     DIR/ids.parquet    vector_id -> product_id -> image, category
+    DIR/products.parquet  product cards (title, mall, url, image_url, price, currency)
 
 The directory is logged as run artifacts in experiment ``tailor-index`` and registered as
 a pyfunc model ``tailor-index`` (its artifact is the same directory), and ``@champion``
@@ -38,6 +39,7 @@ class LoadedIndex:
     ids: Any  # DataFrame, one row per vector
     meta: dict[str, Any]
     path: Path
+    products: Any = None  # DataFrame of product cards, or None (an index saved without them)
 
     def search(self, queries: Any, k: int = 10, category: str | list[str] | None = None) -> list[list[dict]]:
         """Product ids with scores per query; see :func:`pipelines.index.search.search`."""
@@ -60,8 +62,11 @@ def index_root(s: Settings | None = None) -> Path:
 
 
 def save_index(index: Any, ids: Any, meta: dict[str, Any], out: Path | None = None,
-               s: Settings | None = None) -> Path:
-    """Write one index version directory (atomically: temp dir, then rename). Returns its path."""
+               s: Settings | None = None, products: Any = None) -> Path:
+    """Write one index version directory (atomically: temp dir, then rename). Returns its path.
+
+    ``products`` (see :func:`pipelines.index.embed.product_cards`) is kept for the products the
+    index holds, so search hits can be shown without the catalog."""
     import faiss
 
     meta = dict(meta)
@@ -80,6 +85,8 @@ def save_index(index: Any, ids: Any, meta: dict[str, Any], out: Path | None = No
     if index.refine is not None:
         faiss.write_index(index.refine, str(tmp / "refine.faiss"))
     ids.to_parquet(tmp / "ids.parquet", index=False)
+    if products is not None:
+        products[products["product_id"].isin(set(ids["product_id"]))].to_parquet(tmp / "products.parquet", index=False)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
     if out.exists():
         import shutil
@@ -129,7 +136,8 @@ def load_index(uri_or_dir: str | Path, s: Settings | None = None) -> LoadedIndex
     ids = pd.read_parquet(d / "ids.parquet")
     if len(ids) != index.ntotal:
         raise ValueError(f"{d}: id table has {len(ids)} rows but the index {index.ntotal} vectors")
-    return LoadedIndex(index=index, ids=ids, meta=meta, path=d)
+    products = pd.read_parquet(d / "products.parquet") if (d / "products.parquet").exists() else None
+    return LoadedIndex(index=index, ids=ids, meta=meta, path=d, products=products)
 
 
 def log_index(index_dir: Path, promote: bool = True, s: Settings | None = None) -> dict[str, str]:

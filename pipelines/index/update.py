@@ -56,7 +56,13 @@ def update_index(index_dir: Path, catalog: Path, images_root: Path | None, embed
     a rebuild is needed nothing is written and ``path`` is None: the caller runs a full
     build instead.
     """
-    from pipelines.index.embed import assign_ids, catalog_images, embed_images, embedder_version
+    from pipelines.index.embed import (
+        assign_ids,
+        catalog_images,
+        embed_images,
+        embedder_version,
+        product_cards,
+    )
     from pipelines.index.store import load_index, save_index
 
     cfg = cfg or {}
@@ -90,6 +96,6 @@ def update_index(index_dir: Path, catalog: Path, images_root: Path | None, embed
                  "added": int(len(new_rows)), "removed": int(n_removed)})
     for k in ("version", "created", "bytes", "bytes_per_vector"):
         meta.pop(k, None)
-    path = save_index(index, ids_table.reset_index(drop=True), meta, out=out)
+    path = save_index(index, ids_table.reset_index(drop=True), meta, out=out, products=product_cards(Path(catalog)))
     return {"path": str(path), "added": int(len(new_rows)), "removed": int(n_removed), "imbalance": imb,
             "rebuild": []}
