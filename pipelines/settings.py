@@ -9,6 +9,7 @@ time; call :func:`Settings.ensure_dirs` where a command needs the directories.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
 
     seed: int = Field(0, description="default seed for the demo world")
     demo_world: str = Field("demo", description="name of the embedded default world")
+    train_parallel: int = Field(0, ge=0, description=(
+        "training tasks that may run at once per retrain run; 0 = one per 2 CPU cores (each "
+        "task uses 2 torch threads and DataLoader workers, so more only oversubscribes the CPU)"))
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -72,6 +76,11 @@ class Settings(BaseSettings):
     def demo_world_dir(self) -> Path:
         """Directory of the embedded default synthetic world."""
         return Path(self.worlds_dir) / self.demo_world  # type: ignore[arg-type]
+
+    @property
+    def train_slots(self) -> int:
+        """Concurrent training tasks: ``train_parallel`` or, when 0, ``cpu_count // 2`` (at least 1)."""
+        return self.train_parallel or max(1, (os.cpu_count() or 2) // 2)
 
     def url(self, port: int, path: str = "") -> str:
         """``http://<host>:<port><path>`` for one of the components."""
