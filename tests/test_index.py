@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -187,3 +189,26 @@ def test_register_in_mlflow_and_load_champion(tmp_path, pixels) -> None:
     loaded = load_index(champion_uri(), s=s)
     assert loaded.meta["version"] == meta.get("version", loaded.meta["version"])
     assert np.array_equal(loaded.index.search(v[:5], 10)[1], index.search(v[:5], 10)[1])
+
+
+def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pixels) -> None:
+    """Deploy bundles the ``tailor-index@champion`` only when it was built with the champion
+    embedder on the champion detector's crops; otherwise it refuses, naming the fix."""
+    from pipelines.deploy.bundle import champion_index
+    from pipelines.index.store import log_index, save_index
+    from pipelines.settings import Settings
+
+    s = Settings(root=tmp_path / "proj")
+    s.ensure_dirs()
+    champs = {"embedder": {"version": "3"}, "detector": {"version": "2"}}
+    with pytest.raises(RuntimeError, match="no tailor-index@champion"):
+        champion_index(champs, s)
+    _, _, ids, index, meta = _built(tmp_path, pixels, n=120)
+    stale = {**meta, "embedder_version": "tailor-embedder/v3+crop:tailor-detector/v1"}
+    log_index(save_index(index, ids, stale, out=tmp_path / "stale"), s=s)
+    with pytest.raises(RuntimeError, match="built for tailor-embedder/v3\\+crop:tailor-detector/v1.*rebuild_index"):
+        champion_index(champs, s)
+    fresh = {**meta, "embedder_version": "tailor-embedder/v3+crop:tailor-detector/v2"}
+    log_index(save_index(index, ids, fresh, out=tmp_path / "fresh"), s=s)
+    d = champion_index(champs, s)
+    assert json.loads((d / "meta.json").read_text())["embedder_version"] == fresh["embedder_version"]
