@@ -40,7 +40,7 @@ app = typer.Typer(
 synth_app = typer.Typer(help="Generate and inspect the synthetic fashion world (the embedded default).")
 mall_app = typer.Typer(help="Demo shopping malls served on loopback.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
-models_app = typer.Typer(help="Registered models: champions, promotion, rollback.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: training, champions, promotion, rollback.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
 app.add_typer(mall_app, name="mall")
 app.add_typer(bench_app, name="bench")
@@ -245,6 +245,35 @@ def models_status_cmd(
             continue
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()) if isinstance(v, int | float))
         typer.echo(f"{row['registered']:16s} v{row['version']:<4s} {row['date']}  snapshot={row['snapshot']}  {metrics}")
+
+
+@models_app.command("train")
+def models_train_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="models to retrain (default: all four)")] = None,
+    profile: Annotated[str, typer.Option(help="training profile: demo or full")] = "demo",
+    epochs: Annotated[int | None, typer.Option(help="override the profile's epochs")] = None,
+    training_set: Annotated[Path | None, typer.Option(help="training-set dir; default: the newest")] = None,
+    gate: Annotated[bool, typer.Option(help="apply the promotion gate after registering")] = True,
+) -> None:
+    """Train -> evaluate (held-out) -> register -> gate, one model after another: the retrain_models
+    DAG's stages in this process, with a progress bar. A killed run resumes from its checkpoint."""
+    from pipelines import retrain
+
+    if profile not in ("demo", "full"):
+        _fail(f"unknown profile {profile!r}; choose demo or full")
+    try:
+        specs = retrain.plan(names or None, str(training_set) if training_set else None, profile, epochs)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    decisions = []
+    for spec in specs:
+        info = retrain.evaluate_stage(retrain.train_stage(spec, progress=True))
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(info["metrics"].items()) if isinstance(v, int | float))
+        typer.echo(f"{spec['model']}: v{info['version']} ({info['run_dir']})  {metrics}")
+        if gate:
+            decisions.append(retrain.gate_stage(info))
+    if decisions:
+        typer.echo(retrain.summarize(decisions))
 
 
 @models_app.command("rollback")
