@@ -146,7 +146,8 @@ class _ExternalIndex:
 
     def __init__(self, inner: Any, directory: Path) -> None:
         self.inner = inner
-        self.version = str(getattr(inner, "version", None) or Path(directory).name)
+        meta = getattr(inner, "meta", None) or {}
+        self.version = str(meta.get("version") or Path(directory).name)
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -168,7 +169,7 @@ def load_index(directory: Path) -> Any:
     d = Path(directory)
     if (d / "vectors.npy").exists() and (d / "products.jsonl").exists():
         return FlatIndex(d)
-    from pipelines.index import load_index as _load  # type: ignore[import-not-found]
+    from pipelines.index.store import load_index as _load
 
     return _ExternalIndex(_load(d), d)
 

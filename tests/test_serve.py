@@ -8,6 +8,7 @@ shop image still works because the index stores that image's own embedding.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -254,3 +255,37 @@ def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle
         assert top["box"] != [0.0, 0.0, float(img.size[0]), float(img.size[1])]
         assert top["matches"][0]["product_id"] == p["product_id"]
         assert top["matches"][0]["score"] > 0.999
+
+
+def test_bundle_with_a_registry_format_index_serves_product_cards(serve_bundle: Path, small_world: Path,
+                                                                  tmp_path: Path):
+    """A deployed bundle holds a ``pipelines.index`` version (faiss IVF + id map + product
+    cards), not the flat fallback: it loads, and hits carry the catalog's product cards."""
+    import numpy as np
+    import pandas as pd
+
+    from bentos import _adapters as A
+    from bentos.engine import Bundle, SearchEngine
+    from pipelines.index.build import build_index
+    from pipelines.index.embed import assign_ids, product_cards
+    from pipelines.index.store import save_index
+
+    flat = A.load_index(serve_bundle / "index")
+    rows = pd.DataFrame(flat.products)
+    ids, codes, seq = assign_ids(rows["category"].tolist())
+    table = pd.DataFrame({"vector_id": ids, "product_id": rows["product_id"], "image": "x.jpg",
+                          "category": rows["category"]})
+    index, meta = build_index(flat.vectors, ids, recall_target=0.95)
+    meta.update({"embedder_version": "fresh", "categories": codes, "next_seq": seq})
+    cat = tmp_path / "catalog.parquet"
+    rows.assign(title=[f"Card {p}" for p in rows["product_id"]]).to_parquet(cat)
+    out = save_index(index, table, meta, out=tmp_path / "bundle-index", products=product_cards(cat))
+    bundle = Bundle.load(serve_bundle)
+    bundle.index = A.load_index(out)
+    assert bundle.index.version == json.loads((out / "meta.json").read_text())["version"]
+    pid = rows["product_id"][3]
+    with Image.open(small_world / "images" / "shop" / f"{pid}.jpg") as im:
+        res = SearchEngine(bundle).search(im.convert("RGB"), k=5)
+    top = res["garments"][0]["matches"][0]
+    assert top["product_id"] == pid and top["title"] == f"Card {pid}" and np.isclose(top["score"], 1.0, atol=1e-3)
+    assert {"mall", "url", "image_url", "price", "currency", "category"} <= set(top)
