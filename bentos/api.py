@@ -207,7 +207,8 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
     async def _server_error(_request: Any, exc: Exception) -> JSONResponse:
         # Valid input that the server could not serve: overload of the crop worker is a
         # retryable 503, anything else a 500 - both JSON, never an HTML/text body.
-        overloaded = type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout")
+        overloaded = type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout",
+                                            "ServerDisconnectedError", "ClientConnectorError")
         status = 503 if overloaded else 500
         return JSONResponse({"error": {"code": "unavailable" if overloaded else "internal_error",
                                        "message": str(exc)[:300] or type(exc).__name__, "field": None}},

@@ -17,6 +17,7 @@ come from ``config/serving.yaml`` / ``TAILOR_SERVE_*`` at import time.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,17 @@ class TailorCrops:
         return _pack(tags, emb, self.tagger.vocab)
 
 
+#: Extra attempts of an internal crop call whose connection dropped.
+_CROP_RETRIES = 2
+
+
+def _transient(exc: BaseException) -> bool:
+    """A dropped or refused connection to the crop worker (worth one more try)."""
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectionError | ConnectionError)
+
+
 def _engine() -> Any:
     return bentoml.get_current_service().engine
 
@@ -129,8 +141,18 @@ class Tailor:
         self.engine = engine
 
     def _remote_crops(self, crops: np.ndarray) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
-        packed = np.asarray(self.crops.infer(crops))
-        return _unpack(packed, self._vocab, self._dim)
+        # Inference is side-effect free, so a dropped internal connection is retried: under
+        # concurrency BentoML's aiohttp client now and then reuses a keep-alive connection
+        # the crop worker has just closed ("Server disconnected", bentoml/BentoML#3669).
+        for attempt in range(_CROP_RETRIES + 1):
+            try:
+                packed = np.asarray(self.crops.infer(crops))
+                return _unpack(packed, self._vocab, self._dim)
+            except Exception as exc:
+                if attempt == _CROP_RETRIES or not _transient(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def __is_ready__(self) -> bool:
         return self.engine is not None
