@@ -12,7 +12,9 @@ concurrency 16; zero errors and < 10% memory growth in the load run.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -149,6 +151,8 @@ def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_
     if not images:
         raise RuntimeError(f"no shop images under {world}/images/shop")
     report: dict[str, Any] = {"cpu_count": os.cpu_count(), "bundle": str(bundle), "runs": {}}
+    # A SIGTERM (a killed benchmark) must still run the ``finally`` that stops the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for batching in (True, False):
         key = "batching_on" if batching else "batching_off"
         server = _Server(bundle, batching)
