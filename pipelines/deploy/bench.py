@@ -152,7 +152,8 @@ def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_
         raise RuntimeError(f"no shop images under {world}/images/shop")
     report: dict[str, Any] = {"cpu_count": os.cpu_count(), "bundle": str(bundle), "runs": {}}
     # A SIGTERM (a killed benchmark) must still run the ``finally`` that stops the servers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for batching in (True, False):
         key = "batching_on" if batching else "batching_off"
         server = _Server(bundle, batching)
