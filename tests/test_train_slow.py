@@ -48,8 +48,11 @@ def test_real_photos_tagger_embedder(shared_photos: Path, tmp_path: Path) -> Non
     ts = training_set_from_rows(rows, shared_photos, tmp_path / "ts", seed=0)
     over = {"epochs": 2, "crop_size": 64}
     tag = train_model("tagger", ts, tmp_path / "tagger", overrides=over, progress=False)
+    print("tagger (real photos)", tag.metrics)
     assert "acc_category_real" in tag.metrics and tag.primary_metric == "acc_category_real"
     emb = train_model("embedder", ts, tmp_path / "embedder", overrides=over, progress=False)
+    print("embedder (real photos)", emb.metrics)
     assert "precision_at_5_real" in emb.metrics
     det = train_model("detector", ts, tmp_path / "detector", overrides={"epochs": 1, "image_size": 192}, progress=False)
+    print("detector (real photos)", det.metrics)
     assert "top_category_acc_real" in det.metrics
