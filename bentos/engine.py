@@ -24,6 +24,8 @@ from . import _adapters as A
 
 #: ``crops (N, S, S, 3) uint8 -> ([{head: (value, prob)}], embeddings (N, D))``
 CropFn = Callable[[np.ndarray], tuple[list[dict[str, tuple[str, float]]], np.ndarray]]
+#: ``photo -> (detections {boxes, scores, categories}, parser label map (H, W))``
+ImageFn = Callable[[Any], tuple[dict[str, Any], np.ndarray]]
 #: Tag heads that are not garment attributes (category is reported separately).
 _NOT_ATTRIBUTES = {"category", "label"}
 
@@ -72,21 +74,29 @@ class SearchEngine:
     """Runs photos through a :class:`Bundle`.
 
     ``crop_fn`` defaults to running tagger + embedder in this process; the BentoML service
-    passes its batching worker instead. ``score_min`` and ``max_garments`` come from
-    ``config/serving.yaml``.
+    passes its batching worker instead. ``image_fn`` likewise defaults to detector + parser
+    on this one photo; the service passes a :class:`bentos.batching.MicroBatcher` over
+    :meth:`image_models`. ``score_min`` and ``max_garments`` come from ``config/serving.yaml``.
     """
 
     def __init__(self, bundle: Bundle, crop_fn: CropFn | None = None, score_min: float = 0.3,
-                 max_garments: int = 8) -> None:
+                 max_garments: int = 8, image_fn: ImageFn | None = None) -> None:
         from pipelines.synth.taxonomy import APPLICABLE, CATEGORIES
 
         self.bundle = bundle
         self.crop_fn: CropFn = crop_fn or self.local_crops
+        self.image_fn: ImageFn = image_fn or (lambda image: self.image_models([image])[0])
         self.score_min = score_min
         self.max_garments = max_garments
         self.categories = tuple(CATEGORIES)
         self.applicable = APPLICABLE
         self.crop_size = max(int(bundle.tagger.tailor_config["crop_size"]), int(bundle.embedder.tailor_config["crop_size"]))
+
+    def image_models(self, images: list[Any]) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """Detector + parser on a batch of photos: ``[(detections, label map)]``."""
+        dets = A.predict("detector", self.bundle.detector, images)
+        labels = A.predict("parser", self.bundle.parser, images)
+        return list(zip(dets, labels, strict=True))
 
     def local_crops(self, crops: np.ndarray) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
         """Tagger + embedder in this process (no cross-request batching)."""
@@ -102,15 +112,13 @@ class SearchEngine:
         """Garments of ``image`` (a decoded RGB PIL image) with tags, masks and ``k`` matches."""
         t = {"start": time.perf_counter()}
         W, H = image.size
-        det = A.predict("detector", self.bundle.detector, [image])[0]
-        t["detect"] = time.perf_counter()
+        det, labels = self.image_fn(image)
+        t["detect_parse"] = time.perf_counter()
         garments = select_garments(det, W, H, self.score_min, self.max_garments)
         whole = not garments
         if whole:
             # Nothing detected: a single-garment photo is that garment (category from the tagger).
             garments = [{"box": [0.0, 0.0, float(W), float(H)], "score": 0.0, "category": None}]
-        labels = A.predict("parser", self.bundle.parser, [image])[0]
-        t["parse"] = time.perf_counter()
         crops = A.crop_batch([crop_box(image, g["box"]) for g in garments], self.crop_size)
         tags, emb = self.crop_fn(crops)
         t["tag_embed"] = time.perf_counter()
@@ -128,7 +136,7 @@ class SearchEngine:
             g["box"] = [round(v, 1) for v in g["box"]]
             g["score"] = round(float(g["score"]), 4)
         garments.sort(key=lambda g: -g["score"])
-        order = ["start", "detect", "parse", "tag_embed", "search"]
+        order = ["start", "detect_parse", "tag_embed", "search"]
         timings = {f"{b}": round((t[b] - t[a]) * 1000, 1) for a, b in zip(order, order[1:], strict=False)}
         timings["total"] = round((t["search"] - t["start"]) * 1000, 1)
         return {"garments": garments, "versions": self.bundle.versions, "timings_ms": timings,

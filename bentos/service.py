@@ -5,7 +5,8 @@ Two services in one Bento:
 * ``Tailor`` (public): the FastAPI app of :mod:`bentos.api` (``POST /search``, demo page,
   ``/info``) mounted at ``/``; BentoML adds ``/healthz``, ``/readyz`` (which calls
   ``__is_ready__`` and checks the dependency) and the OpenAPI spec (``/docs.json``, UI at
-  ``/``). It runs detector + parser per photo and the index search.
+  ``/``). It runs detector + parser (batched across concurrent requests by a
+  :class:`bentos.batching.MicroBatcher` when batching is on) and the index search.
 * ``TailorCrops`` (internal): tagger + embedder on garment crops behind an adaptive-batching
   API, so crops from concurrent requests share one forward pass.
 
@@ -130,6 +131,12 @@ class Tailor:
         search = CONFIG["search"]
         engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
                               max_garments=int(search["max_garments"]))
+        if BATCHING:
+            # Detector + parser are most of a request's CPU: batch them across requests too.
+            from bentos.batching import MicroBatcher
+
+            self.image_batcher = MicroBatcher(engine.image_models, int(RUNTIME["max_image_batch"]), "image-models")
+            engine.image_fn = self.image_batcher
         self._vocab = bundle.tagger.vocab
         self._dim = int(bundle.embedder.dim)
         # Warm detector and parser here (lazy init off the first request); the crop worker

@@ -289,3 +289,69 @@ def test_bundle_with_a_registry_format_index_serves_product_cards(serve_bundle: 
     top = res["garments"][0]["matches"][0]
     assert top["product_id"] == pid and top["title"] == f"Card {pid}" and np.isclose(top["score"], 1.0, atol=1e-3)
     assert {"mall", "url", "image_url", "price", "currency", "category"} <= set(top)
+
+
+# --------------------------------------------------------------------------- batching
+def test_micro_batcher_groups_concurrent_calls_and_keeps_order():
+    import threading
+    import time as _time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bentos.batching import MicroBatcher
+
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def slow_double(items: list[int]) -> list[int]:
+        seen.append(len(items))
+        gate.wait(5)  # the first pass blocks until the others are queued behind it
+        return [2 * i for i in items]
+
+    b = MicroBatcher(slow_double, max_batch=4)
+    with ThreadPoolExecutor(8) as pool:
+        futs = [pool.submit(b, i) for i in range(9)]
+        _time.sleep(0.3)
+        gate.set()
+        assert [f.result(timeout=10) for f in futs] == [2 * i for i in range(9)]
+    assert seen[0] == 1 and max(seen) == 4 and sum(seen) == 9 and b.items == 9
+    assert b.batches == len(seen) < 9
+
+    def broken(items):
+        raise ValueError("model failed")
+
+    bad = MicroBatcher(broken)
+    with pytest.raises(ValueError, match="model failed"):
+        bad(1)
+    with pytest.raises(ValueError, match="model failed"):  # the worker survives an error
+        bad(2)
+
+
+def test_image_models_are_batch_invariant(serve_bundle: Path, small_world: Path):
+    """A photo gives the same detections and parse alone or in a batch (fixed-size canvases),
+    so batching across requests never changes a search result or the index's crop."""
+    import numpy as np
+    import torch
+
+    from bentos.engine import Bundle, SearchEngine
+
+    torch.set_num_threads(2)
+    bundle = Bundle.load(serve_bundle)
+    bundle.detector.score_thresh = 0.0
+    bundle.detector.tailor_config["predict_score_thresh"] = 0.0
+    engine = SearchEngine(bundle)
+    paths = sorted((small_world / "images" / "street").glob("*.jpg"))[:2] + \
+        sorted((small_world / "images" / "shop").glob("*.jpg"))[:2]
+    imgs = []
+    for p in paths:
+        with Image.open(p) as im:
+            imgs.append(im.convert("RGB"))
+    batched = engine.image_models(imgs)
+    for img, (det_b, lab_b) in zip(imgs, batched, strict=True):
+        det_1, lab_1 = engine.image_models([img])[0]
+        assert len(det_1["boxes"]) == len(det_b["boxes"]) > 0
+        # the same detections (equal scores may come out in another order) ...
+        assert np.allclose(sorted(det_1["scores"]), sorted(det_b["scores"]), atol=1e-6)
+        assert sorted(np.round(det_1["boxes"], 1).tolist()) == sorted(np.round(det_b["boxes"], 1).tolist())
+        # ... so the same best box, the crop the index and the service take
+        assert det_1["boxes"][0] == pytest.approx(det_b["boxes"][0], abs=1e-3)
+        assert (lab_1 == lab_b).mean() > 0.999 and lab_1.shape == (img.height, img.width)

@@ -96,17 +96,21 @@ class ParserTask(Task):
         return metrics, plots
 
     @torch.no_grad()
-    def predict(self, model, images):
-        """A (H, W) uint8 label map per image, at the image's own size."""
+    def predict(self, model, images, batch_size: int = 8):
+        """A (H, W) uint8 label map per image, at the image's own size. Images are letterboxed
+        to one square size, so they batch without changing any image's result."""
         model.eval()
         size = int(model.tailor_config["image_size"])
         out = []
-        for img in images:
-            img = img.convert("RGB")
-            boxed, _, (s, w, h) = letterbox(img, None, size)
-            logits = model(to_tensor(boxed)[None])[:, :, :h, :w]
-            logits = F.interpolate(logits, size=(img.height, img.width), mode="bilinear", align_corners=False)
-            out.append(logits.argmax(1)[0].numpy().astype(np.uint8))
+        for start in range(0, len(images), batch_size):
+            chunk = [img.convert("RGB") for img in images[start:start + batch_size]]
+            boxed = [letterbox(img, None, size) for img in chunk]
+            with torch.no_grad():
+                logits = model(torch.stack([to_tensor(b) for b, _, _ in boxed]))
+            for img, lg, (_, _, (_, w, h)) in zip(chunk, logits, boxed, strict=True):
+                lg = F.interpolate(lg[None, :, :h, :w], size=(img.height, img.width), mode="bilinear",
+                                   align_corners=False)
+                out.append(lg.argmax(1)[0].numpy().astype(np.uint8))
         return out
 
     def input_example(self, cfg):

@@ -1,0 +1,58 @@
+"""Adaptive in-process batching for the image-level models (detector + parser).
+
+Requests run in the service's thread pool; each hands its photo to one :class:`MicroBatcher`
+and waits. A single worker thread takes everything queued at the moment it becomes free
+(up to ``max_batch``) and runs one batched forward pass. There is no waiting window: a lone
+request runs at once, and under load the requests that arrive during one pass share the
+next, so the batch size follows the load. The models' ``predict`` is batch-invariant
+(fixed-size canvases), so batching changes throughput, never a result.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+
+class MicroBatcher:
+    """``batcher(item) -> result``, grouping concurrent calls into ``fn(items) -> results``."""
+
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 8, name: str = "batcher") -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.fn = fn
+        self.max_batch = max_batch
+        self.batches = 0  # forward passes run
+        self.items = 0  # items served; items / batches is the mean batch size
+        self._q: queue.Queue[tuple[Any, Future]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, item: Any) -> Any:
+        fut: Future = Future()
+        self._q.put((item, fut))
+        return fut.result()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._q.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self.fn([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batched call returned {len(results)} results for {len(batch)} items")
+            except BaseException as exc:  # every waiting request gets the error, the worker lives on
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            self.batches += 1
+            self.items += len(batch)
+            for (_, fut), res in zip(batch, results, strict=True):
+                fut.set_result(res)
