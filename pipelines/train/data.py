@@ -22,6 +22,18 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
+def square_canvas(img: Image.Image, size: int, fill: tuple[int, int, int] = (128, 128, 128)
+                  ) -> tuple[Image.Image, tuple[float, int, int]]:
+    """``img`` fitted into a ``size`` square (aspect kept, long side = ``size``) at the top left,
+    the rest ``fill``; returns (canvas, (scale, w, h)) with ``w x h`` the resized image's size.
+    One shape for every image, so images batch without padding and without changing results."""
+    s = size / max(img.size)
+    w, h = max(1, round(img.width * s)), max(1, round(img.height * s))
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(img.resize((w, h), Image.BILINEAR), (0, 0))
+    return canvas, (s, w, h)
+
+
 def parse_bbox(value: Any) -> list[float] | None:
     """A manifest ``bbox`` cell (JSON text, list or None) as ``[x, y, w, h]`` or None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from . import metrics as M
 from . import plots as P
-from .data import RowDataset, load_rgb, photometric, to_tensor
+from .data import RowDataset, load_rgb, photometric, square_canvas, to_tensor
 from .engine import Task
 
 
@@ -21,19 +21,9 @@ def _resize_long(img: Image.Image, size: int) -> tuple[Image.Image, float]:
     return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR), s
 
 
-#: Canvas fill: the model's normalisation mean, i.e. 0 after normalising, the value the
-#: model's own batching pads with and the one its convolutions pad with at image borders.
+#: Canvas fill for inference: the model's normalisation mean, i.e. 0 after normalising, the
+#: value the model's own batching pads with and the one its convolutions pad with at borders.
 CANVAS_FILL = tuple(round(255 * m) for m in (0.485, 0.456, 0.406))
-
-
-def canvas(img: Image.Image, size: int) -> tuple[Image.Image, float]:
-    """``img`` resized so its long side is ``size``, at the top left of a ``size`` square
-    filled with :data:`CANVAS_FILL`; returns (canvas, scale). Boxes on the canvas / scale
-    are boxes on ``img``."""
-    small, s = _resize_long(img, size)
-    out = Image.new("RGB", (size, size), CANVAS_FILL)
-    out.paste(small, (0, 0))
-    return out, s
 
 
 class DetectorDataset(RowDataset):
@@ -142,7 +132,7 @@ class DetectorTask(Task):
     @torch.no_grad()
     def predict(self, model, images, batch_size: int = 8):
         """Detections per image, batch-invariant: every image is drawn on the same
-        ``image_size`` square canvas (:func:`canvas`), so one image gives the same boxes
+        ``image_size`` square canvas (``square_canvas``), so one image gives the same boxes
         whether it runs alone (a catalog image being indexed) or batched with others (a
         query under load), and a batch needs no padding inside the model."""
         model.eval()
@@ -152,10 +142,9 @@ class DetectorTask(Task):
         size = int(cfg["image_size"])
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = [canvas(img.convert("RGB"), size) for img in images[start:start + batch_size]]
-            with torch.no_grad():
-                dets = model([to_tensor(c) for c, _ in chunk])
-            for det, (_, s) in zip(dets, chunk, strict=True):
+            chunk = [square_canvas(img.convert("RGB"), size, CANVAS_FILL) for img in images[start:start + batch_size]]
+            dets = model([to_tensor(c) for c, _ in chunk])
+            for det, (_, (s, _, _)) in zip(dets, chunk, strict=True):
                 keep = det["scores"] >= thresh
                 out.append({"boxes": (det["boxes"][keep] / s).tolist(), "scores": det["scores"][keep].tolist(),
                             "categories": [cats[int(c) - 1] for c in det["labels"][keep]]})

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from . import metrics as M
 from . import plots as P
-from .data import RowDataset, load_rgb, photometric, to_tensor
+from .data import RowDataset, load_rgb, photometric, square_canvas, to_tensor
 from .engine import Task
 
 PAD = 255  # label of letterbox padding: ignored by the loss and the metrics
@@ -19,10 +19,7 @@ PAD = 255  # label of letterbox padding: ignored by the loss and the metrics
 
 def letterbox(img: Image.Image, label: np.ndarray | None, size: int):
     """Fit into ``size`` x ``size`` keeping aspect; returns (image, label, (scale, w, h))."""
-    s = size / max(img.size)
-    w, h = max(1, round(img.width * s)), max(1, round(img.height * s))
-    canvas = Image.new("RGB", (size, size), (128, 128, 128))
-    canvas.paste(img.resize((w, h), Image.BILINEAR), (0, 0))
+    canvas, (s, w, h) = square_canvas(img, size)
     lab = None
     if label is not None:
         lab = np.full((size, size), PAD, np.uint8)
@@ -105,8 +102,7 @@ class ParserTask(Task):
         for start in range(0, len(images), batch_size):
             chunk = [img.convert("RGB") for img in images[start:start + batch_size]]
             boxed = [letterbox(img, None, size) for img in chunk]
-            with torch.no_grad():
-                logits = model(torch.stack([to_tensor(b) for b, _, _ in boxed]))
+            logits = model(torch.stack([to_tensor(b) for b, _, _ in boxed]))
             for img, lg, (_, _, (_, w, h)) in zip(chunk, logits, boxed, strict=True):
                 lg = F.interpolate(lg[None, :, :h, :w], size=(img.height, img.width), mode="bilinear",
                                    align_corners=False)
