@@ -188,10 +188,6 @@ def build_flat_index(embedder: Any, products: list[dict[str, Any]], image_of: di
 
     from pipelines.index.embed import crop_embed_fn
 
-    from ._io import load_config
-
-    if score_min is None:
-        score_min = float(load_config()["search"]["detector_score_min"])
     embed = crop_embed_fn(embedder, detector, score_min)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,9 @@ def champion_index(champs: dict[str, dict[str, str]], s: Settings | None = None)
     built_for = str(json.loads((d / "meta.json").read_text()).get("embedder_version"))
     want = crop_version(f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}",
                         f"{registry.registered_name('detector')}/v{champs['detector']['version']}")
-    whole = f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}"
-    if built_for not in (want, whole):
+    # The service always crops with the bundled detector, so an index of whole-image
+    # embeddings (``crop_with`` empty) would not match its queries either.
+    if built_for != want:
         raise RuntimeError(f"the champion index {d.name} was built for {built_for}, but the champions are {want}: "
                            "run the rebuild_index DAG so the index matches the models it will be served with")
     return d

@@ -68,11 +68,17 @@ def crop_version(embedder: str, detector: str | None) -> str:
     return f"{embedder}+crop:{detector}" if detector else embedder
 
 
-def crop_embed_fn(embedder: Any, detector: Any | None, score_min: float) -> Callable[[list[Any]], np.ndarray]:
+def crop_embed_fn(embedder: Any, detector: Any | None, score_min: float | None = None
+                  ) -> Callable[[list[Any]], np.ndarray]:
     """Loaded models -> ``embed_fn``: each image is cropped by :func:`pipelines.garments.catalog_crop`
-    (the search service's crop policy) and embedded; ``detector=None`` embeds whole images."""
+    (the search service's crop policy) and embedded; ``detector=None`` embeds whole images.
+    ``score_min`` defaults to the service's ``search.detector_score_min``."""
+    from bentos._io import load_config as serving_config
     from pipelines.garments import catalog_crop
     from pipelines.train import predict
+
+    if score_min is None:
+        score_min = float(serving_config()["search"]["detector_score_min"])
 
     def embed(images: list[Any]) -> np.ndarray:
         if not images:
@@ -98,16 +104,12 @@ def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion",
     """
     import mlflow.pytorch
 
-    from bentos._io import load_config as serving_config
-
     emb_version, emb_uri = resolve_model_uri(model_uri)
     embedder = mlflow.pytorch.load_model(emb_uri, map_location="cpu").eval()
     detector, det_version = None, None
     if crop_uri:
         det_version, det_uri = resolve_model_uri(crop_uri)
         detector = mlflow.pytorch.load_model(det_uri, map_location="cpu").eval()
-    if score_min is None:
-        score_min = float(serving_config()["search"]["detector_score_min"])
     embed = crop_embed_fn(embedder, detector, score_min)
     embed.version = crop_version(emb_version, det_version)  # type: ignore[attr-defined]
     return embed

@@ -23,6 +23,12 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     return yaml.safe_load(Path(path or CONFIG).read_text()) or {}
 
 
+def _model_uris(embedder: str, cfg: dict[str, Any]) -> tuple[str, str | None]:
+    """(embedder URI, cropping detector URI or None) for ``champion`` or an explicit ``models:/`` URI."""
+    uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder
+    return uri, (cfg.get("embed") or {}).get("crop_with", "models:/tailor-detector@champion") or None
+
+
 def make_embed_fn(embedder: str, cfg: dict[str, Any]) -> Any:
     """``champion`` -> the registered ``tailor-embedder@champion`` on ``embed.crop_with``'s crops
     (the search service's crop policy); ``pixels`` -> pixel projection."""
@@ -30,8 +36,7 @@ def make_embed_fn(embedder: str, cfg: dict[str, Any]) -> Any:
 
     if embedder == "pixels":
         return pixel_embed_fn(dim=int((cfg.get("embed") or {}).get("pixel_dim", 128)))
-    crop = (cfg.get("embed") or {}).get("crop_with", "models:/tailor-detector@champion") or None
-    uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder  # or an explicit models:/ URI
+    uri, crop = _model_uris(embedder, cfg)
     return champion_embed_fn(uri, crop_uri=crop)
 
 
@@ -46,8 +51,7 @@ def _embedder_version(embedder: str, cfg: dict[str, Any]) -> str:
 
     if embedder == "pixels":
         return embedder_version(pixel_embed_fn(dim=int((cfg.get("embed") or {}).get("pixel_dim", 128))))
-    uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder
-    crop = (cfg.get("embed") or {}).get("crop_with", "models:/tailor-detector@champion") or None
+    uri, crop = _model_uris(embedder, cfg)
     return crop_version(resolve_model_uri(uri)[0], resolve_model_uri(crop)[0] if crop else None)
 
 
