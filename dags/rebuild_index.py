@@ -39,13 +39,12 @@ def rebuild_index():
     def plan(params: dict | None = None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines import registry
-        from pipelines.index.stages import plan_stage
+        from pipelines.index.stages import NoChampion, plan_stage
 
-        if params["embedder"] == "champion" and registry.status(("embedder",))[0]["version"] is None:
-            # A crawl or training set can arrive before any embedder was promoted.
-            raise AirflowSkipException("no @champion embedder yet: nothing to index with")
-        spec = plan_stage(dict(params))
+        try:
+            spec = plan_stage(dict(params))
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from exc
         print(f"mode={spec['mode']} reasons={spec['reasons']}")
         return spec
 

@@ -212,3 +212,18 @@ def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pix
     log_index(save_index(index, ids, fresh, out=tmp_path / "fresh"), s=s)
     d = champion_index(champs, s)
     assert json.loads((d / "meta.json").read_text())["embedder_version"] == fresh["embedder_version"]
+
+
+def test_plan_without_champions_says_so(tmp_path, monkeypatch) -> None:
+    """Before any model is promoted the index plan stops with NoChampion (the DAG skips on it)."""
+    from pipelines.index import stages
+    from pipelines.settings import get_settings
+
+    monkeypatch.setenv("TAILOR_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        get_settings().ensure_dirs()
+        with pytest.raises(stages.NoChampion, match="tailor-embedder@champion.*run retrain_models first"):
+            stages._embedder_version("champion", stages.load_config())
+    finally:
+        get_settings.cache_clear()

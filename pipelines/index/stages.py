@@ -23,6 +23,10 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     return yaml.safe_load(Path(path or CONFIG).read_text()) or {}
 
 
+class NoChampion(RuntimeError):
+    """A model the index is built with has no ``@champion`` yet: nothing to index with."""
+
+
 def _model_uris(embedder: str, cfg: dict[str, Any]) -> tuple[str, str | None]:
     """(embedder URI, cropping detector URI or None) for ``champion`` or an explicit ``models:/`` URI."""
     uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder
@@ -51,8 +55,14 @@ def _embedder_version(embedder: str, cfg: dict[str, Any]) -> str:
 
     if embedder == "pixels":
         return embedder_version(pixel_embed_fn(dim=int((cfg.get("embed") or {}).get("pixel_dim", 128))))
+    from mlflow.exceptions import MlflowException
+
     uri, crop = _model_uris(embedder, cfg)
-    return crop_version(resolve_model_uri(uri)[0], resolve_model_uri(crop)[0] if crop else None)
+    try:
+        return crop_version(resolve_model_uri(uri)[0], resolve_model_uri(crop)[0] if crop else None)
+    except MlflowException as exc:
+        # A crawl or training set can arrive before any model was promoted.
+        raise NoChampion(f"cannot resolve {uri} / {crop}: run retrain_models first ({exc.message})") from exc
 
 
 def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
