@@ -164,6 +164,14 @@ class UploadGuard:
                 await _send_json(send, 413, err.to_dict())
 
 
+def connection_dropped(exc: BaseException) -> bool:
+    """A dropped or refused connection to the internal crop worker: retryable, never the
+    client's fault (the service retries it; if it persists the answer is a 503)."""
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectionError | ConnectionError)
+
+
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -207,8 +215,8 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
     async def _server_error(_request: Any, exc: Exception) -> JSONResponse:
         # Valid input that the server could not serve: overload of the crop worker is a
         # retryable 503, anything else a 500 - both JSON, never an HTML/text body.
-        overloaded = type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout",
-                                            "ServerDisconnectedError", "ClientConnectorError")
+        overloaded = (type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout")
+                      or connection_dropped(exc))
         status = 503 if overloaded else 500
         return JSONResponse({"error": {"code": "unavailable" if overloaded else "internal_error",
                                        "message": str(exc)[:300] or type(exc).__name__, "field": None}},

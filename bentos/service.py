@@ -26,7 +26,7 @@ import bentoml
 import numpy as np
 
 from bentos._io import load_config
-from bentos.api import build_app
+from bentos.api import build_app, connection_dropped
 
 CONFIG = load_config()
 RUNTIME = CONFIG["runtime"]
@@ -89,13 +89,6 @@ class TailorCrops:
 _CROP_RETRIES = 2
 
 
-def _transient(exc: BaseException) -> bool:
-    """A dropped or refused connection to the crop worker (worth one more try)."""
-    import aiohttp
-
-    return isinstance(exc, aiohttp.ClientConnectionError | ConnectionError)
-
-
 def _engine() -> Any:
     return bentoml.get_current_service().engine
 
@@ -156,7 +149,7 @@ class Tailor:
                 packed = np.asarray(self.crops.infer(crops))
                 return _unpack(packed, self._vocab, self._dim)
             except Exception as exc:
-                if attempt == _CROP_RETRIES or not _transient(exc):
+                if attempt == _CROP_RETRIES or not connection_dropped(exc):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
