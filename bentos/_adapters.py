@@ -54,11 +54,13 @@ def resolve_config(name: str, profile: str = "demo") -> dict[str, Any]:
 
 
 def load_model(path: Path) -> Any:
-    """A model from a bundle: an MLflow pytorch model directory (pickle format), eval mode."""
+    """A model from a bundle: an MLflow pytorch model directory (pickle format), ready for
+    inference (eval mode, channels-last; ``pipelines.train.inference_ready``)."""
     import mlflow.pytorch
 
-    model = mlflow.pytorch.load_model(str(path), map_location="cpu")
-    return model.eval()
+    from pipelines.train import inference_ready
+
+    return inference_ready(mlflow.pytorch.load_model(str(path), map_location="cpu"))
 
 
 def save_model(model: Any, path: Path) -> None:

@@ -26,8 +26,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "limits": {"max_bytes": 10 * 1024 * 1024, "max_pixels": 25_000_000, "min_side": 8,
                "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"]},
     "search": {"k_default": 10, "k_max": 100, "detector_score_min": 0.3, "max_garments": 8},
-    "runtime": {"threads": 2, "timeout_s": 60, "batching": True, "max_batch_size": 32, "max_image_batch": 8,
-                "max_latency_ms": 30000},
+    "runtime": {"threads": 2, "timeout_s": 60, "batching": True, "max_batch_size": 32, "max_image_batch": 4,
+                "image_workers": 2, "max_latency_ms": 30000},
 }
 #: Content types that could carry a pickle; never accepted (BentoML's own pickle serde included).
 PICKLE_TYPES = ("application/vnd.bentoml+pickle", "application/python-pickle", "application/x-pickle",

@@ -128,7 +128,8 @@ class Tailor:
             # Detector + parser are most of a request's CPU: batch them across requests too.
             from bentos.batching import MicroBatcher
 
-            self.image_batcher = MicroBatcher(engine.image_models, int(RUNTIME["max_image_batch"]), "image-models")
+            self.image_batcher = MicroBatcher(engine.image_models, int(RUNTIME["max_image_batch"]), "image-models",
+                                              workers=int(RUNTIME["image_workers"]))
             engine.image_fn = self.image_batcher
         self._vocab = bundle.tagger.vocab
         self._dim = int(bundle.embedder.dim)

@@ -326,6 +326,28 @@ def test_micro_batcher_groups_concurrent_calls_and_keeps_order():
         bad(2)
 
 
+def test_micro_batcher_workers_keep_batches_in_flight_together():
+    """With ``workers=2`` two passes run at the same time (each blocks until the other has
+    started: one worker would time out on the barrier), and every caller gets its own result."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bentos.batching import MicroBatcher
+
+    both_running = threading.Barrier(2, timeout=5)
+
+    def square(items: list[int]) -> list[int]:
+        both_running.wait()
+        return [i * i for i in items]
+
+    b = MicroBatcher(square, max_batch=1, workers=2)
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(b, [3, 4])) == [9, 16]
+    assert b.batches == 2 and b.items == 2
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(square, workers=0)
+
+
 def test_image_models_are_batch_invariant(serve_bundle: Path, small_world: Path):
     """A photo gives the same detections and parse alone or in a batch (fixed-size canvases),
     so batching across requests never changes a search result or the index's crop."""

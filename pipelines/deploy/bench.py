@@ -135,7 +135,7 @@ def load_run(server: _Server, images: list[bytes], rate: float, duration_s: floa
 
 
 def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_s: float = 300.0,
-                n_requests: int = 48, levels: tuple[int, ...] = (1, 4, 16),
+                n_requests: int = 192, levels: tuple[int, ...] = (1, 4, 16),
                 echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """The whole benchmark (see module docstring); returns the figures and prints a table."""
     s = get_settings()

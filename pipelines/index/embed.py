@@ -104,12 +104,14 @@ def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion",
     """
     import mlflow.pytorch
 
+    from pipelines.train import inference_ready
+
     emb_version, emb_uri = resolve_model_uri(model_uri)
-    embedder = mlflow.pytorch.load_model(emb_uri, map_location="cpu").eval()
+    embedder = inference_ready(mlflow.pytorch.load_model(emb_uri, map_location="cpu"))
     detector, det_version = None, None
     if crop_uri:
         det_version, det_uri = resolve_model_uri(crop_uri)
-        detector = mlflow.pytorch.load_model(det_uri, map_location="cpu").eval()
+        detector = inference_ready(mlflow.pytorch.load_model(det_uri, map_location="cpu"))
     embed = crop_embed_fn(embedder, detector, score_min)
     embed.version = crop_version(emb_version, det_version)  # type: ignore[attr-defined]
     return embed
