@@ -62,15 +62,26 @@ def nprobe_grid(nlist: int) -> list[int]:
     return sorted(v for v in vals if 1 <= v <= nlist)
 
 
+def _plateaued(curve: list[dict[str, Any]], k_factor: int, steps: int = 3, gain: float = 0.001) -> bool:
+    """True when the last ``steps`` nprobe increases at this depth each gained < ``gain`` recall:
+    the codes' quantisation error, not the probed lists, bounds recall, so scanning more
+    lists only costs time."""
+    recalls = [r["recall"] for r in curve if r["k_factor"] == k_factor]
+    if len(recalls) <= steps:
+        return False
+    return all(b - a < gain for a, b in zip(recalls[-steps - 1:-1], recalls[-steps:], strict=True))
+
+
 def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: float = 0.95, k: int = 10,
          k_factors: list[int] | None = None, timing_queries: int = 200) -> dict[str, Any]:
     """Smallest setting that reaches ``target`` Recall@k; sets it on ``index``.
 
     "Smallest" = fewest scanned lists first, then the shallowest re-ranking depth: for each
-    re-ranking depth the nprobe curve is walked upwards until the target holds, then the
-    cheapest (by measured latency) of those settings wins. When the target is unreachable
-    the best-recall setting is kept and ``reached`` is False. The full curve (recall and
-    single-query latency per setting) is returned for logging.
+    re-ranking depth the nprobe curve is walked upwards until the target holds (or recall
+    stops growing: :func:`_plateaued`), then the cheapest (by measured latency) of those
+    settings wins. When the target is unreachable the best-recall setting is kept and
+    ``reached`` is False. The full curve (recall and single-query latency per setting) is
+    returned for logging.
     """
     ivf = index.ivf
     grid = nprobe_grid(ivf.nlist) if ivf is not None else [1]
@@ -90,7 +101,7 @@ def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: flo
             if rec >= target:
                 candidates.append(row)
                 break  # larger nprobe at this depth only costs more
-            if rec >= 0.9999:
+            if rec >= 0.9999 or _plateaued(curve, kf):
                 break
     reached = bool(candidates)
     best = min(candidates, key=lambda r: (r["ms_per_query_batched"], r["nprobe"], r["k_factor"])) if reached \
