@@ -227,3 +227,30 @@ def test_plan_without_champions_says_so(tmp_path, monkeypatch) -> None:
             stages._embedder_version("champion", stages.load_config())
     finally:
         get_settings.cache_clear()
+
+
+def test_tuner_stops_when_recall_plateaus() -> None:
+    """Codes that cannot reach the target (2-bit RaBitQ vs Recall@10 0.999): the tuner stops
+    walking nprobe once recall stops growing instead of scanning up to every list."""
+    import faiss
+
+    from pipelines.index.build import VectorIndex
+    from pipelines.index.synthetic import clustered_vectors
+    from pipelines.index.tune import _plateaued, exact_knn, nprobe_grid, tune
+
+    assert not _plateaued([{"k_factor": 1, "recall": r} for r in (0.5, 0.7, 0.8, 0.85)], 1)
+    assert _plateaued([{"k_factor": 1, "recall": r} for r in (0.5, 0.8, 0.8, 0.8005, 0.8008)], 1)
+
+    x = clustered_vectors(20_500, 64, seed=3)
+    xb, q = x[:20_000], x[20_000:]
+    base = faiss.index_factory(64, "IVF256,RaBitQ2")
+    base.train(xb)
+    base.add_with_ids(xb, np.arange(len(xb)))
+    index = VectorIndex(base=base)
+    _, truth = exact_knn(xb, q, 10)
+    result = tune(index, q, truth, target=0.999)
+    recalls = [r["recall"] for r in result["curve"]]
+    assert not result["reached"] and 0.5 < result["recall"] < 0.999
+    assert len(recalls) < len(nprobe_grid(256))  # stopped early ...
+    assert recalls[-1] - recalls[-4] < 0.003  # ... on a plateau
+    assert result["recall"] == max(recalls) and index.nprobe == result["nprobe"]
