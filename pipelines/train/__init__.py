@@ -159,7 +159,7 @@ def load_model(name: str, model_pt: Path):
     return model.eval()
 
 
-def inference_ready(model):
+def inference_ready(model: Any) -> Any:
     """``model`` in eval mode with NHWC (channels-last) weights, the layout every served or
     indexing forward pass uses. On CPU it lets oneDNN pick its blocked convolution kernels:
     the demo detector's backbone ran 1.1x faster per photo alone and 1.3x in batches of 8.
