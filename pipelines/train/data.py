@@ -22,16 +22,21 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
+def resize_long(img: Image.Image, size: int) -> tuple[Image.Image, float]:
+    """``img`` resized (bilinear, aspect kept) so its long side is ``size``; returns (image, scale)."""
+    s = size / max(img.size)
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR), s
+
+
 def square_canvas(img: Image.Image, size: int, fill: tuple[int, int, int] = (128, 128, 128)
                   ) -> tuple[Image.Image, tuple[float, int, int]]:
-    """``img`` fitted into a ``size`` square (aspect kept, long side = ``size``) at the top left,
-    the rest ``fill``; returns (canvas, (scale, w, h)) with ``w x h`` the resized image's size.
+    """``img`` fitted into a ``size`` square (:func:`resize_long`) at the top left, the rest
+    ``fill``; returns (canvas, (scale, w, h)) with ``w x h`` the resized image's size.
     One shape for every image, so images batch without padding and without changing results."""
-    s = size / max(img.size)
-    w, h = max(1, round(img.width * s)), max(1, round(img.height * s))
+    small, s = resize_long(img, size)
     canvas = Image.new("RGB", (size, size), fill)
-    canvas.paste(img.resize((w, h), Image.BILINEAR), (0, 0))
-    return canvas, (s, w, h)
+    canvas.paste(small, (0, 0))
+    return canvas, (s, small.width, small.height)
 
 
 def parse_bbox(value: Any) -> list[float] | None:

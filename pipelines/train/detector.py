@@ -8,22 +8,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ImageOps
+
+from models._common import MEAN
 
 from . import metrics as M
 from . import plots as P
-from .data import RowDataset, load_rgb, photometric, square_canvas, to_tensor
+from .data import RowDataset, load_rgb, photometric, resize_long, square_canvas, to_tensor
 from .engine import Task
-
-
-def _resize_long(img: Image.Image, size: int) -> tuple[Image.Image, float]:
-    s = size / max(img.size)
-    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR), s
-
 
 #: Canvas fill for inference: the model's normalisation mean, i.e. 0 after normalising, the
 #: value the model's own batching pads with and the one its convolutions pad with at borders.
-CANVAS_FILL = tuple(round(255 * m) for m in (0.485, 0.456, 0.406))
+CANVAS_FILL = tuple(round(255 * m) for m in MEAN)
 
 
 class DetectorDataset(RowDataset):
@@ -32,7 +28,7 @@ class DetectorDataset(RowDataset):
     def __getitem__(self, idx: int):
         i, copy = self.items[idx]
         row = self.df.iloc[i]
-        img, s = _resize_long(load_rgb(row["image"]), int(self.cfg["image_size"]))
+        img, s = resize_long(load_rgb(row["image"]), int(self.cfg["image_size"]))
         cats = self.cfg["categories"]
         boxes, labels = [], []
         for b in _boxes_from(row["boxes"]):
