@@ -107,7 +107,9 @@ def services(s: Settings | None = None) -> dict[str, Service]:
         ),
         "malls": Service(
             name="malls",
-            argv=[_bin("tailor"), "mall", "serve", "--world", str(s.demo_world_dir)],
+            # the real-photo mall joins the synthetic ones when ../shared has the photos
+            argv=[_bin("tailor"), "mall", "serve", "--world", str(s.demo_world_dir),
+                  *(["--photos", str(s.demo_photos_dir)] if s.demo_photos_dir else [])],
             port=s.mall_base_port,
             health_path="/robots.txt",
             env={"TAILOR_ROOT": str(s.root)},

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     bentoml_home: Path | None = Field(None, description="BENTOML_HOME")
     expectations_dir: Path | None = Field(None, description="Great Expectations project")
     dvc_remote: str | None = Field(None, description="default DVC remote (path or URL)")
+    photos_dir: Path | None = Field(None, description=(
+        "real garment photos served as the demo's photo mall when the folder exists "
+        "(default: ../shared/datasets/clothing-photos beside the project root)"))
 
     host: str = Field("127.0.0.1", description="bind address for every component")
     airflow_port: int = 8080
@@ -69,6 +72,7 @@ class Settings(BaseSettings):
         self.expectations_dir = self.expectations_dir or r / "expectations"
         # Outside the DVC-tracked tree and git-ignored; object storage in production.
         self.dvc_remote = self.dvc_remote or str(r / ".dvc-storage")
+        self.photos_dir = self.photos_dir or r.parent / "shared" / "datasets" / "clothing-photos"
         return self
 
     # Typed accessors so callers don't have to assert the derived Optionals.
@@ -76,6 +80,12 @@ class Settings(BaseSettings):
     def demo_world_dir(self) -> Path:
         """Directory of the embedded default synthetic world."""
         return Path(self.worlds_dir) / self.demo_world  # type: ignore[arg-type]
+
+    @property
+    def demo_photos_dir(self) -> Path | None:
+        """The real-photo mall's folder (``photos_dir``) when it exists with its ``labels.csv``."""
+        p = Path(self.photos_dir)  # type: ignore[arg-type]
+        return p if (p / "labels.csv").is_file() else None
 
     @property
     def train_slots(self) -> int:
