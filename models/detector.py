@@ -15,20 +15,24 @@ import torch
 from torch import nn
 
 from . import register
-from ._common import MEAN, STD, cfg_get, timm_backbone
+from ._common import MEAN, STD, FrozenPrefixMixin, cfg_get, frozen_stages, timm_backbone
 
 
-class TimmFPN(nn.Module):
+class TimmFPN(FrozenPrefixMixin, nn.Module):
     """timm ``features_only`` backbone -> FPN (P3-P5) + P6/P7, as RetinaNet expects.
 
-    torchvision's detection models need ``out_channels`` and an ordered dict of maps.
+    torchvision's detection models need ``out_channels`` and an ordered dict of maps. With
+    ``freeze_blocks`` = k the stem and first k stages keep their pretrained weights and
+    batch-norm statistics (cheaper steps; small detection sets cannot re-learn edges).
     """
 
-    def __init__(self, name: str, pretrained: bool, out_channels: int, out_indices: tuple[int, ...]) -> None:
+    def __init__(self, name: str, pretrained: bool, out_channels: int, out_indices: tuple[int, ...],
+                 hub: bool = False, freeze_blocks: int = 0) -> None:
         super().__init__()
         from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
-        self.body = timm_backbone(name, pretrained, features_only=True, out_indices=out_indices)
+        self.body = timm_backbone(name, pretrained, hub, features_only=True, out_indices=out_indices)
+        self._frozen = frozen_stages(self.body, freeze_blocks)
         chans = self.body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(chans, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels))
         self.out_channels = out_channels
@@ -40,16 +44,19 @@ class TimmFPN(nn.Module):
 
 @register("detector")
 def build_detector(config: Mapping[str, Any]) -> nn.Module:
-    """RetinaNet with ``config``: categories (list), backbone, pretrained, image_size, fpn_channels,
-    anchor_sizes (base size of the 5 levels), score_thresh, detections_per_img."""
+    """RetinaNet with ``config``: categories (list), backbone, pretrained, pretrained_hub,
+    freeze_blocks, image_size, fpn_channels, anchor_sizes (base size of the 5 levels),
+    score_thresh, detections_per_img."""
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
     categories = list(cfg_get(config, "categories", ["garment"]))
     size = int(cfg_get(config, "image_size", 320))
     fpn = int(cfg_get(config, "fpn_channels", 96))
-    backbone = TimmFPN(str(cfg_get(config, "backbone", "resnet18")), bool(cfg_get(config, "pretrained", False)),
-                       fpn, tuple(cfg_get(config, "out_indices", (2, 3, 4))))
+    backbone = TimmFPN(str(cfg_get(config, "backbone", "tf_efficientnet_lite0")), bool(cfg_get(config, "pretrained", True)),
+                       fpn, tuple(cfg_get(config, "out_indices", (2, 3, 4))),
+                       hub=bool(cfg_get(config, "pretrained_hub", False)),
+                       freeze_blocks=int(cfg_get(config, "freeze_blocks", 0)))
     base = list(cfg_get(config, "anchor_sizes", [16, 32, 64, 128, 256]))
     # three scales per level (RetinaNet's 2^0, 2^(1/3), 2^(2/3)) and three aspect ratios
     sizes = tuple(tuple(int(b * 2 ** (k / 3)) for k in range(3)) for b in base)

@@ -15,20 +15,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register
-from ._common import cfg_get, normalise, timm_backbone
+from ._common import FrozenPrefixMixin, cfg_get, frozen_stages, normalise, run_prefix, run_tail, trunk_from_config
 
 
-class Embedder(nn.Module):
-    """Trunk -> (BN) -> linear -> L2 normalisation; output (N, dim) with unit rows."""
+class Embedder(FrozenPrefixMixin, nn.Module):
+    """Trunk -> (BN) -> linear -> L2 normalisation; output (N, dim) with unit rows.
 
-    def __init__(self, backbone: str, pretrained: bool, dim: int) -> None:
+    ``freeze_blocks`` splits the trunk as in :class:`models.tagger.Tagger`: a frozen
+    :meth:`prefix` (cacheable) and a trained :meth:`from_prefix`.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
-        self.trunk = timm_backbone(backbone, pretrained, num_classes=0)
-        self.proj = nn.Sequential(nn.BatchNorm1d(self.trunk.num_features), nn.Linear(self.trunk.num_features, dim))
-        self.dim = dim
+        self.trunk = trunk_from_config(config, "tf_efficientnet_lite0", num_classes=0)
+        self.freeze_blocks = int(cfg_get(config, "freeze_blocks", 0))
+        self._frozen = frozen_stages(self.trunk, self.freeze_blocks)
+        self.dim = int(cfg_get(config, "dim", 128))
+        self.proj = nn.Sequential(nn.BatchNorm1d(self.trunk.num_features), nn.Linear(self.trunk.num_features, self.dim))
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part: normalisation, stem and the first ``freeze_blocks`` stages."""
+        return run_prefix(self.trunk, normalise(x), self.freeze_blocks)
+
+    def from_prefix(self, f: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings from :meth:`prefix` features."""
+        return F.normalize(self.proj(run_tail(self.trunk, f, self.freeze_blocks)), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.trunk(normalise(x))), dim=1)
+        return self.from_prefix(self.prefix(x))
 
 
 def metric_loss(config: Mapping[str, Any]):
@@ -46,6 +60,5 @@ def metric_loss(config: Mapping[str, Any]):
 
 @register("embedder")
 def build_embedder(config: Mapping[str, Any]) -> nn.Module:
-    """Embedder from ``config``: backbone, pretrained, dim."""
-    return Embedder(str(cfg_get(config, "backbone", "resnet18")), bool(cfg_get(config, "pretrained", False)),
-                    int(cfg_get(config, "dim", 128)))
+    """Embedder from ``config``: backbone, pretrained, pretrained_hub, freeze_blocks, dim."""
+    return Embedder(config)

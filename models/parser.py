@@ -13,25 +13,41 @@ import torch
 from torch import nn
 
 from . import register
-from ._common import cfg_get, normalise
+from ._common import FrozenPrefixMixin, cfg_get, frozen_stages, normalise
+
+#: smp's name for timm's tf_efficientnet_lite0 used as an encoder ("tu-" = timm universal)
+LITE0_ENCODER = "tu-tf_efficientnet_lite0"
 
 
-class Parser(nn.Module):
-    """Normalisation + ``smp.PSPNet``; ``classes`` is kept for decoding predictions."""
+class Parser(FrozenPrefixMixin, nn.Module):
+    """Normalisation + ``smp.PSPNet``; ``classes`` is kept for decoding predictions.
 
-    def __init__(self, classes: list[str], encoder: str, pretrained: bool, depth: int, psp_channels: int) -> None:
+    The Lite0 encoder takes the packaged ImageNet weights (:mod:`models.pretrained`);
+    another encoder with ``pretrained`` needs ``hub`` (smp downloads its weights).
+    """
+
+    def __init__(self, classes: list[str], encoder: str, pretrained: bool, depth: int, psp_channels: int,
+                 hub: bool = False, freeze_blocks: int = 0) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 
+        from .pretrained import load_lite0
+
+        if pretrained and encoder != LITE0_ENCODER and not hub:
+            raise ValueError(f"pretrained weights for encoder {encoder!r} would be downloaded; use "
+                             f"{LITE0_ENCODER!r} (weights packaged), set pretrained_hub: true, or pretrained: false")
         self.classes = classes
         self.net = smp.PSPNet(
             encoder_name=encoder,
-            encoder_weights="imagenet" if pretrained else None,
+            encoder_weights="imagenet" if (pretrained and encoder != LITE0_ENCODER) else None,
             encoder_depth=depth,
             psp_out_channels=psp_channels,
             classes=len(classes),
             upsampling=2 ** depth,
         )
+        if pretrained and encoder == LITE0_ENCODER:
+            load_lite0(self.net.encoder, prefix="model.")
+        self._frozen = frozen_stages(self.net.encoder.model, freeze_blocks) if freeze_blocks else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(normalise(x))
@@ -40,13 +56,15 @@ class Parser(nn.Module):
 @register("parser")
 def build_parser(config: Mapping[str, Any]) -> nn.Module:
     """PSPNet from ``config``: classes (list of parsing class names), encoder, pretrained,
-    encoder_depth (3 -> output stride 8), psp_channels."""
-    from pipelines.synth.taxonomy import PARSING_CLASSES
+    pretrained_hub, freeze_blocks, encoder_depth (3 -> output stride 8), psp_channels."""
+    from .taxonomy import PARSING_CLASSES
 
     return Parser(
         list(cfg_get(config, "classes", PARSING_CLASSES)),
-        str(cfg_get(config, "encoder", "tu-resnet18")),
-        bool(cfg_get(config, "pretrained", False)),
+        str(cfg_get(config, "encoder", LITE0_ENCODER)),
+        bool(cfg_get(config, "pretrained", True)),
         int(cfg_get(config, "encoder_depth", 3)),
         int(cfg_get(config, "psp_channels", 256)),
+        hub=bool(cfg_get(config, "pretrained_hub", False)),
+        freeze_blocks=int(cfg_get(config, "freeze_blocks", 0)),
     )

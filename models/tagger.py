@@ -15,24 +15,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register
-from ._common import cfg_get, normalise, timm_backbone
+from ._common import FrozenPrefixMixin, cfg_get, frozen_stages, normalise, run_prefix, run_tail, trunk_from_config
 
 IGNORE = -1  # target value of a head whose label is missing for a sample
 
 
-class Tagger(nn.Module):
-    """Shared pooled trunk + ``nn.ModuleDict`` of heads (dropout + linear)."""
+class Tagger(FrozenPrefixMixin, nn.Module):
+    """Shared pooled trunk + ``nn.ModuleDict`` of heads (dropout + linear).
 
-    def __init__(self, heads: dict[str, list[str]], backbone: str, pretrained: bool, dropout: float) -> None:
+    With ``freeze_blocks`` = k the stem and first k stages stay as pretrained (no gradient,
+    eval-mode batch-norm): :meth:`prefix` is then a fixed function of the crop, which
+    training caches once (``pipelines.train.features``) and :meth:`from_prefix` finishes.
+    ``forward`` is always the composition of the two.
+    """
+
+    def __init__(self, heads: dict[str, list[str]], config: Mapping[str, Any]) -> None:
         super().__init__()
         self.vocab = {h: list(v) for h, v in heads.items()}
-        self.trunk = timm_backbone(backbone, pretrained, num_classes=0)
+        self.trunk = trunk_from_config(config, "tf_efficientnet_lite0", num_classes=0)
+        self.freeze_blocks = int(cfg_get(config, "freeze_blocks", 0))
+        self._frozen = frozen_stages(self.trunk, self.freeze_blocks)
         dim = self.trunk.num_features
+        dropout = float(cfg_get(config, "dropout", 0.2))
         self.heads = nn.ModuleDict({h: nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, len(v))) for h, v in heads.items()})
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.trunk(normalise(x))
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part: normalisation, stem and the first ``freeze_blocks`` stages."""
+        return run_prefix(self.trunk, normalise(x), self.freeze_blocks)
+
+    def from_prefix(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per head from :meth:`prefix` features."""
+        z = run_tail(self.trunk, f, self.freeze_blocks)
         return {h: head(z) for h, head in self.heads.items()}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.from_prefix(self.prefix(x))
 
 
 def masked_cross_entropy(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
@@ -59,9 +76,9 @@ def masked_cross_entropy(logits: dict[str, torch.Tensor], targets: dict[str, tor
 
 @register("tagger")
 def build_tagger(config: Mapping[str, Any]) -> nn.Module:
-    """Multi-head tagger from ``config``: heads ({name: values}), backbone, pretrained, dropout."""
-    from pipelines.synth.taxonomy import ATTRIBUTES, CATEGORIES
+    """Multi-head tagger from ``config``: heads ({name: values}; default: the product taxonomy's
+    category and attributes), backbone, pretrained, pretrained_hub, freeze_blocks, dropout."""
+    from .taxonomy import ATTRIBUTES, CATEGORIES
 
     heads = cfg_get(config, "heads", None) or {"category": list(CATEGORIES), **{a: list(v) for a, v in ATTRIBUTES.items()}}
-    return Tagger(dict(heads), str(cfg_get(config, "backbone", "efficientnet_b0")),
-                  bool(cfg_get(config, "pretrained", False)), float(cfg_get(config, "dropout", 0.2)))
+    return Tagger(dict(heads), config)

@@ -88,6 +88,10 @@ SYNTHETIC_TO_CATEGORY: dict[str, str] = {
     "skirt": "skirt", "pants": "pants", "shorts": "shorts", "shoes": "shoes", "bag": "bag", "hat": "hat",
 }
 
+#: per-pixel classes of the human parser: background, skin, hair and the garment categories
+#: that parsing annotations exist for (the synthetic world's, in its label-PNG order)
+PARSING_CLASSES: tuple[str, ...] = ("background", "skin", "hair", *SYNTHETIC_TO_CATEGORY.values())
+
 #: the 10 most frequent real labels as categories: "category accuracy over the 10 main
 #: labels" (the platform's real-photo target) is measured on photos of these
 MAIN_CATEGORIES: tuple[str, ...] = ("t-shirt", "longsleeve", "pants", "shoes", "shirt", "dress", "outerwear",

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI")
     mlflow_artifacts_dir: Path | None = Field(None, description="MLflow artifact root")
     bentoml_home: Path | None = Field(None, description="BENTOML_HOME")
+    cache_dir: Path | None = Field(None, description="derived, re-computable data (frozen-trunk features)")
     expectations_dir: Path | None = Field(None, description="Great Expectations project")
     dvc_remote: str | None = Field(None, description="default DVC remote (path or URL)")
     photos_dir: Path | None = Field(None, description=(
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
         self.mlflow_artifacts_dir = self.mlflow_artifacts_dir or self.mlflow_dir / "artifacts"
         self.bentoml_home = self.bentoml_home or self.var_dir / "bentoml"
+        self.cache_dir = self.cache_dir or self.var_dir / "cache"
         self.expectations_dir = self.expectations_dir or r / "expectations"
         # Outside the DVC-tracked tree and git-ignored; object storage in production.
         self.dvc_remote = self.dvc_remote or str(r / ".dvc-storage")

@@ -48,6 +48,25 @@ def parse_bbox(value: Any) -> list[float] | None:
     return [float(v) for v in value]
 
 
+def load_crop(path: str, bbox: list[float] | None, size: int, context: float = 0.1) -> Image.Image:
+    """:func:`square_crop` of the image file at ``path``, decoding no more pixels than the
+    crop needs: a JPEG is scaled down in the DCT domain (``draft``) by the largest power of
+    two that still leaves the crop at least ``size`` pixels wide (a 3000-px photo cropped
+    to 224 px decodes about 8x faster)."""
+    with Image.open(path) as im:
+        W, H = im.size
+        x, y, w, h = bbox if bbox is not None else (0.0, 0.0, float(W), float(H))
+        side = max(w, h, 4.0) * (1.0 + context)
+        if im.format == "JPEG" and side > 2 * size:
+            f = side / size  # the crop may shrink by this factor and keep ``size`` pixels
+            im.draft("RGB", (max(1, int(W / f)), max(1, int(H / f))))
+        img = im.convert("RGB")
+    s = img.width / W
+    if bbox is not None and s != 1.0:
+        bbox = [v * s for v in (x, y, w, h)]
+    return square_crop(img, bbox, size, context=context)
+
+
 def square_crop(img: Image.Image, bbox: list[float] | None, size: int, context: float = 0.1,
                 jitter: tuple[float, float, float] | None = None) -> Image.Image:
     """A ``size`` x ``size`` crop around ``bbox`` (whole image if None), aspect kept.

@@ -55,7 +55,7 @@ class DetectorTask(Task):
     fallback = ("top_category_acc_real",)
 
     def prepare(self, cfg, frame):
-        from pipelines.synth.taxonomy import CATEGORIES
+        from models.taxonomy import CATEGORIES
 
         seen = {b["category"] for v in frame["boxes"] for b in _boxes_from(v)
                 if b.get("category")}
@@ -101,6 +101,7 @@ class DetectorTask(Task):
         if len(syn):
             m, prec = M.coco_detection([gts[i] for i in syn], [dets[i] for i in syn], len(cats))
             metrics.update(m)
+            metrics.update(empty_detector_baseline([gts[i] for i in syn], len(cats)))
             if out_dir is not None and prec is not None:
                 plots.append(P.pr_curves_png(prec, cats, Path(out_dir) / "detector_pr_curves.png"))
         real = np.flatnonzero(is_real)
@@ -115,6 +116,9 @@ class DetectorTask(Task):
             if main:
                 metrics["top_category_acc_real"] = float(np.mean(hits))
                 metrics["top_box_iou_real"] = float(np.mean(ious))
+                # an empty detector scores 0 here; one that always names the majority category
+                # scores its share, the harder baseline for a category accuracy
+                metrics["baseline_top_category_acc_real"] = majority_top_category([gts[i] for i in main])
         if out_dir is not None and len(df):
             pick = list(syn[:6]) + list(real[:2])
             drawn = []
@@ -149,6 +153,22 @@ class DetectorTask(Task):
     def input_example(self, cfg):
         s = int(cfg.get("image_size", 256))
         return np.random.default_rng(0).random((1, 3, s * 3 // 4, s), dtype=np.float32)
+
+
+def empty_detector_baseline(gts: list[list[tuple[list[float], int]]], n_classes: int) -> dict[str, float]:
+    """``baseline_map_50`` / ``baseline_map_50_95``: the empty detector (no boxes at all)
+    scored by the same COCO evaluation on the same ground truth (0 whenever there is any)."""
+    m, _ = M.coco_detection(gts, [[] for _ in gts], n_classes)
+    return {f"baseline_{k}": v for k, v in m.items()}
+
+
+def majority_top_category(gts: list[list[tuple[list[float], int]]]) -> float:
+    """Top-category accuracy of a detector whose top box always has the most frequent
+    first ground-truth category (rows without ground truth are misses, as for the model)."""
+    first = [g[0][1] for g in gts if g]
+    if not gts:
+        return float("nan")
+    return max(first.count(c) for c in set(first)) / len(gts) if first else 0.0
 
 
 def _iou(a: list[float], b: list[float]) -> float:

@@ -11,24 +11,15 @@ import torch
 from . import metrics as M
 from . import plots as P
 from .data import square_crop, to_tensor
-from .engine import Task
-from .tagger import CropDataset
+from .tagger import CropDataset, CropTask
 
 
 def metric_labels(df) -> list[str]:
     """The class each row is pulled towards: product identity, else ``cat:<real label>``
     (real photos have no identity; their category is the only similarity we know)."""
     ident = df["identity"] if "identity" in df else pd.Series([None] * len(df))
-    label = df["label"] if "label" in df else df["category"]
-    out = []
-    for i, lab, cat in zip(ident, label, df["category"], strict=True):
-        if isinstance(i, str) and i:
-            out.append(f"id:{i}")
-        elif isinstance(lab, str) and lab:
-            out.append(f"cat:{lab}")
-        else:
-            out.append(f"cat:{cat}")
-    return out
+    return [f"id:{i}" if isinstance(i, str) and i else f"cat:{cat}"
+            for i, cat in zip(ident, df["category"], strict=True)]
 
 
 class EmbedderDataset(CropDataset):
@@ -38,9 +29,12 @@ class EmbedderDataset(CropDataset):
         self.vocab = {lab: k for k, lab in enumerate(sorted(set(labels)))}
         self.labels = np.array([self.vocab[lab] for lab in labels], np.int64)
 
+    def target(self, i: int) -> int:
+        return int(self.labels[i])
+
     def __getitem__(self, idx: int):
         i, x = self.crop(idx)
-        return x, int(self.labels[i])
+        return x, self.target(i)
 
 
 class MPerClassBatches(torch.utils.data.Sampler):
@@ -76,13 +70,11 @@ class MPerClassBatches(torch.utils.data.Sampler):
             yield batch
 
 
-class EmbedderTask(Task):
+class EmbedderTask(CropTask):
     name = "embedder"
     primary = "recall_at_5"
     fallback = ("precision_at_5_real",)
-
-    def dataset(self, df, train, cfg):
-        return EmbedderDataset(df, train, int(cfg["seed"]), cfg)
+    dataset_cls = EmbedderDataset
 
     def loader(self, ds, cfg, train, epoch):
         if not train:
@@ -102,19 +94,16 @@ class EmbedderTask(Task):
             self._loss = metric_loss(cfg)
         loss_fn, miner = self._loss
         x, y = batch
-        emb = model(x)
+        emb = self.forward(model, x, cfg)
         pairs = miner(emb, y)
         return loss_fn(emb, y, pairs), {}
 
-    @torch.no_grad()
     def embed(self, model, df, cfg) -> np.ndarray:
-        model.eval()
-        ds = EmbedderDataset(df, False, 0, cfg)
-        out = [model(x).numpy() for x, _ in torch.utils.data.DataLoader(ds, batch_size=64, num_workers=0)]
-        return np.concatenate(out) if out else np.zeros((0, int(cfg.get("dim", 128))), np.float32)
+        outs, _ = self.outputs(model, df, cfg)
+        return np.concatenate([o.numpy() for o in outs]) if outs else np.zeros((0, int(cfg.get("dim", 128))), np.float32)
 
     def evaluate(self, model, df, cfg, out_dir):
-        from pipelines.ingest.photos import MAIN_LABELS
+        from models.taxonomy import MAIN_CATEGORIES
 
         df = self.eval_rows(df, cfg)
         metrics: dict[str, float] = {}
@@ -132,13 +121,20 @@ class EmbedderTask(Task):
         if len(gal) and len(qry):
             r = M.recall_at_k(x[qry], list(ident[qry]), x[gal], list(ident[gal]))
             metrics.update({f"recall_at_{k}": v for k, v in r.items()})
-            metrics["n_queries"] = float(len(qry))
+            metrics.update({f"baseline_recall_at_{k}": M.random_recall_at_k(list(ident[qry]), list(ident[gal]), k)
+                            for k in r})
+            metrics["n_queries"], metrics["gallery_size"] = float(len(qry)), float(len(gal))
             if out_dir is not None:
                 plots.append(_retrieval_png(df, x, qry[:6], gal, ident, Path(out_dir) / "embedder_retrieval.png", cfg))
         real = np.flatnonzero(is_real)
         if len(real) > 5:
-            lab = (df["label"] if "label" in df else df["category"]).to_numpy()[real]
-            metrics["precision_at_5_real"] = M.precision_at_k(x[real], list(lab), 5, np.isin(lab, MAIN_LABELS))
+            # same-category precision@5 among held-out real photos, queries of the 10 main labels
+            lab = df["category"].to_numpy()[real]
+            main = np.isin(lab, MAIN_CATEGORIES)
+            metrics["precision_at_5_real"] = M.precision_at_k(x[real], list(lab), 5, main)
+            metrics["baseline_precision_at_5_real"] = M.random_precision_at_k(list(lab), main)
+            if out_dir is not None:
+                plots.append(_real_retrieval_png(df, x, real, main, Path(out_dir) / "embedder_retrieval_real.png"))
         return metrics, plots
 
     @torch.no_grad()
@@ -166,3 +162,28 @@ def _retrieval_png(df, x, queries, gal, ident, path, cfg) -> Path:
             tiles.append(ImageOps.expand(t, 3, fill=(0, 200, 0) if ident[g] == ident[q] else (200, 0, 0)))
         rows.append(np.concatenate([np.asarray(t) for t in tiles], axis=1))
     return P.samples_png(rows, path, "consumer-to-shop: query | top-5 shop shots", cols=1)
+
+
+def _real_retrieval_png(df, x, real, main, path, n: int = 8) -> Path:
+    """Held-out real photos (first column) and their top-5 neighbours among the other
+    held-out photos, each captioned with its category (frame green = same category)."""
+    from PIL import ImageDraw, ImageOps
+
+    from .data import load_crop, parse_bbox
+
+    size = 96
+    cats = df["category"].to_numpy()
+    queries = real[main][:: max(1, int(main.sum()) // n)][:n]
+    rows = []
+    for q in queries:
+        others = real[real != q]
+        order = others[np.argsort(-(x[others] @ x[q]))[:5]]
+        tiles = []
+        for j, r in enumerate([q, *order]):
+            t = load_crop(df["image"][r], parse_bbox(df["bbox"][r]) if "bbox" in df else None, size - 6)
+            colour = (40, 40, 40) if j == 0 else (0, 200, 0) if cats[r] == cats[q] else (200, 0, 0)
+            t = ImageOps.expand(t, 3, fill=colour)
+            ImageDraw.Draw(t).text((4, size - 14), str(cats[r]), fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+            tiles.append(np.asarray(t))
+        rows.append(np.concatenate(tiles, axis=1))
+    return P.samples_png(rows, path, "real photos (held out): query | top-5 by embedding", cols=1)

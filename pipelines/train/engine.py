@@ -30,6 +30,10 @@ class Task:
             df = df.iloc[: int(cfg["eval_limit"])]
         return df.reset_index(drop=True)
 
+    def bind(self, model) -> None:
+        """Called by :func:`fit` before any dataset is built (tasks whose datasets need the
+        model, e.g. for cached frozen features, keep it)."""
+
     def prepare(self, cfg: dict[str, Any], frame) -> dict[str, Any]:
         """Fill data-derived settings (vocabularies) into ``cfg`` before building the model."""
         return cfg
@@ -117,6 +121,7 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
     last = out_dir / "checkpoints" / "last.pt"
     best_pt = out_dir / "model.pt"
     epochs = int(cfg["epochs"])
+    task.bind(model)
     train_ds = task.dataset(train_df, True, cfg)
     steps = math.ceil(len(train_ds) / int(cfg["batch_size"]))
     if cfg.get("max_steps_per_epoch"):

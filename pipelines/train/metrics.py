@@ -48,28 +48,57 @@ def classification_scores(true: np.ndarray, pred: np.ndarray, n: int) -> dict[st
     return {"acc": acc, "f1": f1}
 
 
+#: similarities closer than this are ties (float32 cosines of equal vectors can differ by an
+#: ulp between BLAS kernel paths)
+TIE_TOL = 1e-6
+
+
+def _topk_ties(sims: np.ndarray, rel: np.ndarray, k: int):
+    """Per row of ``sims``: (relevant items certainly in the top ``k``, tie slots left in
+    the top ``k``, items tied at the k-th value, relevant items among them)."""
+    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]
+    above = sims > kth + TIE_TOL
+    tied = np.abs(sims - kth) <= TIE_TOL
+    return (rel & above).sum(1), k - above.sum(1), tied.sum(1), (rel & tied).sum(1)
+
+
 def recall_at_k(q: np.ndarray, q_ids: list[Any], g: np.ndarray, g_ids: list[Any],
                 ks: tuple[int, ...] = (1, 5, 20)) -> dict[int, float]:
-    """Share of queries whose identity is among the k nearest gallery items (cosine)."""
+    """Share of queries whose identity is among the k nearest gallery items (cosine).
+
+    Items tied at the k-th similarity are scored by their expectation over a random order
+    of the tie, not by their index: a constant embedder scores the random-ranking baseline
+    (:func:`random_recall_at_k`) exactly, instead of whatever the gallery order gives it.
+    """
+    from math import comb
+
     if len(q) == 0 or len(g) == 0:
         return {k: float("nan") for k in ks}
-    sims = q @ g.T
-    order = np.argsort(-sims, axis=1)[:, : max(ks)]
-    g_ids_arr = np.asarray(g_ids, dtype=object)
-    hits = g_ids_arr[order] == np.asarray(q_ids, dtype=object)[:, None]
-    return {k: float(hits[:, :k].any(1).mean()) for k in ks}
+    sims = np.asarray(q @ g.T, dtype=np.float64)
+    rel = np.asarray(g_ids, dtype=object)[None, :] == np.asarray(q_ids, dtype=object)[:, None]
+    out = {}
+    for k in ks:
+        rel_above, slots, n_tied, rel_tied = _topk_ties(sims, rel, min(k, sims.shape[1]))
+        hit = [1.0 if ra else 1.0 - comb(int(n - r), int(s)) / comb(int(n), int(s)) if r else 0.0
+               for ra, s, n, r in zip(rel_above, slots, n_tied, rel_tied, strict=True)]
+        out[k] = float(np.mean(hit))
+    return out
 
 
 def precision_at_k(x: np.ndarray, labels: list[Any], k: int = 5, query_mask: np.ndarray | None = None) -> float:
-    """Leave-one-out same-label precision@k among ``x`` (rows L2-normalised)."""
+    """Leave-one-out same-label precision@k among ``x`` (rows L2-normalised); ties at the
+    k-th similarity count by expectation, as in :func:`recall_at_k`."""
     n = len(x)
     if n < 2:
         return float("nan")
-    sims = x @ x.T
+    sims = np.asarray(x @ x.T, dtype=np.float64)
     np.fill_diagonal(sims, -np.inf)
-    order = np.argsort(-sims, axis=1)[:, : min(k, n - 1)]
     lab = np.asarray(labels, dtype=object)
-    prec = (lab[order] == lab[:, None]).mean(1)
+    kk = min(k, n - 1)
+    rel = lab[None, :] == lab[:, None]
+    np.fill_diagonal(rel, False)
+    rel_above, slots, n_tied, rel_tied = _topk_ties(sims, rel, kk)
+    prec = (rel_above + slots * rel_tied / n_tied) / kk
     if query_mask is not None:
         prec = prec[np.asarray(query_mask, bool)]
     return float(prec.mean()) if prec.size else float("nan")
@@ -110,3 +139,44 @@ def coco_detection(gts: list[list[tuple[list[float], int]]], dets: list[list[tup
         ev.summarize()
     prec = ev.eval["precision"][0, :, :, 0, 2]  # IoU=.5, all recalls, all classes, area all, 100 dets
     return {"map_50": float(max(ev.stats[1], 0.0)), "map_50_95": float(max(ev.stats[0], 0.0))}, prec
+
+
+# --------------------------------------------------------------------------- trivial baselines
+# Each gated metric is reported beside what a model that learned nothing scores on the same
+# evaluation set; the promotion gate rejects a candidate that does not beat it clearly.
+def majority_accuracy(true: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent class of ``true`` (its share)."""
+    true = np.asarray(true)
+    if true.size == 0:
+        return float("nan")
+    return float(np.bincount(true.astype(np.int64) - true.min()).max() / true.size)
+
+
+def random_recall_at_k(q_ids: list[Any], g_ids: list[Any], k: int) -> float:
+    """Expected Recall@k of a random ranking of the gallery: a query with r relevant items
+    among G is hit with probability 1 - C(G-r, k) / C(G, k)."""
+    from math import comb
+
+    g = list(g_ids)
+    n = len(g)
+    if not len(q_ids) or not n:
+        return float("nan")
+    counts: dict[Any, int] = {}
+    for i in g:
+        counts[i] = counts.get(i, 0) + 1
+    kk = min(k, n)
+    return float(np.mean([1.0 - comb(n - counts.get(q, 0), kk) / comb(n, kk) for q in q_ids]))
+
+
+def random_precision_at_k(labels: list[Any], query_mask: np.ndarray | None = None) -> float:
+    """Expected leave-one-out same-label precision@k of a random ranking: for each query,
+    the share of the other items that share its label (independent of k)."""
+    lab = np.asarray(labels, dtype=object)
+    n = len(lab)
+    if n < 2:
+        return float("nan")
+    _, inv, counts = np.unique(lab.astype(str), return_inverse=True, return_counts=True)
+    per = (counts[inv] - 1) / (n - 1)
+    if query_mask is not None:
+        per = per[np.asarray(query_mask, bool)]
+    return float(per.mean()) if per.size else float("nan")

@@ -53,7 +53,7 @@ class ParserTask(Task):
     primary = "miou"
 
     def prepare(self, cfg, frame):
-        from pipelines.synth.taxonomy import PARSING_CLASSES
+        from models.taxonomy import PARSING_CLASSES
 
         cfg.setdefault("classes", list(PARSING_CLASSES))
         cfg["image_size"] = int(cfg.get("image_size", 160)) // 8 * 8  # PSPNet needs multiples of 8
@@ -75,17 +75,22 @@ class ParserTask(Task):
         df = self.eval_rows(df, cfg)
         n = len(cfg["classes"])
         conf = np.zeros((n, n), np.int64)
+        # the all-background parser, scored on the same label maps by the same code path
+        bg = list(cfg["classes"]).index("background") if "background" in cfg["classes"] else 0
+        conf_bg = np.zeros((n, n), np.int64)
         samples = []
         ds = ParserDataset(df, False, 0, cfg)
         for k, (x, y) in enumerate(torch.utils.data.DataLoader(ds, batch_size=16, num_workers=0)):
             pred = model(x).argmax(1).numpy()
             conf += M.confusion(y.numpy(), pred, n, ignore=PAD)
+            conf_bg += M.confusion(y.numpy(), np.full_like(pred, bg), n, ignore=PAD)
             if out_dir is not None and k == 0:
                 for j in range(min(6, len(x))):
                     im = (x[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
                     samples.append(np.concatenate([P.overlay_mask(im, np.where(y[j].numpy() == PAD, 0, y[j].numpy()), list(PARSING_PALETTE)),
                                                    P.overlay_mask(im, pred[j], list(PARSING_PALETTE))], axis=1))
         metrics = M.segmentation_scores(conf)
+        metrics.update({f"baseline_{k}": v for k, v in M.segmentation_scores(conf_bg).items()})
         plots = []
         if out_dir is not None:
             plots.append(P.samples_png(samples, Path(out_dir) / "parser_samples.png", "parser: truth | prediction", cols=2))

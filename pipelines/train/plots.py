@@ -89,6 +89,29 @@ def samples_png(images: list[np.ndarray], path: Path, title: str, cols: int = 4)
     return _save(fig, path)
 
 
+def baselines_png(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Paired bars per metric: the model's value beside its trivial baseline (rows of
+    ``pipelines.registry.baseline_table``: metric, value, baseline, kind; ``None`` = not measured)."""
+    plt = _plt()
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * n + 1.5), 3.8))
+    x = np.arange(n)
+    val = [np.nan if r["value"] is None else r["value"] for r in rows]
+    base = [np.nan if r["baseline"] is None else r["baseline"] for r in rows]
+    ax.bar(x - 0.2, val, 0.4, label="model", color="#3b75af")
+    ax.bar(x + 0.2, base, 0.4, label="trivial baseline", color="#bbbbbb")
+    for i, (v, b) in enumerate(zip(val, base, strict=True)):
+        for off, y in ((-0.2, v), (0.2, b)):
+            if not np.isnan(y):
+                ax.text(i + off, y + 0.01, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [f"{r['metric']}\n({r['kind']})" for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def draw_boxes(img, boxes: list[tuple[list[float], str, float | None]], color=(255, 40, 40)):
     """Copy of a PIL image with ``(xyxy, label, score)`` boxes drawn; returns an RGB array."""
     from PIL import ImageDraw

@@ -1,0 +1,148 @@
+"""Frozen-trunk features, computed once per crop and shared by the tagger and the embedder.
+
+On 2 CPU cores most of a fine-tuning step is the pretrained stem and first stages, which
+``freeze_blocks`` keeps fixed. Their output for a crop never changes, so it is computed
+once (decode, crop, resize, forward) and stored under ``settings.cache_dir``; every epoch,
+the validation passes, the held-out evaluation and the *other* crop model then read it
+instead of recomputing it. The tagger and the embedder crop the same rows the same way,
+so the second of them finds the whole cache warm.
+
+Cache entries are keyed by what determines them: the trunk's frozen weights (the packaged
+ImageNet weights; a trunk without them is never cached), the number of frozen stages,
+the crop size, and the image file's bytes plus the box. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import load_crop, parse_bbox, to_tensor
+
+#: bump when the crop or prefix computation changes meaning
+_VERSION = 1
+
+
+def cache_enabled(cfg: dict[str, Any]) -> bool:
+    """Whether ``cfg`` trains from cached prefix features: pretrained Lite0 trunk (fixed,
+    known weights), at least one frozen stage, and ``feature_cache`` on."""
+    from models.pretrained import LITE0
+
+    return (bool(cfg.get("feature_cache", True)) and int(cfg.get("freeze_blocks") or 0) > 0
+            and bool(cfg.get("pretrained")) and str(cfg.get("backbone")) == LITE0)
+
+
+def _space(cfg: dict[str, Any]) -> str:
+    """The cache sub-directory of one (trunk weights, frozen stages, crop size) setting."""
+    from models.pretrained import weights_file
+
+    spec = {"v": _VERSION, "weights": weights_file().name, "backbone": cfg["backbone"],
+            "freeze_blocks": int(cfg["freeze_blocks"]), "crop_size": int(cfg["crop_size"])}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _file_digest(path: str, memo: dict[str, str]) -> str:
+    if path not in memo:
+        st = os.stat(path)
+        # content-addressed snapshots name files by sha256 already; size+mtime is enough elsewhere
+        name = Path(path).stem
+        memo[path] = name if len(name) == 64 else f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return memo[path]
+
+
+def row_keys(df, cfg: dict[str, Any]) -> list[str]:
+    """One cache key per manifest row (image content + box)."""
+    memo: dict[str, str] = {}
+    keys = []
+    for img, bbox in zip(df["image"], df["bbox"] if "bbox" in df else [None] * len(df), strict=True):
+        box = parse_bbox(bbox)
+        text = f"{_file_digest(str(img), memo)}|{json.dumps([round(v, 1) for v in box] if box else None)}"
+        keys.append(hashlib.sha1(text.encode()).hexdigest())
+    return keys
+
+
+class _Crops(torch.utils.data.Dataset):
+    def __init__(self, images: list[str], boxes: list[Any], size: int) -> None:
+        self.images, self.boxes, self.size = images, boxes, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return to_tensor(load_crop(self.images[i], parse_bbox(self.boxes[i]), self.size))
+
+
+def prefix_features(model, df, cfg: dict[str, Any], cache_dir: Path | None = None,
+                    progress: bool = True) -> torch.Tensor:
+    """``model.prefix`` of every row's crop, (N, C, h, w) float32, from the cache where present.
+
+    Missing entries are computed in batches (decoding in ``cfg['workers']`` processes) and
+    stored. ``model`` must be in the configuration the cache key describes (checked:
+    its ``freeze_blocks`` and crop size).
+    """
+    from tqdm import tqdm
+
+    from pipelines.settings import get_settings
+
+    if int(getattr(model, "freeze_blocks", 0)) != int(cfg["freeze_blocks"]):
+        raise ValueError(f"model freezes {getattr(model, 'freeze_blocks', 0)} stages, config {cfg['freeze_blocks']}")
+    root = Path(cache_dir or get_settings().cache_dir) / "prefix" / _space(cfg)  # type: ignore[arg-type]
+    keys = row_keys(df, cfg)
+    paths = [root / k[:2] / f"{k}.npy" for k in keys]
+    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        images = [str(df["image"].iloc[i]) for i in todo]
+        boxes = [df["bbox"].iloc[i] if "bbox" in df else None for i in todo]
+        workers = int(cfg.get("workers") or 0)
+        loader = torch.utils.data.DataLoader(_Crops(images, boxes, int(cfg["crop_size"])), batch_size=32,
+                                             num_workers=workers,
+                                             multiprocessing_context="fork" if workers else None)
+        was_training = model.training
+        model.eval()
+        done = 0
+        with torch.no_grad(), tqdm(total=len(todo), desc=f"frozen features ({cfg['crop_size']} px)",
+                                   disable=not progress, file=sys.stderr, leave=False) as bar:
+            for x in loader:
+                f = model.prefix(x.contiguous(memory_format=torch.channels_last)).to(torch.float16).numpy()
+                for j in range(len(f)):
+                    p = paths[todo[done + j]]
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = p.with_suffix(f".{os.getpid()}.tmp")
+                    with tmp.open("wb") as fh:
+                        np.save(fh, np.ascontiguousarray(f[j]))
+                    os.replace(tmp, p)
+                done += len(f)
+                bar.update(len(f))
+        model.train(was_training)
+    feats = np.stack([np.load(p) for p in paths]) if paths else np.zeros((0,), np.float16)
+    return torch.from_numpy(feats.astype(np.float32))
+
+
+class FeatureRows(torch.utils.data.Dataset):
+    """A crop dataset (:class:`~pipelines.train.tagger.CropDataset` family) that serves
+    cached prefix features instead of decoding crops: same items, labels, sampling weights
+    and epochs (everything but ``__getitem__`` is the wrapped dataset's)."""
+
+    def __init__(self, base, feats: torch.Tensor) -> None:
+        if len(feats) != len(base.df):
+            raise ValueError(f"{len(feats)} cached features for {len(base.df)} rows")
+        self.base, self.feats = base, feats
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getattr__(self, name: str):
+        if name in ("base", "feats"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __getitem__(self, idx: int):
+        i, _ = self.base.items[idx]
+        return self.feats[i], self.base.target(i)
