@@ -31,7 +31,8 @@ CHAMPIONS = Asset("tailor://champions")
                         description="which models to retrain"),
         "profile": Param("demo", enum=["demo", "full"]),
         "epochs": Param(None, type=["null", "integer"], description="override the profile's epochs"),
-        "thresholds": Param({}, type="object", description='gate overrides, e.g. {"tagger": {"acc_min": 0.5}}'),
+        "thresholds": Param({}, type="object", description='gate threshold overrides, e.g. {"tagger": {"acc_min": 0.5}}; '
+                                 'the margin over the trivial baseline still applies'),
         "training_set": Param("", type="string", description="training-set dir; empty = latest"),
     },
     doc_md=__doc__,

@@ -3,12 +3,15 @@
 Names: experiment ``tailor-<model>``, registered model ``tailor-<model>``, aliases
 ``@champion`` (what serving loads) and ``@challenger`` (the latest rejected candidate).
 
-The gate promotes a candidate only if (a) every threshold of the gate config holds and
-(b) it does not regress the current champion by more than the tolerance *on the same
+The gate promotes a candidate only if (a) every threshold of the gate config holds,
+(b) every gated metric ``m`` beats ``baseline_m`` -- what a model that learned nothing
+scores on the same evaluation rows, reported by :mod:`pipelines.train` beside ``m`` -- by
+the configured margin (a missing baseline fails: nothing shows the model beat chance), and
+(c) it does not regress the current champion by more than the tolerance *on the same
 evaluation set*: when the champion was evaluated on another set, the caller's
 ``evaluate_champion`` callback re-scores it on the candidate's set first. The decision and
-its reasons are stored as model-version tags ``gate.decision`` / ``gate.reasons`` before
-the alias moves; the alias move is one registry write, so a reader resolving
+its reasons are stored as model-version tags ``gate.decision`` / ``gate.reasons`` (and the
+baseline comparison as ``gate.baselines``) before the alias moves; the alias move is one registry write, so a reader resolving
 ``@champion`` sees either the old or the new version, never a mixture. Promotions are
 appended to the registered model's ``champion.history`` tag; rollback moves the alias back
 along it. Nothing is ever deleted.
@@ -17,6 +20,8 @@ along it. Nothing is ever deleted.
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,6 +35,11 @@ from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 GATE_CONFIG = PROJECT_ROOT / "config" / "gate.yaml"
+#: default absolute margin a gated metric must beat its trivial baseline by (config/gate.yaml)
+BASELINE_MARGIN = 0.10
+#: what ``baseline_<metric>`` is, per model (metric-specific entries first), for the reasons
+BASELINE_KIND = {"top_category_acc_real": "majority-class", "tagger": "majority-class",
+                 "embedder": "random-ranking", "detector": "empty-detector", "parser": "all-background"}
 
 
 def registered_name(model: str) -> str:
@@ -62,16 +72,26 @@ def ensure_experiment(model: str, s: Settings | None = None) -> str:
 # --------------------------------------------------------------------------- gate config
 @dataclass
 class GateConfig:
-    """Thresholds per model and metric (``metric: minimum``) and the no-regression tolerance."""
+    """Thresholds per model and metric (``metric: minimum``), the no-regression tolerance and
+    the margin over the trivial baseline (``baseline_margin``, per-metric overrides in
+    ``baseline_margins[model][metric]``)."""
 
     thresholds: dict[str, dict[str, float]]
     tolerance: float = 0.02
     profile: str = "demo"
+    baseline_margin: float = BASELINE_MARGIN
+    baseline_margins: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def margins(self, model: str) -> dict[str, float]:
+        """The baseline margin of each gated metric of ``model``."""
+        own = self.baseline_margins.get(model, {})
+        return {m: float(own.get(m, self.baseline_margin)) for m in self.thresholds.get(model, {})}
 
     @classmethod
     def load(cls, profile: str = "demo", path: Path = GATE_CONFIG,
              overrides: Mapping[str, Mapping[str, float]] | None = None) -> GateConfig:
-        """Read ``config/gate.yaml`` for ``profile``; ``overrides`` replace single thresholds."""
+        """Read ``config/gate.yaml`` for ``profile``; ``overrides`` replace single thresholds
+        (never the baseline margins: the baseline rule holds whatever the thresholds say)."""
         raw = yaml.safe_load(Path(path).read_text())
         if profile not in raw.get("profiles", {}):
             raise ValueError(f"gate config {path} has no profile {profile!r}; known: {sorted(raw.get('profiles', {}))}")
@@ -79,8 +99,14 @@ class GateConfig:
         thresholds = {m: dict(v or {}) for m, v in prof.get("thresholds", {}).items()}
         for model, metrics in (overrides or {}).items():
             thresholds.setdefault(model, {}).update({k: float(v) for k, v in metrics.items()})
+        margins: dict[str, dict[str, float]] = {}
+        for level in (raw, prof):  # profile entries override the file-wide ones
+            for model, metrics in (level.get("baseline_margins") or {}).items():
+                margins.setdefault(model, {}).update({k: float(v) for k, v in metrics.items()})
         return cls(thresholds=thresholds, tolerance=float(prof.get("tolerance", raw.get("tolerance", 0.02))),
-                   profile=profile)
+                   profile=profile,
+                   baseline_margin=float(prof.get("baseline_margin", raw.get("baseline_margin", BASELINE_MARGIN))),
+                   baseline_margins=margins)
 
 
 @dataclass
@@ -93,6 +119,7 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)
     previous_champion: str | None = None
     champion_metrics: dict[str, float] = field(default_factory=dict)
+    baselines: list[dict[str, Any]] = field(default_factory=list)  # baseline_checks rows
 
     @property
     def decision(self) -> str:
@@ -102,18 +129,51 @@ class GateDecision:
         return {**asdict(self), "decision": self.decision}
 
 
+def _measured(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def baseline_kind(model: str, metric: str) -> str:
+    """Name of the trivial model behind ``baseline_<metric>`` (for reasons and tables)."""
+    return BASELINE_KIND.get(metric) or BASELINE_KIND.get(model, "trivial")
+
+
+def baseline_checks(model: str, candidate: Mapping[str, float], metrics: Any,
+                    margin: float | Mapping[str, float] = BASELINE_MARGIN) -> list[dict[str, Any]]:
+    """Pure: one row per metric in ``metrics``, comparing it with ``baseline_<metric>`` of
+    the same candidate: ``{metric, kind, value, baseline, over, margin, passed}``. A
+    metric or baseline that is missing or NaN does not pass (``over`` is then ``None``)."""
+    rows = []
+    for metric in sorted(metrics):
+        m = float(margin.get(metric, BASELINE_MARGIN) if isinstance(margin, Mapping) else margin)
+        value, base = candidate.get(metric), candidate.get(f"baseline_{metric}")
+        ok = _measured(value) and _measured(base)
+        over = float(value) - float(base) if ok else None
+        rows.append({"metric": metric, "kind": baseline_kind(model, metric),
+                     "value": float(value) if _measured(value) else None,
+                     "baseline": float(base) if _measured(base) else None, "over": over, "margin": m,
+                     # tolerance for float noise: 0.39 - 0.29 beats a 0.10 margin
+                     "passed": bool(ok and over >= m - 1e-9)})
+    return rows
+
+
 def decide(model: str, candidate: Mapping[str, float], thresholds: Mapping[str, float], tolerance: float,
-           champion: Mapping[str, float] | None) -> tuple[bool, list[str]]:
-    """Pure gate rule: every threshold holds and no regression beyond ``tolerance``.
+           champion: Mapping[str, float] | None,
+           margin: float | Mapping[str, float] = BASELINE_MARGIN) -> tuple[bool, list[str]]:
+    """Pure gate rule: every threshold holds, every gated metric beats its trivial baseline
+    by ``margin`` (a number, or ``{metric: margin}``), and no regression beyond ``tolerance``.
 
     All gate metrics are "higher is better". A metric named in the thresholds but missing
-    from the candidate fails the gate (it was not measured, so it cannot be trusted).
+    (or NaN) in the candidate fails the gate (it was not measured, so it cannot be trusted);
+    so does a gated metric without its ``baseline_<metric>``: nothing shows it beat chance.
+    The baseline rule holds whatever the thresholds are, so a threshold set at or below
+    chance cannot promote a model that learned nothing.
     """
     reasons: list[str] = []
     ok = True
     for metric, minimum in sorted(thresholds.items()):
         value = candidate.get(metric)
-        if value is None:
+        if not _measured(value):
             ok = False
             reasons.append(f"{metric} missing (threshold {minimum:.4f})")
         elif value < minimum:
@@ -121,15 +181,49 @@ def decide(model: str, candidate: Mapping[str, float], thresholds: Mapping[str, 
             reasons.append(f"{metric}={value:.4f} < threshold {minimum:.4f}")
         else:
             reasons.append(f"{metric}={value:.4f} >= threshold {minimum:.4f}")
+    for row in baseline_checks(model, candidate, thresholds, margin):
+        metric, kind, m = row["metric"], row["kind"], row["margin"]
+        if row["value"] is None:
+            continue  # already failed above as missing
+        ok = ok and row["passed"]
+        if row["baseline"] is None:
+            reasons.append(f"{metric}: no {kind} baseline (baseline_{metric}) measured, "
+                           "so it cannot be shown to beat chance")
+        elif row["passed"]:
+            reasons.append(f"{metric}={row['value']:.4f} beats the {kind} baseline {row['baseline']:.4f} "
+                           f"by {row['over']:.4f} (margin {m:.2f})")
+        else:
+            reasons.append(f"{metric}={row['value']:.4f} does not beat the {kind} baseline "
+                           f"{row['baseline']:.4f} by {m:.2f}")
     if champion:
         for metric in sorted(set(thresholds) & set(champion)):
             value, best = candidate.get(metric), champion[metric]
-            if value is not None and value < best - tolerance:
+            if _measured(value) and value < best - tolerance:
                 ok = False
                 reasons.append(f"{metric}={value:.4f} regresses champion {best:.4f} by more than {tolerance:.4f}")
     else:
         reasons.append("no current champion")
     return ok, reasons
+
+
+def baseline_table(model: str, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Pure: one row per metric ``m`` of ``metrics`` that has a ``baseline_m``:
+    ``{metric, kind, value, baseline, over}`` (``over`` = value - baseline)."""
+    names = [k for k in metrics if not k.startswith("baseline_") and f"baseline_{k}" in metrics]
+    return [{k: r[k] for k in ("metric", "kind", "value", "baseline", "over")}
+            for r in baseline_checks(model, metrics, names, 0.0)]
+
+
+def baseline_markdown(model: str, rows: list[dict[str, Any]]) -> str:
+    """The baseline table as Markdown (logged as ``baselines/table.md``)."""
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [f"# {registered_name(model)}: test metrics vs trivial baselines", "",
+             "| metric | value | baseline | baseline model | margin over baseline |",
+             "|---|---:|---:|---|---:|"]
+    lines += [f"| {r['metric']} | {f(r['value'])} | {f(r['baseline'])} | {r['kind']} | {f(r['over'])} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- logging
@@ -171,6 +265,7 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
             mlflow.log_metrics({k: float(v) for k, v in row.items() if _is_number(v) and k != "epoch"},
                                step=int(row.get("epoch", epoch)))
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items() if _is_number(v)})
+        _log_baselines(model, result.metrics)
         for plot in result.plots:
             mlflow.log_artifact(str(plot), "plots")
         hist_dir = Path(training_set) / "histograms"
@@ -191,6 +286,25 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
     client.set_model_version_tag(registered_name(model), version, "eval.set", ts_meta.get("id", ""))
     client.set_model_version_tag(registered_name(model), version, "eval.metrics", json.dumps(result.metrics, sort_keys=True))
     return {"run_id": run.info.run_id, "version": version, "model_uri": f"models:/{registered_name(model)}/{version}"}
+
+
+def _log_baselines(model: str, metrics: Mapping[str, Any]) -> None:
+    """Artifacts ``baselines/table.{md,json}`` and ``baselines/metrics_vs_baselines.png``:
+    each test metric that has a trivial baseline beside it (the ``baseline_*`` values are
+    also logged as ``test_baseline_*`` metrics with the others)."""
+    import mlflow
+
+    from pipelines.train.plots import baselines_png
+
+    rows = baseline_table(model, metrics)
+    if not rows:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "table.md").write_text(baseline_markdown(model, rows))
+        (d / "table.json").write_text(json.dumps(rows, indent=2))
+        baselines_png(rows, d / "metrics_vs_baselines.png", f"{registered_name(model)}: test metric vs trivial baseline")
+        mlflow.log_artifacts(str(d), "baselines")
 
 
 def _output_example(module: Any, example: Any) -> Any:
@@ -262,13 +376,16 @@ def gate(model: str, version: str, metrics: Mapping[str, float], eval_set: str, 
             champ_metrics = json.loads(current.tags.get("eval.metrics", "{}"))
             notes.append(f"champion v{current.version} compared on its own evaluation set "
                          f"{current.tags.get('eval.set')!r}")
-    ok, reasons = decide(model, metrics, config.thresholds.get(model, {}), config.tolerance, champ_metrics)
+    thresholds, margins = config.thresholds.get(model, {}), config.margins(model)
+    ok, reasons = decide(model, metrics, thresholds, config.tolerance, champ_metrics, margins)
     decision = GateDecision(model=model, version=str(version), promoted=ok, reasons=notes + reasons,
                             previous_champion=str(current.version) if current else None,
-                            champion_metrics=champ_metrics or {})
+                            champion_metrics=champ_metrics or {},
+                            baselines=baseline_checks(model, metrics, thresholds, margins))
     # Tags first, alias last: a reader never sees a champion without its decision record.
     client.set_model_version_tag(name, version, "gate.decision", decision.decision)
     client.set_model_version_tag(name, version, "gate.reasons", json.dumps(decision.reasons))
+    client.set_model_version_tag(name, version, "gate.baselines", json.dumps(decision.baselines))
     client.set_model_version_tag(name, version, "gate.profile", config.profile)
     client.set_model_version_tag(name, version, "gate.time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if ok:

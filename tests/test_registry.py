@@ -52,18 +52,24 @@ CFG = registry.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.0
 
 def _register(store, training_set, acc: float, snapshot: str = "snap-1") -> str:
     torch.manual_seed(0)
-    res = _Result(model=torch.nn.Linear(4, 2), metrics={"acc_min": acc})
+    res = _Result(model=torch.nn.Linear(4, 2), metrics=_m(acc))
     return registry.log_training_run("tagger", res, training_set, snapshot, s=store)["version"]
 
 
+def _m(acc: float) -> dict[str, float]:
+    """Tagger test metrics with the majority-class baseline beside acc_min."""
+    return {"acc_min": acc, "baseline_acc_min": 0.25}
+
+
 def test_decide_rule() -> None:
-    ok, reasons = registry.decide("m", {"a": 0.9}, {"a": 0.8}, 0.02, None)
+    # candidates carry their trivial baseline (0.5); baselines are checked in test_gate_baselines
+    ok, reasons = registry.decide("m", {"a": 0.9, "baseline_a": 0.5}, {"a": 0.8}, 0.02, None)
     assert ok and "no current champion" in reasons
-    ok, reasons = registry.decide("m", {"a": 0.7}, {"a": 0.8}, 0.02, None)
+    ok, reasons = registry.decide("m", {"a": 0.7, "baseline_a": 0.5}, {"a": 0.8}, 0.02, None)
     assert not ok and any("< threshold" in r for r in reasons)
-    ok, reasons = registry.decide("m", {"a": 0.85}, {"a": 0.8}, 0.02, {"a": 0.9})
+    ok, reasons = registry.decide("m", {"a": 0.85, "baseline_a": 0.5}, {"a": 0.8}, 0.02, {"a": 0.9})
     assert not ok and any("regresses champion" in r for r in reasons)
-    ok, _ = registry.decide("m", {"a": 0.89}, {"a": 0.8}, 0.02, {"a": 0.9})
+    ok, _ = registry.decide("m", {"a": 0.89, "baseline_a": 0.5}, {"a": 0.8}, 0.02, {"a": 0.9})
     assert ok  # within tolerance
     ok, reasons = registry.decide("m", {}, {"a": 0.8}, 0.02, None)
     assert not ok and "a missing" in reasons[0]
@@ -76,15 +82,27 @@ def test_accept_reject_rollback(store: Settings, training_set: Path) -> None:
     name = "tailor-tagger"
 
     v1 = _register(store, training_set, 0.6)
-    d1 = registry.gate("tagger", v1, {"acc_min": 0.6}, "ts-1", CFG, s=store)
+    d1 = registry.gate("tagger", v1, _m(0.6), "ts-1", CFG, s=store)
     assert d1.promoted and str(client.get_model_version_by_alias(name, "champion").version) == v1
     mv = client.get_model_version(name, v1)
     assert mv.tags["gate.decision"] == "promoted" and mv.tags["data.snapshot"] == "snap-1"
     assert "acc_min=0.6000 >= threshold 0.5000" in json.loads(mv.tags["gate.reasons"])
+    assert "acc_min=0.6000 beats the majority-class baseline 0.2500 by 0.3500 (margin 0.10)" in d1.reasons
+    assert json.loads(mv.tags["gate.baselines"]) == [
+        {"metric": "acc_min", "kind": "majority-class", "value": 0.6, "baseline": 0.25, "over": pytest.approx(0.35),
+         "margin": 0.1, "passed": True}]
+    # the baseline table is logged with the version, its baselines as metrics too
+    run = client.get_run(mv.run_id)
+    assert run.data.metrics["test_baseline_acc_min"] == 0.25
+    logged = {Path(a.path).name for a in client.list_artifacts(mv.run_id, "baselines")}
+    assert logged == {"table.md", "table.json", "metrics_vs_baselines.png"}
+    table = json.loads(Path(client.download_artifacts(mv.run_id, "baselines/table.json")).read_text())
+    assert table == [{"metric": "acc_min", "kind": "majority-class", "value": 0.6, "baseline": 0.25,
+                      "over": pytest.approx(0.35)}]
 
     # Below threshold: rejected, labelled challenger, kept.
     v2 = _register(store, training_set, 0.4)
-    d2 = registry.gate("tagger", v2, {"acc_min": 0.4}, "ts-1", CFG, s=store)
+    d2 = registry.gate("tagger", v2, _m(0.4), "ts-1", CFG, s=store)
     assert not d2.promoted
     assert str(client.get_model_version_by_alias(name, "champion").version) == v1
     assert str(client.get_model_version_by_alias(name, "challenger").version) == v2
@@ -92,12 +110,12 @@ def test_accept_reject_rollback(store: Settings, training_set: Path) -> None:
 
     # Above threshold but regresses the champion beyond tolerance on the same eval set: rejected.
     v3 = _register(store, training_set, 0.55)
-    assert not registry.gate("tagger", v3, {"acc_min": 0.55}, "ts-1", CFG, s=store).promoted
+    assert not registry.gate("tagger", v3, _m(0.55), "ts-1", CFG, s=store).promoted
 
     # A champion from another evaluation set is re-scored on the candidate's set.
     v4 = _register(store, training_set, 0.7)
     seen = []
-    d4 = registry.gate("tagger", v4, {"acc_min": 0.7}, "ts-2", CFG,
+    d4 = registry.gate("tagger", v4, _m(0.7), "ts-2", CFG,
                        evaluate_champion=lambda uri: seen.append(uri) or {"acc_min": 0.65}, s=store)
     assert d4.promoted and seen == [f"models:/{name}/{v1}"] and d4.champion_metrics == {"acc_min": 0.65}
 
