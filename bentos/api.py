@@ -263,7 +263,7 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
 def build_app(get_engine: Callable[[], Any], config: dict[str, dict[str, Any]], catalog_images: Path | None = None,
               is_ready: Callable[[], bool] | None = None) -> FastAPI:
     """:func:`create_app` from the serving config, wrapped in :class:`UploadGuard`."""
-    from pipelines.synth.taxonomy import CATEGORIES
+    from models.taxonomy import CATEGORIES
 
     from ._io import limits_from_config
 

@@ -81,7 +81,7 @@ class SearchEngine:
 
     def __init__(self, bundle: Bundle, crop_fn: CropFn | None = None, score_min: float = 0.3,
                  max_garments: int = 8, image_fn: ImageFn | None = None) -> None:
-        from pipelines.synth.taxonomy import APPLICABLE, CATEGORIES
+        from models.taxonomy import APPLICABLE, CATEGORIES
 
         self.bundle = bundle
         self.crop_fn: CropFn = crop_fn or self.local_crops
@@ -90,6 +90,10 @@ class SearchEngine:
         self.max_garments = max_garments
         self.categories = tuple(CATEGORIES)
         self.applicable = APPLICABLE
+        # A garment's parsing class is its category's index in the parser's own classes
+        # (background, skin, hair, garments ...), which the parser model carries.
+        classes = list(getattr(bundle.parser, "classes", None) or ())
+        self.parsing_class = {c: i for i, c in enumerate(classes) if i >= 3}
         self.crop_size = max(int(bundle.tagger.tailor_config["crop_size"]), int(bundle.embedder.tailor_config["crop_size"]))
 
     def image_models(self, images: list[Any]) -> list[tuple[dict[str, Any], np.ndarray]]:
@@ -148,7 +152,7 @@ class SearchEngine:
         x1, y1, x2, y2 = (int(round(v)) for v in g["box"])
         mask = np.zeros(labels.shape, dtype=np.uint8)
         region = labels[y1:y2, x1:x2]
-        cls = self.categories.index(g["category"]) + 3 if g["category"] in self.categories else -1
+        cls = self.parsing_class.get(g["category"], -1)
         sel = region == cls
         if not sel.any():
             sel = region >= 3

@@ -235,11 +235,47 @@ def test_real_photos_not_sure_skip_other_quarantined(shared_photos: Path, tmp_pa
     assert rep["critical_failed"] == []
     q = pd.read_parquet(Path(rep["run_dir"]) / "quarantine.parquet")
     caught = set(q.loc[q["reason"] == "label not in vocabulary", "value"])
-    assert caught == {"photos/Not sure", "photos/Skip", "photos/Other"}
+    assert caught == {"Not sure", "Skip", "Other"}
     expected = sum(r["label"] in ("Not sure", "Skip", "Other") for r in rows)
     assert rep["quarantine_by_reason"]["label not in vocabulary"] == expected
     page = build_summary(s).read_text()
-    assert "label not in vocabulary" in page and "photos/Not sure" in page
+    assert "label not in vocabulary" in page and "Not sure" in page
+    # The catalog stores taxonomy categories; the mall's own label stays in `label`.
+    catalog = pd.read_parquet(Path(rep["run_dir"]) / "catalog.parquet")
+    from models.taxonomy import CATEGORIES
+
+    assert set(catalog["category"]) <= set(CATEGORIES)
+    assert set(catalog.loc[catalog["label"] == "Longsleeve", "category"]) == {"longsleeve"}
+    assert set(catalog.loc[catalog["label"] == "Outwear", "category"]) == {"outerwear"}
+
+
+def _relabel(labels: list[str]):
+    def mutate(p: pd.DataFrame, i: pd.DataFrame):
+        return p.assign(category=[labels[k % len(labels)] for k in range(len(p))]), i
+    return mutate
+
+
+def test_mall_labels_normalised_to_taxonomy(vs: Settings, tmp_path: Path) -> None:
+    """Any mall's labels go through models.taxonomy.to_category: the catalog's `category` is the
+    taxonomy category, `label` the mall's own; Not sure / unknown labels are quarantined naming
+    the label."""
+    labels = ["T-Shirt", "Longsleeve", "Polo", "Hoodie", "Blazer", "Blouse", "dress", "Pants", "Shoes",
+              "Outwear", "t-shirt", "Hat", "Skirt", "Shorts", "Shirt", "Top", "Body", "Undershirt", "Dress",
+              "Not sure", *(["T-Shirt", "Pants", "Shoes", "Dress"] * 8), "Hovercraft"]
+    snap = fabricate_snapshot(tmp_path / "labels", n=len(labels), mall="demo-jsonld", images_per_product=1,
+                              near_dup_every=0, mutate=_relabel(labels))
+    rep = _validate(snap, vs, previous_rows=0)
+    assert rep["critical_failed"] == []
+    q = pd.read_parquet(Path(rep["run_dir"]) / "quarantine.parquet")
+    assert set(q.loc[q["reason"] == "label not in vocabulary", "value"]) == {"Not sure", "Hovercraft"}
+    assert set(q.loc[q["reason"] == "category not in taxonomy", "value"]) == {"Hovercraft"}
+    catalog = pd.read_parquet(Path(rep["run_dir"]) / "catalog.parquet")
+    assert len(catalog) == len(labels) - 2
+    to = dict(zip(catalog["label"], catalog["category"], strict=False))
+    assert to["Longsleeve"] == "longsleeve" and to["Polo"] == "polo" and to["Hoodie"] == "hoodie"
+    assert to["Blazer"] == "blazer" and to["Blouse"] == "blouse" and to["Outwear"] == "outerwear"
+    assert to["T-Shirt"] == to["t-shirt"] == "t-shirt" and to["dress"] == to["Dress"] == "dress"
+    assert set(rep["class_counts"]) <= set(catalog["category"])
 
 
 def test_committed_gx_project_matches_config() -> None:

@@ -81,3 +81,39 @@ def test_build_is_idempotent_and_deterministic(built: dict, tmp_path: Path) -> N
         a = pd.read_parquet(built["ts"] / "manifests" / f"{m}.parquet")
         b = pd.read_parquet(again / "manifests" / f"{m}.parquet")
         assert a[["split", "repeat", "weight"]].equals(b[["split", "repeat", "weight"]])
+
+
+def test_real_photo_rows_carry_taxonomy_category_and_implied_attributes(tmp_path: Path) -> None:
+    """A real-photo mall's rows: the taxonomy category (Longsleeve -> longsleeve, not t-shirt),
+    the attribute values the category implies (models.taxonomy.IMPLIED), the others unknown;
+    the mall's own label kept; no identity."""
+    import pandas as pd
+
+    from models.taxonomy import ATTRIBUTES, IMPLIED
+    from pipelines.validate.checkpoint import validate_snapshot
+    from pipelines.validate.training_set import build_training_set
+
+    labels = ["Longsleeve", "Polo", "Hoodie", "T-Shirt", "Pants", "Blazer", "Blouse", "Dress", "Shoes", "Outwear"]
+    s = Settings(root=tmp_path / "proj")
+
+    def as_photos(p: pd.DataFrame, i: pd.DataFrame):
+        return p.assign(category=[labels[k % len(labels)] for k in range(len(p))]), i
+
+    snap = fabricate_snapshot(tmp_path / "data" / "snapshots" / "photos", n=60, mall="photos",
+                              images_per_product=1, near_dup_every=0, mutate=as_photos)
+    rep = validate_snapshot(snap, s=s, previous_rows=0)
+    ts = build_training_set(Path(rep["run_dir"]), s=s)
+    tag = load_manifest(ts, "tagger")
+    assert (tag["source"] == "photos").all() and {"label", *ATTRIBUTES} <= set(tag.columns)
+    assert dict(zip(tag["label"], tag["category"], strict=False)) == {
+        "Longsleeve": "longsleeve", "Polo": "polo", "Hoodie": "hoodie", "T-Shirt": "t-shirt", "Pants": "pants",
+        "Blazer": "blazer", "Blouse": "blouse", "Dress": "dress", "Shoes": "shoes", "Outwear": "outerwear"}
+    for r in tag.itertuples(index=False):
+        implied = IMPLIED.get(r.category, {})
+        for a in ATTRIBUTES:
+            v = getattr(r, a)
+            assert (v == implied[a]) if a in implied else pd.isna(v), (r.label, a, v)
+    emb = load_manifest(ts, "embedder")
+    assert emb["identity"].isna().all() and set(emb["label"]) == set(labels)
+    cat = pd.read_parquet(ts / "catalog.parquet")
+    assert set(cat.loc[cat["label"] == "Longsleeve", "category"]) == {"longsleeve"}

@@ -4,8 +4,9 @@ The photos have one garment each and only an image-level label, so a box is deri
 photo by foreground segmentation against the near-uniform background: distance from the
 border colour, a threshold, morphology and the largest connected component; where that
 fails (no component, or one covering almost the whole frame) a centred box is used and the
-row says so (``box_source``). Real labels are mapped onto the model taxonomy where they
-overlap; the raw label stays in ``label`` for the real-photo category head.
+row says so (``box_source``). Real labels are mapped onto the product taxonomy
+(:func:`models.taxonomy.to_category`: Longsleeve -> ``longsleeve``, Polo -> ``polo`` ...);
+the raw label stays in ``label`` for the real-photo category head.
 """
 
 from __future__ import annotations
@@ -16,25 +17,22 @@ from typing import Any
 
 import numpy as np
 
-#: real label -> taxonomy category (None: no garment category in the taxonomy matches)
-REAL_TO_CATEGORY: dict[str, str | None] = {
-    "T-Shirt": "t-shirt", "Longsleeve": "t-shirt", "Polo": "t-shirt", "Undershirt": "t-shirt",
-    "Top": "t-shirt", "Shirt": "shirt", "Blouse": "shirt", "Hoodie": "sweater",
-    "Outwear": "outerwear", "Blazer": "outerwear", "Dress": "dress", "Skirt": "skirt",
-    "Pants": "pants", "Shorts": "shorts", "Shoes": "shoes", "Hat": "hat", "Body": None,
-    "Not sure": None, "Skip": None, "Other": None,
-}
-#: attribute labels implied by a real label (the rest stay unknown and are masked)
-REAL_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "Longsleeve": {"sleeve": "long"}, "T-Shirt": {"sleeve": "short"}, "Polo": {"sleeve": "short", "neckline": "collar"},
-    "Hoodie": {"neckline": "hooded", "sleeve": "long"},
-}
-#: the 10 main labels: "category accuracy over the 10 main labels" is measured on these
-MAIN_LABELS: tuple[str, ...] = ("T-Shirt", "Longsleeve", "Pants", "Shoes", "Shirt", "Dress", "Outwear", "Shorts", "Hat", "Skirt")
-#: labels that are not garment categories (the validate stage quarantines them)
-NON_GARMENT: tuple[str, ...] = ("Not sure", "Skip", "Other")
+from models.taxonomy import (
+    ATTRIBUTES,
+    IMPLIED,
+    MAIN_CATEGORIES,
+    NON_GARMENT,
+    REAL_TO_CATEGORY,
+    to_category,
+)
+
+# The real photos' own labels, derived from the product taxonomy (models.taxonomy); kept
+# importable for the training tasks that name them (the real-photo head and metrics).
+_LABEL_OF = {c: lab for lab, c in REAL_TO_CATEGORY.items()}
+#: the 10 main labels (the taxonomy's MAIN_CATEGORIES as real labels, same order)
+MAIN_LABELS: tuple[str, ...] = tuple(_LABEL_OF[c] for c in MAIN_CATEGORIES)
 #: every garment label of the real photos, in a fixed order (the real-photo head's vocabulary)
-REAL_LABELS: tuple[str, ...] = tuple(k for k in REAL_TO_CATEGORY if k not in NON_GARMENT)
+REAL_LABELS: tuple[str, ...] = tuple(REAL_TO_CATEGORY)
 
 
 def derive_box(img, work: int = 128, thresh: float | None = None) -> tuple[list[float], str]:
@@ -83,7 +81,8 @@ def photo_manifest_rows(photos_dir: Path, labels_csv: Path | None = None, limit:
     - every row: ``image`` (relative to ``photos_dir``, or absolute if ``absolute``),
       ``source`` = ``photos``, ``label`` (raw), ``group`` (the photo: each is its own item),
       ``sender_id``, ``kids``, ``width``/``height``, ``bbox`` (derived), ``box_source``;
-    - tagger: ``category`` (mapped, None where unmapped) and the attributes a label implies;
+    - tagger: ``category`` (the taxonomy's, None for non-garment labels) and the attribute
+      values the category implies (:data:`models.taxonomy.IMPLIED`), the others None;
     - embedder: ``identity`` None (only the category is known), ``category``, ``role`` ``shop``;
     - detector: only photos whose label maps to a category (``boxes`` with one box).
 
@@ -93,8 +92,6 @@ def photo_manifest_rows(photos_dir: Path, labels_csv: Path | None = None, limit:
     import pandas as pd
     from PIL import Image
     from tqdm import tqdm
-
-    from pipelines.synth.taxonomy import ATTRIBUTES
 
     photos_dir = Path(photos_dir)
     labels = pd.read_csv(labels_csv or photos_dir / "labels.csv", dtype={"image": str, "label": str})
@@ -116,13 +113,13 @@ def photo_manifest_rows(photos_dir: Path, labels_csv: Path | None = None, limit:
         except (OSError, ValueError):
             continue
         label = str(rec.label)
-        cat = REAL_TO_CATEGORY.get(label)
+        cat = to_category(label)
         rel = str(path) if absolute else path.relative_to(photos_dir).as_posix()
         base: dict[str, Any] = {"image": rel, "source": "photos", "label": label, "group": f"photo:{rec.image}",
                                 "sender_id": str(rec.sender_id), "kids": str(rec.kids) == "True",
                                 "width": width, "height": height}
         bbox = json.dumps([round(v, 1) for v in box])
-        implied = REAL_ATTRIBUTES.get(label, {})
+        implied = IMPLIED.get(cat, {}) if cat else {}
         tag.append({**base, "bbox": bbox, "box_source": how, "category": cat,
                     **{a: implied.get(a) for a in ATTRIBUTES}})
         emb.append({**base, "bbox": bbox, "box_source": how, "category": cat, "identity": None, "role": "shop"})

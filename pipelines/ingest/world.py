@@ -35,12 +35,13 @@ def world_manifest_rows(world: Path, min_crop: int = MIN_CROP) -> dict[str, Any]
     """
     import pandas as pd
 
-    from pipelines.synth.taxonomy import ATTRIBUTES, CATEGORIES
+    from models.taxonomy import ATTRIBUTES, SYNTHETIC_TO_CATEGORY
 
     world = Path(world)
     coco = _load_coco(world)
     broken = _broken(world)
-    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    # the world's categories as product-taxonomy categories (an unknown one fails below)
+    cats = {c["id"]: SYNTHETIC_TO_CATEGORY.get(c["name"], c["name"]) for c in coco["categories"]}
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in coco["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
@@ -68,6 +69,6 @@ def world_manifest_rows(world: Path, min_crop: int = MIN_CROP) -> dict[str, Any]
             tag.append({**crop, **{k: attrs.get(k) for k in ATTRIBUTES},
                         "visible_fraction": a.get("visible_fraction", 1.0)})
             emb.append({**crop, "identity": a["product_id"]})
-    assert all(c in CATEGORIES for c in cats.values())
+    assert all(c in SYNTHETIC_TO_CATEGORY.values() for c in cats.values())
     return {"detector": pd.DataFrame(det), "parser": pd.DataFrame(par),
             "tagger": pd.DataFrame(tag), "embedder": pd.DataFrame(emb)}

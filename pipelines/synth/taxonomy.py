@@ -1,4 +1,12 @@
-"""The fashion taxonomy shared by the synthetic world, the annotations and the models.
+"""What the synthetic world needs to draw and annotate garments.
+
+The product taxonomy (the categories the catalog stores, the validator checks and the API
+returns, and the attribute vocabularies) is :mod:`models.taxonomy`; this module keeps only
+what drawing needs: the world's 11 categories, RGB colours, which values a category may
+take (:data:`ALLOWED`), label-noise groups and the parsing classes and palette. The
+world's categories map onto the product taxonomy by :data:`models.taxonomy.SYNTHETIC_TO_CATEGORY`
+(the identity: every synthetic category is a taxonomy category of the same name), and the
+attribute vocabularies are the taxonomy's (:data:`models.taxonomy.ATTRIBUTES`).
 
 Categories are ordered: COCO category id = position + 1, parsing class = position + 3
 (0 background, 1 skin, 2 hair). Attributes that do not apply to a category are absent
@@ -9,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from models.taxonomy import ATTRIBUTES as _PRODUCT_ATTRIBUTES
+from models.taxonomy import SUPERCATEGORY as _PRODUCT_SUPERCATEGORY
+from models.taxonomy import SYNTHETIC_TO_CATEGORY
 
 CATEGORIES: tuple[str, ...] = (
     "t-shirt",
@@ -24,19 +36,10 @@ CATEGORIES: tuple[str, ...] = (
     "hat",
 )
 
-SUPERCATEGORY: dict[str, str] = {
-    "t-shirt": "top",
-    "shirt": "top",
-    "sweater": "top",
-    "outerwear": "outer",
-    "dress": "full-body",
-    "skirt": "bottom",
-    "pants": "bottom",
-    "shorts": "bottom",
-    "shoes": "footwear",
-    "bag": "accessory",
-    "hat": "accessory",
-}
+# The world's categories are product-taxonomy categories of the same name (identity map).
+assert all(SYNTHETIC_TO_CATEGORY.get(c) == c for c in CATEGORIES) and len(SYNTHETIC_TO_CATEGORY) == len(CATEGORIES)
+
+SUPERCATEGORY: dict[str, str] = {c: _PRODUCT_SUPERCATEGORY[SYNTHETIC_TO_CATEGORY[c]] for c in CATEGORIES}
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "black": (28, 28, 30),
@@ -55,18 +58,15 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "khaki": (140, 136, 88),
 }
 
-PATTERNS: tuple[str, ...] = ("solid", "stripes", "checks", "dots", "print", "floral", "camo")
-SLEEVES: tuple[str, ...] = ("sleeveless", "short", "long")
-NECKLINES: tuple[str, ...] = ("crew", "v-neck", "collar", "hooded")
-LENGTHS: tuple[str, ...] = ("short", "knee", "long")
+#: attribute vocabularies: the product taxonomy's (same values, same order)
+ATTRIBUTES: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in _PRODUCT_ATTRIBUTES.items()}
+# Every colour name has an RGB value to draw it with, in the vocabulary's order.
+assert tuple(COLORS) == ATTRIBUTES["color"], "COLORS must list exactly the taxonomy's colours"
 
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "color": tuple(COLORS),
-    "pattern": PATTERNS,
-    "sleeve": SLEEVES,
-    "neckline": NECKLINES,
-    "length": LENGTHS,
-}
+PATTERNS: tuple[str, ...] = ATTRIBUTES["pattern"]
+SLEEVES: tuple[str, ...] = ATTRIBUTES["sleeve"]
+NECKLINES: tuple[str, ...] = ATTRIBUTES["neckline"]
+LENGTHS: tuple[str, ...] = ATTRIBUTES["length"]
 
 _TOPS = ("t-shirt", "shirt", "sweater")
 

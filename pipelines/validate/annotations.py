@@ -114,11 +114,13 @@ def import_rows(import_dir: Path, quarantined: set[int] | None = None) -> dict[s
     products apart. Quarantined annotations are left out (an image whose every annotation is
     quarantined keeps its remaining ones).
     """
-    from pipelines.synth import TAXONOMY
+    from models.taxonomy import ATTRIBUTES, to_category
 
     quarantined = quarantined or set()
     coco = json.loads((Path(import_dir) / "coco.json").read_text())
-    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    # the export's categories as product-taxonomy categories (the world's map by identity);
+    # one that maps to none is left out like an invalid id
+    cats = {c["id"]: cat for c in coco["categories"] if (cat := to_category(c["name"]))}
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in coco["annotations"]:
         if int(a["id"]) not in quarantined and a.get("category_id") in cats:
@@ -140,7 +142,7 @@ def import_rows(import_dir: Path, quarantined: set[int] | None = None) -> dict[s
                 attrs = a.get("attributes") or {}
                 crop = {**base, "bbox": json.dumps(a["bbox"]), "category": cats[a["category_id"]],
                         "identity": a.get("product_id"),
-                        **{k: attrs.get(k) for k in TAXONOMY.attributes}}
+                        **{k: attrs.get(k) for k in ATTRIBUTES}}
                 rows["embedder"].append(crop)
                 rows["tagger"].append(crop)
     return rows

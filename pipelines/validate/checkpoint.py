@@ -4,9 +4,11 @@ A validation run writes ``<expectations_dir>/uncommitted/runs/<run>/``::
 
     report.json        status, every expectation's outcome, quarantine counts, Data Docs links
     quarantine.parquet rows that failed row-level expectations: table, key, product_id, reason
-    catalog.parquet    curated products = snapshot (live) products minus quarantine
+    catalog.parquet    curated products = snapshot (live) products minus quarantine, with
+                       ``category`` = the taxonomy category (models.taxonomy.to_category of the
+                       mall's label) and ``label`` = the mall's own label
     images.parquet     curated image links of the curated products
-    labels.parquet     per-product label rows (vocabulary, label) of the curated products
+    labels.parquet     per-product label rows (mall, label, category) of the curated products
 
 and updates the summary page of the Data Docs site. A critical failure raises
 :class:`CriticalExpectationFailed` *after* everything above is written, so the steward
@@ -196,6 +198,7 @@ def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
         bad_products |= set(no_image)
     catalog = products[~products["product_id"].isin(bad_products)].reset_index(drop=True) \
         if "product_id" in products.columns else products.iloc[0:0]
+    catalog = T.curate_categories(catalog)  # taxonomy `category`, the mall's own `label`
     good_imgs = good_imgs[good_imgs["product_id"].isin(set(catalog["product_id"]))] \
         if len(catalog) else good_imgs.iloc[0:0]
     out = runs_dir(s) / run

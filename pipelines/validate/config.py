@@ -13,17 +13,24 @@ VALIDATION_YAML = PROJECT_ROOT / "config" / "validation.yaml"
 BALANCING_YAML = PROJECT_ROOT / "config" / "balancing.yaml"
 
 
-def load_validation_config(path: Path | None = None) -> dict[str, Any]:
-    """Read ``validation.yaml`` and resolve ``from_synth`` vocabularies to concrete lists."""
-    cfg = yaml.safe_load(Path(path or VALIDATION_YAML).read_text())
-    from pipelines.synth import TAXONOMY
+#: vocabulary values in ``validation.yaml`` that stand for the product taxonomy's categories
+#: (``from_synth`` is the old spelling, still accepted)
+TAXONOMY_VALUES = ("taxonomy", "from_synth")
 
+
+def load_validation_config(path: Path | None = None) -> dict[str, Any]:
+    """Read ``validation.yaml``; resolve the ``taxonomy`` vocabulary to
+    :data:`models.taxonomy.CATEGORIES` (every mall's labels are checked against it after
+    :func:`models.taxonomy.to_category`)."""
+    from models.taxonomy import CATEGORIES, NON_GARMENT
+
+    cfg = yaml.safe_load(Path(path or VALIDATION_YAML).read_text())
     vocabs = {}
-    for name, v in cfg["vocabularies"].items():
-        vocabs[name] = list(TAXONOMY.categories) if v == "from_synth" else [str(x) for x in v]
+    for name, v in (cfg.get("vocabularies") or {"taxonomy": "taxonomy"}).items():
+        vocabs[name] = list(CATEGORIES) if v in TAXONOMY_VALUES else [str(x) for x in v]
     cfg["vocabularies"] = vocabs
     cfg.setdefault("sources", {})
-    cfg.setdefault("ignored_labels", [])
+    cfg.setdefault("ignored_labels", list(NON_GARMENT))
     return cfg
 
 
@@ -32,9 +39,10 @@ def load_balancing_config(path: Path | None = None) -> dict[str, Any]:
     return yaml.safe_load(Path(path or BALANCING_YAML).read_text())
 
 
-def vocabulary_of(mall: str, cfg: dict[str, Any]) -> str:
-    """The vocabulary name a mall's labels are checked against."""
-    return cfg["sources"].get(mall, cfg.get("default_vocabulary", "taxonomy"))
+def source_of(mall: str, cfg: dict[str, Any]) -> str:
+    """The training-row source of a mall's products: ``photos`` for a real-photo mall (only
+    its category is known), else the mall's own name (a demo mall of the synthetic world)."""
+    return str(cfg["sources"].get(mall, mall))
 
 
 def balancing_for(model: str, label: str, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def specs(cfg: dict[str, Any]) -> list[Spec]:
              {"column": "mask_area", "min_value": 1, "mostly": a["mostly_mask"]},
              quarantine="empty mask"),
         Spec("annotations", "category_id_valid", "ExpectColumnValuesToBeInSet",
-             {"column": "category_id", "value_set": list(range(1, len(cfg["vocabularies"]["taxonomy"]) + 1)),
+             {"column": "category", "value_set": vocabulary_keys(cfg),
               "mostly": a["mostly_category"]}, quarantine="invalid category id"),
         # snapshot: row count drop vs the previous snapshot, freshness
         Spec("snapshot", "row_drop", "ExpectColumnValuesToBeBetween",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.validate.config import vocabulary_of
+from models.taxonomy import to_category
 
 #: table name -> the column identifying a row (GX ``unexpected_index_column_names``).
 KEYS = {
@@ -49,29 +49,46 @@ def read_snapshot(snapshot: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def products_table(products: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Product fields under validation plus ``taxonomy_category`` (``<vocabulary>/<category>``)."""
+    """Product fields under validation plus ``taxonomy_category``: the mall's label normalised
+    with :func:`models.taxonomy.to_category`, or the label itself where it maps to no category
+    (a known non-garment label passes here and is quarantined by the labels suite; an unknown
+    one fails here too)."""
     df = products[[c for c in PRODUCT_FIELDS if c in products.columns]
                   + [c for c in products.columns if c not in PRODUCT_FIELDS
                      and c in ("sku", "n_listings")]].copy()
     if "product_id" not in df.columns:
         df.insert(0, "product_id", [f"row{i}" for i in range(len(df))])
     if "category" in df.columns and "mall" in df.columns:
-        df["taxonomy_category"] = [f"{vocabulary_of(str(m), cfg)}/{c}"
-                                   for m, c in zip(df["mall"], df["category"], strict=True)]
+        df["taxonomy_category"] = [normalised_or_label(c) for c in df["category"]]
     return df
 
 
+def normalised_or_label(label: Any) -> str:
+    """The taxonomy category of a mall label, else the label as text (what a check reports)."""
+    return to_category(label) or str(label)
+
+
 def taxonomy_keys(cfg: dict[str, Any]) -> list[str]:
-    """Every ``<vocabulary>/<label>`` a mall may list (trainable labels + ignored ones)."""
-    keys = []
-    for name, labels in cfg["vocabularies"].items():
-        keys += [f"{name}/{x}" for x in [*labels, *cfg.get("ignored_labels", [])]]
-    return sorted(set(keys))
+    """Every value a product's ``taxonomy_category`` may take: taxonomy categories + the
+    known non-garment labels (``ignored_labels``)."""
+    return sorted({*vocabulary_keys(cfg), *cfg.get("ignored_labels", [])})
 
 
 def vocabulary_keys(cfg: dict[str, Any]) -> list[str]:
-    """Every trainable ``<vocabulary>/<label>``."""
-    return sorted({f"{n}/{x}" for n, labels in cfg["vocabularies"].items() for x in labels})
+    """Every trainable label: the product taxonomy's categories."""
+    return sorted({str(x) for x in cfg["vocabularies"]["taxonomy"]})
+
+
+def curate_categories(products: pd.DataFrame) -> pd.DataFrame:
+    """Catalog rows with the mall's own label in ``label`` and its taxonomy category in
+    ``category`` (None where the label maps to none; validation quarantines those rows)."""
+    if "category" not in products.columns:
+        return products
+    out = products.copy()
+    raw = products["label"] if "label" in products.columns else products["category"]
+    out["label"] = raw
+    out["category"] = [to_category(x) for x in raw]
+    return out
 
 
 def images_table(images: pd.DataFrame) -> pd.DataFrame:
@@ -108,27 +125,27 @@ def _exact_dups(df: pd.DataFrame) -> list[str | None]:
 
 
 def labels_tables(products: pd.DataFrame, cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-product labels (``label_key`` = ``<vocabulary>/<label>``) and per-class counts.
+    """Per-product labels and per-class counts.
 
-    Class counts are over trainable labels only, so the imbalance ratio is the one the
-    training set will have before balancing.
+    Each product's ``label`` (the mall's own) is normalised to its taxonomy ``category``;
+    ``label_key`` is that category, or the label itself where it maps to none (``Not sure``,
+    ``Skip``, ``Other``, unknown labels), which the labels suite quarantines naming the label.
+    Class counts are per taxonomy category over trainable labels only, so the imbalance
+    ratio is the one the training set will have before balancing.
     """
     if not {"product_id", "category", "mall"} <= set(products.columns):
-        empty = pd.DataFrame({"product_id": [], "vocabulary": [], "label": [], "label_key": []})
+        empty = pd.DataFrame({"product_id": [], "mall": [], "label": [], "category": [], "label_key": []})
         return empty, pd.DataFrame({"class_key": [], "n": [], "imbalance_ratio": []})
-    vocab = [vocabulary_of(str(m), cfg) for m in products["mall"]]
     labels = pd.DataFrame({"product_id": products["product_id"].astype(str), "mall": products["mall"],
-                           "vocabulary": vocab, "label": products["category"]})
-    labels["label_key"] = labels["vocabulary"] + "/" + labels["label"].astype(str)
+                           "label": products["category"],
+                           "category": [to_category(x) for x in products["category"]]})
+    labels["label_key"] = [normalised_or_label(x) for x in labels["label"]]
     ok = labels[labels["label_key"].isin(set(vocabulary_keys(cfg)))]
-    rows = []
-    for v, grp in ok.groupby("vocabulary"):
-        counts = grp["label"].value_counts()
-        ratio = float(counts.max() / counts.min()) if len(counts) else 1.0
-        for lab, n in counts.items():
-            rows.append({"class_key": f"{v}/{lab}", "vocabulary": v, "label": lab, "n": int(n),
-                         "imbalance_ratio": round(ratio, 3)})
-    classes = pd.DataFrame(rows, columns=["class_key", "vocabulary", "label", "n", "imbalance_ratio"])
+    counts = ok["label_key"].value_counts()
+    ratio = float(counts.max() / counts.min()) if len(counts) else 1.0
+    rows = [{"class_key": str(cat), "label": str(cat), "n": int(n), "imbalance_ratio": round(ratio, 3)}
+            for cat, n in counts.items()]
+    classes = pd.DataFrame(rows, columns=["class_key", "label", "n", "imbalance_ratio"])
     return labels, classes
 
 
@@ -147,11 +164,14 @@ def snapshot_table(name: str, products: pd.DataFrame, previous_rows: int | None,
 
 
 def annotations_table(import_dir: Path) -> pd.DataFrame:
-    """One row per annotation of an import: box inside its image, mask area, category id."""
+    """One row per annotation of an import: box inside its image, mask area, category id and
+    ``category``: the taxonomy category of the id's COCO category name, or ``category_id <id>``
+    where the id names no category or the name maps to none."""
     from pycocotools import mask as mask_utils
 
     coco = json.loads((Path(import_dir) / "coco.json").read_text())
     images = {im["id"]: im for im in coco["images"]}
+    names = {c["id"]: c.get("name") for c in coco.get("categories") or []}
     rows = []
     for a in coco["annotations"]:
         im = images.get(a["image_id"], {})
@@ -167,8 +187,9 @@ def annotations_table(import_dir: Path) -> pd.DataFrame:
             area = int(mask_utils.area(rle))
         elif isinstance(seg, list) and seg:
             area = int(a.get("area") or 0)
+        cid = int(a.get("category_id", -1))
         rows.append({"annotation_id": int(a["id"]), "image_sha256": im.get("sha256"),
-                     "category_id": int(a.get("category_id", -1)), "bbox_inside": bool(inside),
-                     "mask_area": area})
-    return pd.DataFrame(rows, columns=["annotation_id", "image_sha256", "category_id",
+                     "category_id": cid, "category": to_category(names.get(cid)) or f"category_id {cid}",
+                     "bbox_inside": bool(inside), "mask_area": area})
+    return pd.DataFrame(rows, columns=["annotation_id", "image_sha256", "category_id", "category",
                                        "bbox_inside", "mask_area"])

@@ -41,13 +41,14 @@ def fabricate_snapshot(out: Path, n: int = 40, seed: int = 0, mall: str = "demo-
 
     Every ``near_dup_every``-th product shares a near-duplicate group with the previous one
     (as the crawler marks re-listed, slightly edited photos). Categories cycle through
-    ``categories`` (default: the synthetic taxonomy) with a long tail.
+    ``categories`` (default: the taxonomy categories the synthetic world draws, in its
+    order) with a long tail.
     """
-    from pipelines.synth import TAXONOMY
+    from models.taxonomy import SYNTHETIC_TO_CATEGORY
 
     out = Path(out)
     rng = random.Random(seed)
-    cats = categories or TAXONOMY.categories
+    cats = categories or tuple(SYNTHETIC_TO_CATEGORY.values())
     fetched = fetched_at or pd.Timestamp.now(tz="UTC")
     products, images = [], []
     for k in range(n):

@@ -27,7 +27,7 @@ from pipelines.validate.config import (
     balancing_for,
     load_balancing_config,
     load_validation_config,
-    vocabulary_of,
+    source_of,
 )
 from pipelines.validate.splits import assign_splits, product_groups
 
@@ -41,13 +41,15 @@ def training_sets_dir(s: Settings | None = None) -> Path:
 
 
 def _attribute_names() -> list[str]:
-    from pipelines.synth import TAXONOMY
+    from models.taxonomy import ATTRIBUTES
 
-    return list(TAXONOMY.attributes)
+    return list(ATTRIBUTES)
 
 
 def _columns(model: str) -> list[str]:
     cols = ["image", "split", "source", "repeat", "weight", *MODEL_COLUMNS[model]]
+    if model in ("tagger", "embedder"):
+        cols.append("label")  # the mall's own label (a real photo's: the real-photo head)
     if model == "tagger":
         cols += _attribute_names()
     return cols
@@ -172,16 +174,26 @@ def _snapshot_id(snapshot: Path, s: Settings) -> str:
 
 
 def _source_of(mall: str, cfg: dict[str, Any]) -> str:
-    return "photos" if vocabulary_of(mall, cfg) == "photos" else mall
+    return "photos" if source_of(mall, cfg) == "photos" else mall
 
 
 def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[str, str],
                    snapshot: Path, root: Path, cfg: dict[str, Any]) -> dict[str, list[dict]]:
-    """Tagger and embedder rows: one per curated product image (whole-image crops)."""
+    """Tagger and embedder rows: one per curated product image (whole-image crops).
+
+    ``category`` is the catalog's taxonomy category and ``label`` the mall's own label. A
+    real photo (source ``photos``) knows only its category: its attributes are the values
+    the category implies (:data:`models.taxonomy.IMPLIED`, a longsleeve has long sleeves),
+    the others None (masked in training); it has no identity for metric learning.
+    """
+    from models.taxonomy import IMPLIED
+
     attrs_of = {pid: json.loads(a) if isinstance(a, str) and a else {}
                 for pid, a in zip(catalog["product_id"], catalog.get("attributes", [None] * len(catalog)),
                                   strict=True)}
     cat_of = dict(zip(catalog["product_id"], catalog["category"], strict=True))
+    label_of = dict(zip(catalog["product_id"],
+                        catalog["label"] if "label" in catalog.columns else catalog["category"], strict=True))
     mall_of = dict(zip(catalog["product_id"], catalog["mall"], strict=True))
     names = _attribute_names()
     frames: dict[str, list[dict]] = {m: [] for m in MODELS}
@@ -190,9 +202,9 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
         rel = os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
         source = _source_of(mall_of[pid], cfg)
         base = {"image": rel, "split": split_of[pid], "source": source, "bbox": None,
-                "category": cat_of[pid]}
-        attrs = attrs_of.get(pid, {})
-        frames["tagger"].append({**base, **{k: (attrs.get(k) if source != "photos" else None) for k in names}})
+                "category": cat_of[pid], "label": label_of[pid]}
+        attrs = attrs_of.get(pid, {}) if source != "photos" else IMPLIED.get(cat_of[pid], {})
+        frames["tagger"].append({**base, **{k: attrs.get(k) for k in names}})
         # Real photos only know their category: no identity for metric learning.
         frames["embedder"].append({**base, "identity": pid if source != "photos" else None,
                                    "role": r.role})
@@ -211,7 +223,7 @@ def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, c
     world_split: dict[str, str] = {}
     if "sku" in catalog.columns:
         for pid, sku, mall in zip(catalog["product_id"], catalog["sku"], catalog["mall"], strict=True):
-            if sku and vocabulary_of(str(mall), cfg) == "taxonomy":
+            if sku and source_of(str(mall), cfg) != "photos":
                 world_split.setdefault(str(sku), split_of[pid])
     unknown = sorted({p for rs in rows.values() for r in rs for p in r["products"]
                       if p and p not in world_split})
