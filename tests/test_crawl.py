@@ -354,3 +354,29 @@ def test_robots_cached_for_24h(tiny_world: Path, tmp_path: Path) -> None:
         run_crawl(server, tmp_path, out="a")
         run_crawl(server, tmp_path, out="b")  # same state dir: robots.txt comes from cache
         assert server.log(mall.name).count(path="/robots.txt") == 1
+
+
+def test_near_dup_groups_match_pairwise_hamming() -> None:
+    """The numpy comparison groups exactly as every pair within the threshold would."""
+    import random
+
+    from pipelines._unionfind import UnionFind
+    from pipelines.crawl.snapshot import _near_dup_groups
+
+    rng = random.Random(3)
+    base = [rng.getrandbits(64) for _ in range(120)]
+    hashes = {}
+    for i in range(480):  # copies of the 120 hashes with up to 2, 4 and 6 bits flipped
+        h = base[i % 120]
+        for _ in range(i // 120 * 2):
+            h ^= 1 << rng.randrange(64)
+        hashes[f"{i:04x}"] = f"{h:016x}"
+    uf = UnionFind()
+    items = sorted(hashes.items())
+    for i, (a, ha) in enumerate(items):
+        uf.find(a)
+        for b, hb in items[i + 1:]:
+            if bin(int(ha, 16) ^ int(hb, 16)).count("1") <= 4:
+                uf.union(a, b)
+    assert _near_dup_groups(hashes, 4) == {k: uf.find(k) for k in hashes}
+    assert len(set(_near_dup_groups(hashes, 4).values())) < len(hashes)

@@ -18,8 +18,10 @@ def plan_crawl(params: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
     name = params.get("snapshot_name") or "crawl-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_")
     out = params.get("out") or str(Path(s.data_dir) / "snapshots" / name)  # type: ignore[arg-type]
     limits = {k: params.get(k) for k in ("max_pages", "max_depth", "time_budget_s")}
+    requested = [m.name for m in cfg.malls]
     return [{"malls_file": str(malls_file), "mall": m.name, "snapshot_name": name, "out": out,
-             "polite": bool(params.get("polite", True)), **limits} for m in cfg.malls]
+             "polite": bool(params.get("polite", True)), "malls_requested": requested, **limits}
+            for m in cfg.malls]
 
 
 def crawl_one(job: dict[str, Any]) -> str:
@@ -36,5 +38,6 @@ def merge_snapshot(mall_dirs: list[str], job: dict[str, Any]) -> str:
     from pipelines.crawl.pipeline import state_dir
     from pipelines.crawl.snapshot import write_snapshot
 
-    write_snapshot(sorted(mall_dirs), Path(job["out"]), state_dir() / "blobs")
+    write_snapshot(sorted(mall_dirs), Path(job["out"]), state_dir() / "blobs",
+                   requested=job.get("malls_requested"))
     return str(job["out"])

@@ -21,6 +21,7 @@ from scrapy import Request
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Response
 
+from pipelines.crawl.snapshot import ROBOTS_DISALLOWED
 from pipelines.crawl.state import Store
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ class FailClosedRobotsMiddleware:
         rules = await self.rules(request)
         if not rules.allowed(request.url, self.ua):
             self.crawler.stats.inc_value("tailor/robots_denied")
-            raise RobotsDenied(f"{rules.reason}" if rules.parser is None
-                               else "Disallowed by robots.txt")
+            raise RobotsDenied(f"{rules.reason}" if rules.parser is None else ROBOTS_DISALLOWED)
         if self.obey_delay:
             self._apply_delay(request, rules)
         return None

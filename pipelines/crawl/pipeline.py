@@ -85,7 +85,10 @@ def finalise_mall(mall: str, run_db: Path, state_db: Path) -> dict[str, int]:
     with Store(run_db) as run, Store(state_db) as st:
         if run.get_meta("finalised"):
             return run.get_meta("finalise_counts", {})
-        complete = run.get_meta("close_reason") == "finished" and not run.get_meta("limit_hit")
+        # A crawl that fetched no page at all (mall down, robots.txt unreachable: fail closed)
+        # proves nothing about absence either: keep the mall's products, not_visited.
+        complete = (run.get_meta("close_reason") == "finished" and not run.get_meta("limit_hit")
+                    and run.count("pages") > 0)
         seen = run.products(mall)
         prev = st.products(mall)
         carried = 0
@@ -100,6 +103,10 @@ def finalise_mall(mall: str, run_db: Path, state_db: Path) -> dict[str, int]:
             rows.append(p)
             carried += 1
         run.put_many("products", rows)
+        # A product kept as it was keeps its images (the snapshot links them from the run store).
+        known, have = st.images(), run.images()
+        run.put_many("images", [known[u] for p in rows if not p.get("removed") for u in p["image_urls"]
+                                if u in known and u not in have and known[u].get("sha256")])
         st.con.execute("DELETE FROM products WHERE mall=?", (mall,))
         st.put_many("products", run.products(mall).values())
         st.put_many("images", [r for r in run.images().values() if r.get("sha256")])
@@ -141,4 +148,4 @@ def crawl(malls: Path | str | CrawlConfig, out: Path | None = None, names: list[
     with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on subprocesses
         mall_dirs = list(pool.map(lambda m: crawl_mall(m, run_dir, st, s), cfg.malls))
     return publish_snapshot([str(d) for d in mall_dirs], out, blobs=st / "blobs", dvc=dvc,
-                            push=push, s=s, started_at=t0)
+                            push=push, s=s, started_at=t0, requested=[m.name for m in cfg.malls])

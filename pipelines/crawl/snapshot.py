@@ -35,16 +35,63 @@ SNAPSHOT_FILES = ("products.parquet", "images.parquet", "failures.parquet", "sta
 
 
 def _near_dup_groups(phashes: dict[str, str], threshold: int) -> dict[str, str]:
-    """sha256 -> canonical sha256 of its near-duplicate group (pairwise; fine to ~10^4)."""
+    """sha256 -> canonical sha256 of its near-duplicate group (every pair compared).
+
+    64-bit hashes are compared one row against all later ones with numpy (4,919 images of
+    the demo malls + photo mall: ~0.2 s instead of ~17 s for the pure-Python pairs); other
+    widths fall back to Python ints. Groups are the same either way (a group's id is its
+    smallest sha256, whatever the union order).
+    """
     uf = UnionFind()
     items = sorted(phashes.items())
     ints = [(sha, int(ph, 16)) for sha, ph in items]
-    for i, (a, ha) in enumerate(ints):
-        uf.find(a)
-        for b, hb in ints[i + 1:]:
-            if bin(ha ^ hb).count("1") <= threshold:
-                uf.union(a, b)
-    return {sha: uf.find(sha) for sha, _ in items}
+    shas = [sha for sha, _ in ints]
+    for sha in shas:
+        uf.find(sha)
+    if all(h < 1 << 64 for _, h in ints):
+        import numpy as np
+
+        vals = np.array([h for _, h in ints], dtype=np.uint64)
+        for i in range(len(vals) - 1):
+            close = np.flatnonzero(np.bitwise_count(vals[i + 1:] ^ vals[i]) <= threshold)
+            for j in close:
+                uf.union(shas[i], shas[i + 1 + int(j)])
+    else:
+        for i, (a, ha) in enumerate(ints):
+            for b, hb in ints[i + 1:]:
+                if bin(ha ^ hb).count("1") <= threshold:
+                    uf.union(a, b)
+    return {sha: uf.find(sha) for sha in shas}
+
+
+#: The failure reason of a link robots.txt disallows: crawl policy (cart, account, wishlist
+#: links), not an error. Any other ``robots`` reason is a fail-closed robots.txt outcome.
+ROBOTS_DISALLOWED = "Disallowed by robots.txt"
+
+
+def mall_outcome(products: dict[str, dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
+    """What one mall's crawl yielded: live products fetched this run, errors, robots outcome.
+
+    ``fetched`` counts products whose page answered in this run (``fetched`` or
+    ``not_modified``), not the ones carried over from the previous crawl. ``errors`` are the
+    failures other than robots: links robots.txt disallows (``robots_disallowed``) are
+    policy, and a robots.txt that could not be fetched is ``robots`` (fail closed: the
+    reason every request of the mall was refused with).
+    """
+    fetched = sum(1 for p in products.values()
+                  if p.get("status") in ("fetched", "not_modified") and not p.get("removed"))
+    errors: dict[str, int] = {}
+    disallowed = 0
+    robots = None
+    for f in failures:
+        if f.get("kind") != "robots":
+            errors[f["kind"]] = errors.get(f["kind"], 0) + 1
+        elif f.get("reason") == ROBOTS_DISALLOWED:
+            disallowed += 1
+        else:
+            robots = robots or f.get("reason")
+    return {"fetched": fetched, "errors": sum(errors.values()), "errors_by_kind": dict(sorted(errors.items())),
+            "robots_disallowed": disallowed, "robots": robots}
 
 
 def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOLD) -> dict[str, Any]:
@@ -69,6 +116,7 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
                 "retries": sstats.get("tailor/retry_count", 0),
                 "not_modified": sstats.get("downloader/response_status_count/304", 0),
                 "duration_s": round((st.get_meta("finished_at") or 0) - (st.get_meta("started_at") or 0), 3),
+                **mall_outcome(prods, fails),
             }
             products.update(prods)
             for url, r in imgs.items():
@@ -189,9 +237,13 @@ def tree_hash(root: Path) -> str:
 
 
 def write_snapshot(mall_dirs: list[str], out: Path, blobs: Path, started_at: float | None = None,
-                   near_dup_threshold: int = NEAR_DUP_THRESHOLD) -> dict[str, Any]:
+                   near_dup_threshold: int = NEAR_DUP_THRESHOLD,
+                   requested: list[str] | None = None) -> dict[str, Any]:
     """Write the snapshot directory ``out`` atomically (staging dir + rename).
 
+    ``requested`` names every mall the crawl was asked for (``malls_requested`` in
+    ``snapshot.json``; default: the malls of ``mall_dirs``), so validation can tell a mall
+    that yielded nothing, or whose run is missing, from one that was never asked for.
     An existing complete snapshot is never touched (immutability; a retried task gets
     the same answer).
     """
@@ -219,7 +271,9 @@ def write_snapshot(mall_dirs: list[str], out: Path, blobs: Path, started_at: flo
     stats["snapshot_bytes"] = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
     (stage / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
     meta = {"name": out.name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "malls": sorted(stats["malls"]), "content_sha256": tree_hash(stage),
+            "malls": sorted(stats["malls"]),
+            "malls_requested": sorted(set(requested or []) | set(stats["malls"])),
+            "content_sha256": tree_hash(stage),
             "counts": {k: stats[k] for k in ("products", "images", "failures", "removed")}}
     (stage / "snapshot.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -270,9 +324,9 @@ def version_snapshot(out: Path, dvc: bool | None = None, push: bool = True,
 
 def publish_snapshot(mall_dirs: list[str], out: Path, blobs: Path, dvc: bool | None = None,
                      push: bool = True, s: Settings | None = None,
-                     started_at: float | None = None) -> dict[str, Any]:
+                     started_at: float | None = None, requested: list[str] | None = None) -> dict[str, Any]:
     """:func:`write_snapshot` then :func:`version_snapshot`."""
-    write_snapshot(mall_dirs, Path(out), Path(blobs), started_at)
+    write_snapshot(mall_dirs, Path(out), Path(blobs), started_at, requested=requested)
     return version_snapshot(Path(out), dvc=dvc, push=push, s=s)
 
 

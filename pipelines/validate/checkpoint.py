@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.settings import Settings, get_settings
+from pipelines.validate import malls as M
 from pipelines.validate import tables as T
 from pipelines.validate.config import load_validation_config
 from pipelines.validate.errors import CriticalExpectationFailed
@@ -61,13 +62,19 @@ def list_runs(s: Settings | None = None) -> list[dict[str, Any]]:
     return sorted(reports, key=lambda r: r.get("validated_at", ""))
 
 
+def good_runs(meta: dict[str, Any], s: Settings | None = None) -> list[dict[str, Any]]:
+    """Reports of the runs that passed validation (``passed`` / ``warning``), newest first,
+    other than this snapshot's: what ``snapshot.row_drop`` and the ``malls`` suite compare with."""
+    name = run_name_of(meta)
+    return [r for r in reversed(list_runs(s)) if r["run"] != name and r["status"] in ("passed", "warning")]
+
+
 def previous_rows_for(meta: dict[str, Any], s: Settings | None = None) -> tuple[int | None, str | None]:
     """Product count of the last snapshot that passed validation (other than this one)."""
-    name = run_name_of(meta)
     malls = sorted(meta.get("malls") or [])
-    for r in reversed(list_runs(s)):
+    for r in good_runs(meta, s):
         # Compare like with like: a snapshot of the same malls.
-        if r["run"] != name and r["status"] in ("passed", "warning") and r.get("malls") == malls:
+        if r.get("malls") == malls:
             return int(r["rows"]), r["run"]
     return None, None
 
@@ -90,7 +97,9 @@ def _summarise(er: Any, suite: str, cfg: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for item in res.get("unexpected_index_list") or []:
         if isinstance(item, dict) and key in item:
-            rows.append({"key": str(item[key]), "value": str(item.get(conf.kwargs.get("column"), ""))})
+            # A table that names a ``reason`` per row (malls) reports it rather than the value.
+            rows.append({"key": str(item[key]),
+                         "value": str(item.get("reason", item.get(conf.kwargs.get("column"), "")))})
     sample = [_jsonable(v) for v in list(res.get("partial_unexpected_list") or [])[:SAMPLE]]
     if rows and not meta.get("quarantine"):
         # Report-only row checks (e.g. rare classes): the key says more than the value.
@@ -139,12 +148,14 @@ def _quarantine(results: list[dict[str, Any]], tabs: dict[str, pd.DataFrame]) ->
 def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
                       previous_rows: int | None = None, s: Settings | None = None,
                       cfg: dict[str, Any] | None = None, raise_on_critical: bool = True,
-                      now: pd.Timestamp | None = None) -> dict[str, Any]:
+                      now: pd.Timestamp | None = None,
+                      previous_malls: dict[str, int] | None = None) -> dict[str, Any]:
     """Validate a crawl snapshot (and optionally an annotation import); return the report.
 
     Runs one checkpoint per suite, builds Data Docs, writes quarantine and the curated
     catalog into the run directory and refreshes the summary page. ``previous_rows`` is the
-    product count to compare with; by default the last snapshot that passed. Raises
+    product count to compare with; by default the last snapshot that passed.
+    ``previous_malls`` (mall -> products) replaces each mall's last good crawl. Raises
     :class:`CriticalExpectationFailed` naming the failed critical expectations and the
     report when ``raise_on_critical``.
     """
@@ -167,6 +178,7 @@ def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
         "labels": labels,
         "label_classes": classes,
         "snapshot": T.snapshot_table(run, products, previous_rows, now),
+        "malls": _malls_table(snapshot, meta, previous_malls, cfg, s),
     }
     if annotations is not None:
         tabs["annotations"] = T.annotations_table(Path(annotations))
@@ -215,6 +227,8 @@ def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
     report = {
         "run": run, "snapshot": str(snapshot), "snapshot_name": meta["name"],
         "malls": sorted(meta.get("malls") or []),
+        "malls_requested": sorted(tabs["malls"]["mall"]),
+        "mall_checks": M.checks_of(tabs["malls"], results),
         "content_sha256": meta.get("content_sha256"), "annotations": str(annotations) if annotations else None,
         "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "status": status, "rows": len(products), "images": len(imgs),
@@ -238,6 +252,18 @@ def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
     if critical and raise_on_critical:
         raise CriticalExpectationFailed(run, critical, report["report_url"])
     return report
+
+
+def _malls_table(snapshot: Path, meta: dict[str, Any], previous: dict[str, int] | None,
+                 cfg: dict[str, Any], s: Settings) -> pd.DataFrame:
+    """Per requested mall: products this crawl vs its last good crawl, with the reason."""
+    outcomes = M.mall_outcomes(snapshot, meta)
+    if previous is None:
+        last = M.last_good(good_runs(meta, s), sorted(outcomes))
+    else:
+        last = {m: (int(n), "given") for m, n in previous.items() if n}
+    ratio = float((cfg.get("malls") or {}).get("min_ratio_to_last_good", 0.5))
+    return M.malls_table(outcomes, last, ratio)
 
 
 def load_report(run_dir: Path) -> dict[str, Any]:

@@ -66,11 +66,19 @@ def _run_section(r: dict[str, Any], site: Path) -> str:
     class_line = ", ".join(f"{_esc(k.split('/', 1)[-1])} {v}" for k, v in
                            sorted(classes.items(), key=lambda kv: -kv[1]))
     drop = f" (previous {r['previous_rows']})" if r.get("previous_rows") else ""
+    malls = "".join(
+        f"<tr><td>{_esc(m['mall'])}</td><td><span class=\"status {'passed' if m.get('ok') else 'failed'}\">"
+        f"{'ok' if m.get('ok') else 'FAILED'}</span></td><td>{_esc(m.get('products'))}</td>"
+        f"<td>{_esc(m.get('last_good_products') if m.get('last_good_products') is not None else '-')}</td>"
+        f"<td>{_esc(m.get('reason'))}</td></tr>" for m in r.get("mall_checks") or [])
+    malls_html = ("<h3>Malls</h3><table><tr><th>mall</th><th>outcome</th><th>products</th>"
+                  f"<th>last good crawl</th><th>reason</th></tr>{malls}</table>") if malls else ""
     return f"""<div class="run" id="{_esc(r['run'])}">
 <h2><span class="status {_esc(r['status'])}">{_esc(r['status'].upper())}</span> {_esc(r['run'])}</h2>
 <p>validated {_esc(r['validated_at'])} in {r.get('duration_s', '?')} s &middot; malls {_esc(', '.join(r.get('malls') or []))}
 &middot; {r['rows']} products{drop} &rarr; {r['curated_rows']} curated &middot; {r['images']} images &rarr;
 {r['curated_images']} curated &middot; <a href="../index.html">all GX results</a></p>
+{malls_html}
 <h3>Failed expectations</h3><table><tr><th>expectation</th><th>severity</th><th>check</th><th>observed / sample unexpected</th></tr>{rows}</table>
 <h3>Quarantine by reason ({r.get('quarantine_total', 0)} rows)</h3><table><tr><th>reason</th><th>rows</th></tr>{qrows}</table>
 {samples}
@@ -93,13 +101,14 @@ def build_summary(s: Settings | None = None) -> Path:
         f"{_esc(r['status'])}\">{_esc(r['status'])}</span></td><td>{_esc(r['validated_at'])}</td>"
         f"<td>{r['rows']}</td><td>{r['curated_rows']}</td><td>{r.get('quarantine_total', 0)}</td>"
         f"<td>{_esc('; '.join(f'{k}: {v}' for k, v in (r.get('quarantine_by_reason') or {}).items()))}</td>"
-        f"<td>{_esc(', '.join(r.get('critical_failed') or []) or '-')}</td></tr>" for r in runs)
+        f"<td>{_esc(', '.join(r.get('critical_failed') or []) or '-')}</td>"
+        f"<td>{_esc(', '.join(r.get('warnings_failed') or []) or '-')}</td></tr>" for r in runs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Tailor data quality</title>
 <style>{_CSS}</style></head><body>
 <h1>Tailor data quality</h1><div class="sub">{len(runs)} snapshot(s) validated &middot;
 Great Expectations Data Docs: <a href="../index.html">suites and validation results</a></div>
 <table><tr><th>snapshot run</th><th>status</th><th>validated</th><th>products</th><th>curated</th>
-<th>quarantined</th><th>quarantine by reason</th><th>critical failures</th></tr>{overview}</table>
+<th>quarantined</th><th>quarantine by reason</th><th>critical failures</th><th>warnings failed</th></tr>{overview}</table>
 {''.join(_run_section(r, site) for r in runs)}
 </body></html>"""
     out.write_text(page)

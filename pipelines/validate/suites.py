@@ -18,7 +18,10 @@ from pipelines.validate.tables import KEYS, taxonomy_keys, vocabulary_keys
 
 DATASOURCE = "tailor"
 BATCH = "whole"
-SUITES = ("products", "images", "labels", "label_classes", "annotations", "snapshot")
+SUITES = ("products", "images", "labels", "label_classes", "annotations", "snapshot", "malls")
+#: GX ``unexpected_index_column_names`` per suite (default: its key column). The malls table
+#: names the reason beside the mall, so the Data Docs show why a mall's row failed.
+INDEX_COLUMNS = {"malls": ["mall", "reason"]}
 URL_REGEX = r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[^\s]*)?$"
 
 
@@ -42,6 +45,7 @@ def specs(cfg: dict[str, Any]) -> list[Spec]:
     """Every expectation of every suite, thresholds taken from the validation config."""
     p, i, lab, a, sn = (cfg["products"], cfg["images"], cfg["labels"], cfg["annotations"],
                         cfg["snapshot"])
+    ml = cfg.get("malls") or {}
     out = [
         # products: schema and types, required fields, uniqueness, price, currency, taxonomy, URL
         Spec("products", "columns", "ExpectTableColumnsToMatchSet",
@@ -105,6 +109,12 @@ def specs(cfg: dict[str, Any]) -> list[Spec]:
              {"column": "row_drop", "min_value": 0, "max_value": sn["max_row_drop"]}),
         Spec("snapshot", "freshness", "ExpectColumnValuesToBeBetween",
              {"column": "age_hours", "max_value": sn["max_age_hours"]}),
+        # malls: one row per mall the crawl was asked for (pipelines/validate/malls.py):
+        # products this crawl > 0, and >= ratio x its last good crawl's (no history: skipped)
+        Spec("malls", "products_present", "ExpectColumnValuesToBeBetween",
+             {"column": "products", "min_value": 1}),
+        Spec("malls", "products_vs_last_good", "ExpectColumnValuesToBeBetween",
+             {"column": "ratio_to_last_good", "min_value": ml.get("min_ratio_to_last_good", 0.5)}),
     ]
     return out
 
@@ -199,5 +209,6 @@ def ensure_project(project_dir: Path, cfg: dict[str, Any]):
                 name=name, validation_definitions=[vd],
                 actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
                 result_format={"result_format": "COMPLETE",
-                               "unexpected_index_column_names": [KEYS[suite_name]]}))
+                               "unexpected_index_column_names": INDEX_COLUMNS.get(
+                                   suite_name, [KEYS[suite_name]])}))
     return ctx

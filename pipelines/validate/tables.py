@@ -23,6 +23,7 @@ KEYS = {
     "label_classes": "class_key",
     "annotations": "annotation_id",
     "snapshot": "snapshot",
+    "malls": "mall",
 }
 
 PRODUCT_FIELDS = ["product_id", "mall", "url", "title", "brand", "price", "currency",
