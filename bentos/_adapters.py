@@ -80,6 +80,17 @@ def crop_batch(images: Sequence[Any], size: int) -> np.ndarray:
                      for im in images])
 
 
+def _shares_prefix(tagger: Any, embedder: Any) -> bool:
+    """:func:`models._common.same_frozen_prefix`, computed once per model pair."""
+    key = id(embedder)
+    memo = tagger.__dict__.setdefault("_tailor_shares_prefix", {})
+    if key not in memo:
+        from models._common import same_frozen_prefix
+
+        memo[key] = same_frozen_prefix(tagger, embedder)
+    return memo[key]
+
+
 def crop_forward(tagger: Any, embedder: Any, crops: np.ndarray) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
     """Tagger + embedder on a uint8 crop batch; returns ``([{head: (value, prob)}], (N, D))``.
 
@@ -93,8 +104,12 @@ def crop_forward(tagger: Any, embedder: Any, crops: np.ndarray) -> tuple[list[di
         ts, es = int(tagger.tailor_config["crop_size"]), int(embedder.tailor_config["crop_size"])
         xt = x if x.shape[-1] == ts else F.interpolate(x, size=(ts, ts), mode="bilinear", align_corners=False)
         xe = x if x.shape[-1] == es else F.interpolate(x, size=(es, es), mode="bilinear", align_corners=False)
-        logits = tagger(xt)
-        emb = embedder(xe).float().numpy()
+        if ts == es and _shares_prefix(tagger, embedder):
+            f = tagger.prefix(xt)  # one frozen-trunk pass serves both heads
+            logits, emb = tagger.from_prefix(f), embedder.from_prefix(f).float().numpy()
+        else:
+            logits = tagger(xt)
+            emb = embedder(xe).float().numpy()
     tags: list[dict[str, tuple[str, float]]] = [{} for _ in range(x.shape[0])]
     for head, lg in logits.items():
         conf, idx = lg.softmax(1).max(1)

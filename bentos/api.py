@@ -69,7 +69,10 @@ class Mask(BaseModel):
 class Garment(BaseModel):
     box: list[float] = Field(description="[x1, y1, x2, y2] in photo pixels")
     score: float = Field(description="detector score (tagger probability when the whole photo is the garment)")
-    category: str
+    category: str = Field(description="product-taxonomy category, from the tagger on the garment crop")
+    category_score: float = Field(description="tagger probability of the category")
+    detector_category: str | None = Field(
+        None, description="the detector's class for the box (None when the whole photo is the garment)")
     tags: dict[str, Tag]
     mask: Mask
     matches: list[Match]

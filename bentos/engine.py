@@ -127,8 +127,14 @@ class SearchEngine:
         tags, emb = self.crop_fn(crops)
         t["tag_embed"] = time.perf_counter()
         for g, tg in zip(garments, tags, strict=True):
+            # The category is the tagger's: it sees the garment crop at its own resolution and
+            # knows the whole product taxonomy (longsleeve, polo, blazer ...). The detector's
+            # class only finds the garment and picks its parsing class for the mask.
+            g["detector_category"] = g["category"]
             if g["category"] is None:
-                g["category"], g["score"] = tg["category"][0], float(tg["category"][1])
+                g["score"] = float(tg["category"][1])
+            g["category"] = tg["category"][0]
+            g["category_score"] = round(float(tg["category"][1]), 4)
             allowed = self.applicable.get(g["category"], ("color", "pattern"))
             g["tags"] = {h: {"value": v, "score": round(float(p), 4)} for h, (v, p) in tg.items()
                          if h not in _NOT_ATTRIBUTES and h in allowed}
@@ -152,7 +158,7 @@ class SearchEngine:
         x1, y1, x2, y2 = (int(round(v)) for v in g["box"])
         mask = np.zeros(labels.shape, dtype=np.uint8)
         region = labels[y1:y2, x1:x2]
-        cls = self.parsing_class.get(g["category"], -1)
+        cls = self.parsing_class.get(g.get("detector_category") or g["category"], -1)
         sel = region == cls
         if not sel.any():
             sel = region >= 3

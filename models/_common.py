@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 #: ImageNet statistics; every model normalises its input with them (pretrained or not) so
 #: switching ``pretrained`` on needs no other change. (The packaged Lite0 weights were
@@ -48,13 +51,17 @@ def trunk_from_config(config: Mapping[str, Any], default: str, **kwargs: Any):
 def frozen_stages(trunk: Any, n_blocks: int) -> list[Any]:
     """Freeze an EfficientNet-style timm trunk's stem and first ``n_blocks`` stages (no
     gradients) and return those modules; the caller keeps them in eval mode (see
-    :class:`FrozenPrefixMixin`) so their batch-norm statistics stay the pretrained ones."""
+    :class:`FrozenPrefixMixin`) so their batch-norm statistics stay the pretrained ones.
+    ``n_blocks`` beyond the last stage freezes the head convolution too: the whole trunk
+    is then a fixed feature extractor and only what sits on its pooled output trains."""
     if n_blocks <= 0:
         return []
     if not hasattr(trunk, "blocks"):
         raise ValueError(f"freeze_blocks needs an EfficientNet-style trunk (conv_stem, bn1, blocks); got "
                          f"{type(trunk).__name__}")
     mods = [trunk.conv_stem, trunk.bn1, *list(trunk.blocks)[:n_blocks]]
+    if n_blocks > len(trunk.blocks) and hasattr(trunk, "conv_head"):
+        mods += [trunk.conv_head, trunk.bn2]
     for m in mods:
         for p in m.parameters():
             p.requires_grad_(False)
@@ -77,16 +84,105 @@ class FrozenPrefixMixin:
         return self
 
 
-def run_prefix(trunk: Any, x: Any, n_blocks: int) -> Any:
-    """Stem + the first ``n_blocks`` stages of an EfficientNet-style trunk."""
+@dataclass(frozen=True)
+class Descriptor:
+    """What a whole-trunk-frozen crop model reads from the trunk, besides its pooled output.
+
+    - ``grid_stages``: stages whose output is averaged over a ``grid`` x ``grid`` layout:
+      where things are in the square crop (a long skirt fills it top to bottom, shorts do
+      not), which global pooling throws away;
+    - ``centre_stages`` and ``centre_rgb``: early stages' outputs (and the input's colour)
+      averaged over the central half of the crop, where the garment is: its colour and fine
+      texture, without the background around it.
+
+    The prefix is their concatenation in the order of :meth:`groups`.
+    """
+
+    grid_stages: tuple[int, ...] = ()
+    grid: int = 3
+    centre_stages: tuple[int, ...] = ()
+    centre_rgb: bool = False
+    centre_hist: int = 0  # bins per channel of an RGB histogram of the centre (0: none)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Descriptor:
+        return cls(tuple(int(i) for i in cfg_get(config, "grid_stages", ())), int(cfg_get(config, "grid", 3)),
+                   tuple(int(i) for i in cfg_get(config, "centre_stages", ())), bool(cfg_get(config, "centre_rgb", False)),
+                   int(cfg_get(config, "centre_hist", 0)))
+
+    def groups(self, trunk: Any) -> dict[str, tuple[int, int]]:
+        """``{"pooled" | "grid" | "centre": (start, stop)}`` column ranges of the prefix."""
+        chans = [int(b[-1].conv_pwl.out_channels if hasattr(b[-1], "conv_pwl") else b[-1].conv_pw.out_channels)
+                 for b in trunk.blocks]
+        widths = {"pooled": int(trunk.num_features),
+                  "grid": sum(chans[i] for i in self.grid_stages) * self.grid ** 2,
+                  "centre": sum(chans[i] for i in self.centre_stages) + (3 if self.centre_rgb else 0)
+                  + self.centre_hist ** 3}
+        out, at = {}, 0
+        for name, w in widths.items():
+            if w:
+                out[name] = (at, at + w)
+                at += w
+        return out
+
+
+def _centre(x: Any) -> Any:
+    h, w = x.shape[2], x.shape[3]
+    return x[:, :, h // 4: h - h // 4, w // 4: w - w // 4].mean((2, 3))
+
+
+def _centre_hist(raw: Any, bins: int) -> Any:
+    """Share of the crop centre's pixels in each of ``bins``^3 RGB cells (``raw`` in [0, 1])."""
+    c = raw[:, :, raw.shape[2] // 4: raw.shape[2] - raw.shape[2] // 4, raw.shape[3] // 4: raw.shape[3] - raw.shape[3] // 4]
+    q = (c * bins).long().clamp_(0, bins - 1)
+    code = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+    flat = code.flatten(1)
+    hist = torch.zeros(flat.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=raw.dtype))
+    return hist / flat.shape[1]
+
+
+def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None = None, raw: Any = None) -> Any:
+    """Stem + the first ``n_blocks`` stages of an EfficientNet-style trunk.
+
+    When ``n_blocks`` exceeds its stages the whole trunk runs and the result is a flat
+    descriptor: its pooled features, then what ``descriptor`` asks for (see
+    :class:`Descriptor`); ``raw`` is the un-normalised input, for the colour histogram.
+    """
+    if n_blocks > len(trunk.blocks):
+        import torch.nn.functional as F
+
+        d = descriptor or Descriptor()
+        centre = [_centre(x)] if d.centre_rgb else []
+        grid = []
+        h = trunk.bn1(trunk.conv_stem(x))
+        for i, block in enumerate(trunk.blocks):
+            h = block(h)
+            if i in d.grid_stages:
+                grid.append(F.adaptive_avg_pool2d(h, d.grid).flatten(1))
+            if i in d.centre_stages:
+                centre.insert(len(centre) - (1 if d.centre_rgb else 0), _centre(h))
+        pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(h)), pre_logits=True)
+        if d.centre_hist:
+            centre.append(_centre_hist(raw if raw is not None else x, d.centre_hist))
+        return torch.cat([pooled, *grid, *centre], dim=1)
     x = trunk.bn1(trunk.conv_stem(x))
     for block in list(trunk.blocks)[:n_blocks]:
         x = block(x)
     return x
 
 
+def prefix_groups(trunk: Any, n_blocks: int, descriptor: Descriptor) -> dict[str, tuple[int, int]]:
+    """Column ranges of the pooled features :func:`run_tail` (or a whole-trunk prefix) yields."""
+    if n_blocks <= len(trunk.blocks):
+        return {"pooled": (0, int(trunk.num_features))}
+    return descriptor.groups(trunk)
+
+
 def run_tail(trunk: Any, f: Any, n_blocks: int) -> Any:
     """The stages after ``n_blocks``, the head convolution and global pooling: pooled features."""
+    if n_blocks > len(trunk.blocks):
+        return f
     for block in list(trunk.blocks)[n_blocks:]:
         f = block(f)
     return trunk.forward_head(trunk.bn2(trunk.conv_head(f)), pre_logits=True)
@@ -99,3 +195,63 @@ def normalise(x):
     mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+#: (conv, norm) attribute pairs of timm's EfficientNet modules, per class name
+_CONV_NORM_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "EfficientNet": (("conv_stem", "bn1"), ("conv_head", "bn2")),
+    "EfficientNetFeatures": (("conv_stem", "bn1"),),
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
+
+
+class _ActOnly(torch.nn.Module):
+    """What is left of a folded ``BatchNormAct2d``: its dropout and activation."""
+
+    def __init__(self, drop: torch.nn.Module, act: torch.nn.Module) -> None:
+        super().__init__()
+        self.drop, self.act = drop, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(x))
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every batch-norm that follows a convolution in timm EfficientNet modules into
+    that convolution (in place; inference only, eval mode required) and return ``model``.
+
+    Batch-norm is a per-channel affine map at inference, so the folded convolution computes
+    the same function with one pass over the activations instead of two: about a quarter
+    of the frozen trunk's CPU time went to batch-norm.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm is for inference: put the model in eval mode first")
+    from torch import nn
+
+    with torch.no_grad():
+        for module in list(model.modules()):
+            for conv_name, bn_name in _CONV_NORM_PAIRS.get(type(module).__name__, ()):
+                conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+                if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+                    continue
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+                drop, act = getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())
+                setattr(module, bn_name, _ActOnly(drop, act))
+    return model
+
+
+def same_frozen_prefix(a: Any, b: Any) -> bool:
+    """Whether two crop models (tagger, embedder) compute the same :meth:`prefix`: both
+    freeze their whole trunk, read the same :class:`Descriptor`, and hold identical trunk weights. Then
+    one trunk pass per crop serves both (the service and the catalog index rely on this)."""
+    if not all(hasattr(m, "prefix") and hasattr(m, "trunk") for m in (a, b)):
+        return False
+    n = len(getattr(a.trunk, "blocks", ()))
+    if not (a.freeze_blocks > n and b.freeze_blocks > n and a.descriptor == b.descriptor):
+        return False
+    sa, sb = a.trunk.state_dict(), b.trunk.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

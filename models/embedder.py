@@ -15,7 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register
-from ._common import FrozenPrefixMixin, cfg_get, frozen_stages, normalise, run_prefix, run_tail, trunk_from_config
+from ._common import (
+    FrozenPrefixMixin,
+    cfg_get,
+    frozen_stages,
+    Descriptor,
+    normalise,
+    prefix_groups,
+    run_prefix,
+    run_tail,
+    trunk_from_config,
+)
 
 
 class Embedder(FrozenPrefixMixin, nn.Module):
@@ -30,12 +40,19 @@ class Embedder(FrozenPrefixMixin, nn.Module):
         self.trunk = trunk_from_config(config, "tf_efficientnet_lite0", num_classes=0)
         self.freeze_blocks = int(cfg_get(config, "freeze_blocks", 0))
         self._frozen = frozen_stages(self.trunk, self.freeze_blocks)
+        self.descriptor = Descriptor.from_config(config)
         self.dim = int(cfg_get(config, "dim", 128))
-        self.proj = nn.Sequential(nn.BatchNorm1d(self.trunk.num_features), nn.Linear(self.trunk.num_features, self.dim))
+        n = max(stop for _, stop in prefix_groups(self.trunk, self.freeze_blocks, self.descriptor).values())
+        hidden = int(cfg_get(config, "head_hidden", 0))
+        if hidden:  # a frozen trunk: a small MLP learns the metric space from its pooled features
+            self.proj = nn.Sequential(nn.BatchNorm1d(n), nn.Dropout(float(cfg_get(config, "dropout", 0.1))),
+                                      nn.Linear(n, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, self.dim))
+        else:
+            self.proj = nn.Sequential(nn.BatchNorm1d(n), nn.Linear(n, self.dim))
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen part: normalisation, stem and the first ``freeze_blocks`` stages."""
-        return run_prefix(self.trunk, normalise(x), self.freeze_blocks)
+        return run_prefix(self.trunk, normalise(x), self.freeze_blocks, self.descriptor, raw=x)
 
     def from_prefix(self, f: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings from :meth:`prefix` features."""
@@ -60,5 +77,7 @@ def metric_loss(config: Mapping[str, Any]):
 
 @register("embedder")
 def build_embedder(config: Mapping[str, Any]) -> nn.Module:
-    """Embedder from ``config``: backbone, pretrained, pretrained_hub, freeze_blocks, dim."""
+    """Embedder from ``config``: backbone, pretrained, pretrained_hub, freeze_blocks, dim,
+    the descriptor (see :class:`models._common.Descriptor`), head_hidden (0: one linear
+    projection), dropout."""
     return Embedder(config)

@@ -93,7 +93,6 @@ def load_lite0(module: nn.Module, prefix: str = "") -> nn.Module:
     classifier is loaded only when ``module`` has one of 1000 classes. Batch-norm counters
     are left as they are.
     """
-    import torch
 
     weights = _lite0_timm_state()
     target = module.state_dict()

@@ -83,7 +83,7 @@ class EmbedderTask(CropTask):
         n_batches = max(1, len(ds) // int(cfg["batch_size"]))
         sampler = MPerClassBatches(item_labels, int(cfg.get("m_per_class", 4)), int(cfg["batch_size"]), n_batches,
                                    int(cfg["seed"]) * 1000 + epoch)
-        workers = int(cfg.get("workers") or 0)
+        workers = 0 if self.cached(cfg) else int(cfg.get("workers") or 0)
         return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers,
                                            multiprocessing_context="fork" if workers else None)
 
