@@ -45,8 +45,8 @@ class TimmFPN(FrozenPrefixMixin, nn.Module):
 @register("detector")
 def build_detector(config: Mapping[str, Any]) -> nn.Module:
     """RetinaNet with ``config``: categories (list), backbone, pretrained, pretrained_hub,
-    freeze_blocks, image_size, fpn_channels, anchor_sizes (base size of the 5 levels),
-    score_thresh, detections_per_img."""
+    freeze_blocks, image_size, fpn_channels, head_convs (RetinaNet's 4 by default),
+    anchor_sizes (base size of the 5 levels), score_thresh, detections_per_img."""
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
@@ -72,5 +72,11 @@ def build_detector(config: Mapping[str, Any]) -> nn.Module:
         score_thresh=float(cfg_get(config, "score_thresh", 0.05)),
         detections_per_img=int(cfg_get(config, "detections_per_img", 100)),
     )
+    convs = int(cfg_get(config, "head_convs", 4))
+    if convs < 4:
+        # RetinaNet's heads run 4 convolutions on every pyramid level, the finest (stride 8)
+        # included: on CPU they cost more than the Lite0 backbone. Fewer is a speed choice.
+        for sub in (model.head.classification_head, model.head.regression_head):
+            sub.conv = nn.Sequential(*list(sub.conv)[:convs])
     model.categories = categories  # carried for predict(); not a parameter
     return model

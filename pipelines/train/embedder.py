@@ -123,7 +123,7 @@ class EmbedderTask(CropTask):
             metrics.update({f"recall_at_{k}": v for k, v in r.items()})
             metrics.update({f"baseline_recall_at_{k}": M.random_recall_at_k(list(ident[qry]), list(ident[gal]), k)
                             for k in r})
-            metrics["n_queries"], metrics["gallery_size"] = float(len(qry)), float(len(gal))
+            metrics["n_queries"], metrics["n_gallery"] = float(len(qry)), float(len(gal))
             if out_dir is not None:
                 plots.append(_retrieval_png(df, x, qry[:6], gal, ident, Path(out_dir) / "embedder_retrieval.png", cfg))
         real = np.flatnonzero(is_real)
