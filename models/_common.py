@@ -149,6 +149,8 @@ def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None 
     descriptor: its pooled features, then what ``descriptor`` asks for (see
     :class:`Descriptor`); ``raw`` is the un-normalised input, for the colour histogram.
     """
+    if n_blocks <= 0:
+        return x
     if n_blocks > len(trunk.blocks):
         import torch.nn.functional as F
 
@@ -174,13 +176,16 @@ def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None 
 
 def prefix_groups(trunk: Any, n_blocks: int, descriptor: Descriptor) -> dict[str, tuple[int, int]]:
     """Column ranges of the pooled features :func:`run_tail` (or a whole-trunk prefix) yields."""
-    if n_blocks <= len(trunk.blocks):
+    if n_blocks <= 0 or not hasattr(trunk, "blocks") or n_blocks <= len(trunk.blocks):
         return {"pooled": (0, int(trunk.num_features))}
     return descriptor.groups(trunk)
 
 
 def run_tail(trunk: Any, f: Any, n_blocks: int) -> Any:
-    """The stages after ``n_blocks``, the head convolution and global pooling: pooled features."""
+    """The stages after ``n_blocks``, the head convolution and global pooling: pooled features
+    (the whole trunk when nothing is frozen, whatever its architecture)."""
+    if n_blocks <= 0:
+        return trunk(f)
     if n_blocks > len(trunk.blocks):
         return f
     for block in list(trunk.blocks)[n_blocks:]:

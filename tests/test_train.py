@@ -81,7 +81,8 @@ def test_world_rows_and_dev_training_set(small_world: Path, small_set: Path) -> 
 
 
 def test_repeats_are_augmented(small_set: Path) -> None:
-    """An oversampled row (repeat 3) is drawn 3 times per epoch; copies are augmented."""
+    """An oversampled row (repeat 3) is drawn 3 times per epoch; copies are augmented (on the
+    crop path: with cached frozen-trunk features a repeat is the same features again)."""
     import torch
 
     from pipelines.train import get_task
@@ -90,7 +91,7 @@ def test_repeats_are_augmented(small_set: Path) -> None:
     task = get_task("tagger")
     df = load_manifest(small_set, "tagger", "train").iloc[:2].copy()
     df["repeat"] = [3, 1]
-    cfg = task.prepare({**resolve_config("tagger"), **TINY}, df)
+    cfg = task.prepare({**resolve_config("tagger"), **TINY, "feature_cache": False}, df)
     train = task.dataset(df, True, cfg)
     assert len(train) == 4
     plain = task.dataset(df, False, cfg)[0][0]
@@ -125,7 +126,7 @@ def test_tiny_training_run(name: str, small_set: Path, tmp_path: Path) -> None:
     # the primary metric, or its fallback where this synthetic-only set lacks real photos
     expected = next(k for k in (PRIMARY_METRIC[name], *get_task(name).fallback) if k in res.metrics)
     assert res.primary_metric == expected
-    assert all(0.0 <= v <= 1.0 for k, v in res.metrics.items() if not k.startswith("n_"))
+    assert all(0.0 <= v <= 1.0 for k, v in res.metrics.items() if not k.startswith("n_") and "lift" not in k)
     assert not res.model.training
     # rebuild from model.pt alone and predict on PIL images
     model = load_model(name, res.checkpoint)

@@ -163,6 +163,9 @@ class TaggerTask(CropTask):
             # a constant predictor scores each head's majority share; its worst head is this
             metrics["baseline_acc_min"] = float(min(base_accs))
             metrics["baseline_acc_mean"] = float(np.mean(base_accs))
+            # acc_min is compared with the worst head's majority share, which can hide a head
+            # stuck on its own majority: this is each head's margin over its own baseline
+            metrics["acc_lift_min"] = float(min(a - b for a, b in zip(accs, base_accs, strict=True)))
         vocab = heads["category"]
         main = np.array([vocab.index(c) for c in MAIN_CATEGORIES])
         t = targets["category"]
