@@ -28,7 +28,7 @@ def _now_iso() -> str:
 
 
 def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
-              timeout_s: float = 1800) -> dict[str, Any]:
+              timeout_s: float = 3600) -> dict[str, Any]:
     """Trigger the crawl and wait for every DAG of the chain; returns each run's record.
 
     Raises RuntimeError naming the DAG and the failed tasks when a run fails.

@@ -21,7 +21,7 @@ PRIMARY_METRIC: dict[str, str] = {
     "detector": "map_50",
     "parser": "miou",
     "tagger": "acc_gate",
-    "embedder": "recall_at_5",
+    "embedder": "retrieval_gate",
 }
 
 

@@ -72,8 +72,10 @@ class MPerClassBatches(torch.utils.data.Sampler):
 
 class EmbedderTask(CropTask):
     name = "embedder"
-    primary = "recall_at_5"
-    fallback = ("precision_at_5_real",)
+    # early stopping and the primary figure: both gated retrieval numbers together
+    # (consumer-to-shop on synthetic products, same-category on real photos)
+    primary = "retrieval_gate"
+    fallback = ("recall_at_5", "precision_at_5_real")
     dataset_cls = EmbedderDataset
 
     def loader(self, ds, cfg, train, epoch):
@@ -135,6 +137,8 @@ class EmbedderTask(CropTask):
             metrics["baseline_precision_at_5_real"] = M.random_precision_at_k(list(lab), main)
             if out_dir is not None:
                 plots.append(_real_retrieval_png(df, x, real, main, Path(out_dir) / "embedder_retrieval_real.png"))
+        if "recall_at_5" in metrics and "precision_at_5_real" in metrics:
+            metrics["retrieval_gate"] = (metrics["recall_at_5"] + metrics["precision_at_5_real"]) / 2
         return metrics, plots
 
     @torch.no_grad()

@@ -195,6 +195,11 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
     label_of = dict(zip(catalog["product_id"],
                         catalog["label"] if "label" in catalog.columns else catalog["category"], strict=True))
     mall_of = dict(zip(catalog["product_id"], catalog["mall"], strict=True))
+    # The product's identity for metric learning is its SKU where the listing has one: the
+    # same article listed by several malls, and the annotation export's street and model
+    # crops of it (keyed by the same id), must be one class, or consumer-to-shop pairs never
+    # meet in training and street queries never find their shop shot in evaluation.
+    sku_of = dict(zip(catalog["product_id"], catalog["sku"], strict=True)) if "sku" in catalog.columns else {}
     names = _attribute_names()
     frames: dict[str, list[dict]] = {m: [] for m in MODELS}
     for r in images.itertuples(index=False):
@@ -206,8 +211,9 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
         attrs = attrs_of.get(pid, {}) if source != "photos" else IMPLIED.get(cat_of[pid], {})
         frames["tagger"].append({**base, **{k: attrs.get(k) for k in names}})
         # Real photos only know their category: no identity for metric learning.
-        frames["embedder"].append({**base, "identity": pid if source != "photos" else None,
-                                   "role": r.role})
+        sku = sku_of.get(pid)
+        identity = (str(sku) if isinstance(sku, str) and sku else pid) if source != "photos" else None
+        frames["embedder"].append({**base, "identity": identity, "role": r.role})
     return frames
 
 
