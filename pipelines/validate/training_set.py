@@ -179,7 +179,7 @@ def _source_of(mall: str, cfg: dict[str, Any]) -> str:
 
 def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[str, str],
                    snapshot: Path, root: Path, cfg: dict[str, Any]) -> dict[str, list[dict]]:
-    """Tagger and embedder rows: one per curated product image (whole-image crops).
+    """Tagger and embedder rows: one per curated product shot (whole-image crops).
 
     ``category`` is the catalog's taxonomy category and ``label`` the mall's own label. A
     real photo (source ``photos``) knows only its category: its attributes are the values
@@ -204,6 +204,11 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
     frames: dict[str, list[dict]] = {m: [] for m in MODELS}
     for r in images.itertuples(index=False):
         pid = r.product_id
+        if getattr(r, "role", "shop") not in ("shop", None):
+            # A worn shot without a garment box shows the whole outfit, while the listing's
+            # labels describe one garment of it: as a crop it teaches the tagger the wrong
+            # sleeves and necklines. Worn crops come from annotation imports, with boxes.
+            continue
         rel = os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
         source = _source_of(mall_of[pid], cfg)
         base = {"image": rel, "split": split_of[pid], "source": source, "bbox": None,
