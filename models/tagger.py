@@ -16,10 +16,10 @@ from torch import nn
 
 from . import register
 from ._common import (
+    Descriptor,
     FrozenPrefixMixin,
     cfg_get,
     frozen_stages,
-    Descriptor,
     normalise,
     prefix_groups,
     run_prefix,
