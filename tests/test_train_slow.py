@@ -67,7 +67,8 @@ def test_real_photo_retrieval_with_trained_models(shared_photos: Path, tmp_path:
 
     embedder, tagger = load_model("embedder", emb.checkpoint), load_model("tagger", tag.checkpoint)
     q_imgs = crops(qry)
-    g = np.concatenate([predict("embedder", embedder, c) for c in np.array_split(crops(gal), 8)])
+    g_imgs = crops(gal)
+    g = np.concatenate([predict("embedder", embedder, g_imgs[i:i + 64]) for i in range(0, len(g_imgs), 64)])
     q = predict("embedder", embedder, q_imgs)
     top5 = np.argsort(-(q @ g.T), axis=1)[:, :5]
     same = (gal["category"].to_numpy()[top5] == qry["category"].to_numpy()[:, None]).mean()
