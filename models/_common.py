@@ -155,18 +155,19 @@ def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None 
         import torch.nn.functional as F
 
         d = descriptor or Descriptor()
-        centre = [_centre(x)] if d.centre_rgb else []
-        grid = []
+        grid, centre = [], []
         h = trunk.bn1(trunk.conv_stem(x))
         for i, block in enumerate(trunk.blocks):
             h = block(h)
             if i in d.grid_stages:
                 grid.append(F.adaptive_avg_pool2d(h, d.grid).flatten(1))
             if i in d.centre_stages:
-                centre.insert(len(centre) - (1 if d.centre_rgb else 0), _centre(h))
-        pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(h)), pre_logits=True)
+                centre.append(_centre(h))
+        if d.centre_rgb:
+            centre.append(_centre(x))
         if d.centre_hist:
             centre.append(_centre_hist(raw if raw is not None else x, d.centre_hist))
+        pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(h)), pre_logits=True)
         return torch.cat([pooled, *grid, *centre], dim=1)
     x = trunk.bn1(trunk.conv_stem(x))
     for block in list(trunk.blocks)[:n_blocks]:
