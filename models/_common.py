@@ -194,6 +194,47 @@ def run_tail(trunk: Any, f: Any, n_blocks: int) -> Any:
     return trunk.forward_head(trunk.bn2(trunk.conv_head(f)), pre_logits=True)
 
 
+#: Blocks of the Lite0 trunk whose outputs the image models' feature cache stores: the
+#: ends of the stride-8 (block 2, 40 channels), stride-16 (block 4, 112 channels) and
+#: stride-32 (block 6, 320 channels) stages. The detector and the parser read their frozen
+#: prefix from it (``freeze_blocks`` 3, 5 or 7).
+SCENE_BLOCKS: tuple[int, ...] = (2, 4, 6)
+
+
+def out_blocks(trunk: Any) -> list[int]:
+    """Indices of the blocks whose outputs a timm ``features_only`` EfficientNet returns."""
+    return [int(name.split(".")[1]) for name in trunk.feature_info.module_name()]
+
+
+def scene_maps(trunk: Any, x: Any, blocks: tuple[int, ...] = SCENE_BLOCKS) -> dict[int, Any]:
+    """``{block: output}`` of an EfficientNet-style trunk for the ``blocks`` asked for (the
+    stem and every block up to the last of them run; ``x`` normalised)."""
+    out = {}
+    h = trunk.bn1(trunk.conv_stem(x))
+    for i, block in enumerate(list(trunk.blocks)[: max(blocks) + 1]):
+        h = block(h)
+        if i in blocks:
+            out[i] = h
+    return out
+
+
+def tail_maps(trunk: Any, cached: Mapping[int, Any], n_blocks: int) -> list[Any]:
+    """What ``trunk`` (``features_only``) returns, computed from the cached outputs of its
+    frozen prefix: outputs of blocks below ``n_blocks`` come from ``cached``, the stages
+    from ``n_blocks`` on run on ``cached[n_blocks - 1]``."""
+    outs = out_blocks(trunk)
+    missing = sorted({i for i in outs if i < n_blocks} - set(cached) | ({n_blocks - 1} - set(cached)))
+    if missing:
+        raise KeyError(f"the cache holds blocks {sorted(cached)}, the model needs {missing}")
+    res = [cached[i] for i in outs if i < n_blocks]
+    h = cached[n_blocks - 1]
+    for i in range(n_blocks, max(outs) + 1):
+        h = trunk.blocks[i](h)
+        if i in outs:
+            res.append(h)
+    return res
+
+
 def normalise(x):
     """Normalise a float batch in [0, 1] (N, 3, H, W) with the ImageNet statistics."""
     import torch

@@ -8,14 +8,15 @@ returns a torchvision :class:`~torchvision.models.detection.RetinaNet`. Labels a
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import register
-from ._common import MEAN, STD, FrozenPrefixMixin, cfg_get, frozen_stages, timm_backbone
+from ._common import MEAN, STD, FrozenPrefixMixin, cfg_get, frozen_stages, tail_maps, timm_backbone
 
 
 class TimmFPN(FrozenPrefixMixin, nn.Module):
@@ -33,12 +34,29 @@ class TimmFPN(FrozenPrefixMixin, nn.Module):
 
         self.body = timm_backbone(name, pretrained, hub, features_only=True, out_indices=out_indices)
         self._frozen = frozen_stages(self.body, freeze_blocks)
+        self.freeze_blocks = freeze_blocks
         chans = self.body.feature_info.channels()
         self.fpn = FeaturePyramidNetwork(chans, out_channels, extra_blocks=LastLevelP6P7(out_channels, out_channels))
         self.out_channels = out_channels
+        self._cached: Mapping[int, torch.Tensor] | None = None
+
+    @contextmanager
+    def replay(self, cached: Mapping[int, torch.Tensor]) -> Iterator[None]:
+        """Within the block, ``forward`` ignores its input and starts from ``cached``, the
+        frozen prefix's block outputs for the batch (``{block: (N, C, h, w)}``, see
+        :func:`models._common.tail_maps`). Training and validation run the real RetinaNet
+        code path (anchors, matching, losses, decoding) on cached features this way."""
+        self._cached = cached
+        try:
+            yield
+        finally:
+            self._cached = None
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = self.body(x)
+        if self._cached is not None:
+            feats = tail_maps(self.body, self._cached, self.freeze_blocks)
+        else:
+            feats = self.body(x)
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
 
 
@@ -46,7 +64,7 @@ class TimmFPN(FrozenPrefixMixin, nn.Module):
 def build_detector(config: Mapping[str, Any]) -> nn.Module:
     """RetinaNet with ``config``: categories (list), backbone, pretrained, pretrained_hub,
     freeze_blocks, image_size, fpn_channels, head_convs (RetinaNet's 4 by default),
-    anchor_sizes (base size of the 5 levels), score_thresh, detections_per_img."""
+    anchor_sizes (base size of the 5 levels), anchor_scales (per level, 3 by default), score_thresh, detections_per_img."""
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
@@ -58,8 +76,10 @@ def build_detector(config: Mapping[str, Any]) -> nn.Module:
                        hub=bool(cfg_get(config, "pretrained_hub", False)),
                        freeze_blocks=int(cfg_get(config, "freeze_blocks", 0)))
     base = list(cfg_get(config, "anchor_sizes", [16, 32, 64, 128, 256]))
-    # three scales per level (RetinaNet's 2^0, 2^(1/3), 2^(2/3)) and three aspect ratios
-    sizes = tuple(tuple(int(b * 2 ** (k / 3)) for k in range(3)) for b in base)
+    # ``anchor_scales`` scales per level (RetinaNet's 3: 2^0, 2^(1/3), 2^(2/3)) and three
+    # aspect ratios; fewer scales make the heads' last convolutions proportionally cheaper
+    n_scales = int(cfg_get(config, "anchor_scales", 3))
+    sizes = tuple(tuple(int(b * 2 ** (k / n_scales)) for k in range(n_scales)) for b in base)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     model = RetinaNet(
         backbone,

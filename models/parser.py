@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import register
-from ._common import FrozenPrefixMixin, cfg_get, frozen_stages, normalise
+from ._common import FrozenPrefixMixin, cfg_get, frozen_stages, normalise, out_blocks
 
 #: smp's name for timm's tf_efficientnet_lite0 used as an encoder ("tu-" = timm universal)
 LITE0_ENCODER = "tu-tf_efficientnet_lite0"
@@ -48,9 +48,20 @@ class Parser(FrozenPrefixMixin, nn.Module):
         if pretrained and encoder == LITE0_ENCODER:
             load_lite0(self.net.encoder, prefix="model.")
         self._frozen = frozen_stages(self.net.encoder.model, freeze_blocks) if freeze_blocks else []
+        self.freeze_blocks = freeze_blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(normalise(x))
+
+    def from_cached(self, cached: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """Logits from the frozen prefix's cached output (``cached[freeze_blocks - 1]``, see
+        :func:`pipelines.train.features.scene_features`): the encoder's remaining stages,
+        then PSPNet's decoder and head, which read only the deepest map."""
+        trunk = self.net.encoder.model
+        h = cached[self.freeze_blocks - 1]
+        for block in list(trunk.blocks)[self.freeze_blocks: max(out_blocks(trunk)) + 1]:
+            h = block(h)
+        return self.net.segmentation_head(self.net.decoder([h]))
 
 
 @register("parser")

@@ -224,3 +224,57 @@ def test_cached_prefix_features_match_the_full_forward(small_set: Path, tmp_path
         assert (direct[head].argmax(1) == cached[head].argmax(1)).float().mean() >= 0.9
     again = prefix_features(model, df, cfg, cache_dir=tmp_path, progress=False)
     assert torch.equal(again, feats) and [f.stat().st_mtime_ns for f in files] == stamp
+
+
+def test_cached_scene_features_match_the_full_forward(small_set: Path, tmp_path: Path) -> None:
+    """The detector and the parser train on cached trunk maps of their canvases: replaying
+    them gives what the served model computes on the canvas (detections and parser logits),
+    mirrored maps are the mirrored canvas's, and a second call reads the cache only."""
+    from collections import OrderedDict
+
+    import torch
+
+    from models._common import normalise
+    from pipelines.train import build_model
+    from pipelines.train.config import resolve_config
+    from pipelines.train.data import CANVAS_FILL, load_rgb, square_canvas, to_tensor
+    from pipelines.train.detector import DetectorTask
+    from pipelines.train.features import scene_cache_enabled, scene_features
+    from pipelines.train.parser import ParserTask
+
+    df = load_manifest(small_set, "parser").iloc[:6].reset_index(drop=True)
+    images = list(map(str, df["image"]))
+    maps = scene_features(images, 96, CANVAS_FILL, flips=True, cache_dir=tmp_path, progress=False)
+    files = sorted(tmp_path.rglob("*.npz"))
+    assert len(files) == len(images)
+    stamp = [f.stat().st_mtime_ns for f in files]
+    canvas = torch.stack([to_tensor(square_canvas(load_rgb(p), 96, CANVAS_FILL)[0]) for p in images])
+
+    pcfg = ParserTask().prepare(resolve_config("parser", "demo", {"image_size": 96}), df)
+    assert scene_cache_enabled(pcfg, "encoder")
+    parser = build_model("parser", pcfg).eval()
+    with torch.no_grad():
+        for mirrored, x in ((False, canvas), (True, canvas.flip(-1))):
+            direct = parser(x)
+            cached = parser.from_cached({b: m.float() for b, m in maps[mirrored].items()})
+            assert torch.allclose(direct, cached, atol=0.05)
+            assert (direct.argmax(1) == cached.argmax(1)).float().mean() >= 0.99
+
+    ddf = load_manifest(small_set, "detector").iloc[:6].reset_index(drop=True)
+    task = DetectorTask()
+    dcfg = task.prepare(resolve_config("detector", "demo", {"image_size": 96, "score_thresh": 0.0}), ddf)
+    assert scene_cache_enabled(dcfg)
+    detector = build_model("detector", dcfg).eval()
+    dmaps = scene_features(list(map(str, ddf["image"])), 96, CANVAS_FILL, flips=False, cache_dir=tmp_path,
+                           progress=False)[False]
+    dcanvas = torch.stack([to_tensor(square_canvas(load_rgb(p), 96, CANVAS_FILL)[0]) for p in ddf["image"]])
+    with torch.no_grad():
+        live = detector.backbone.body(normalise(dcanvas))
+        with detector.backbone.replay({b: m.float() for b, m in dmaps.items()}):
+            replayed = detector.backbone(dcanvas)
+        ref = detector.backbone.fpn(OrderedDict((str(i), f) for i, f in enumerate(live)))
+    for k in ref:
+        assert torch.allclose(ref[k], replayed[k], atol=0.05), k
+    again = scene_features(images, 96, CANVAS_FILL, flips=True, cache_dir=tmp_path, progress=False)
+    assert all(torch.equal(again[m][b], maps[m][b]) for m in maps for b in maps[m])
+    assert [f.stat().st_mtime_ns for f in files] == stamp

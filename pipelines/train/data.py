@@ -28,6 +28,12 @@ def resize_long(img: Image.Image, size: int) -> tuple[Image.Image, float]:
     return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR), s
 
 
+#: Canvas fill around an image drawn on a square (:func:`square_canvas`) for the image
+#: models: the normalisation mean, i.e. 0 after normalising, the value convolutions pad
+#: with at borders. The detector and the parser share it, so they share cached features.
+CANVAS_FILL: tuple[int, int, int] = (124, 116, 104)
+
+
 def square_canvas(img: Image.Image, size: int, fill: tuple[int, int, int] = (128, 128, 128)
                   ) -> tuple[Image.Image, tuple[float, int, int]]:
     """``img`` fitted into a ``size`` square (:func:`resize_long`) at the top left, the rest

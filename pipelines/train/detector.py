@@ -8,18 +8,37 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import ImageOps
-
-from models._common import MEAN
+from PIL import Image, ImageOps
 
 from . import metrics as M
 from . import plots as P
-from .data import RowDataset, load_rgb, photometric, resize_long, square_canvas, to_tensor
+from .data import (
+    CANVAS_FILL,
+    RowDataset,
+    load_rgb,
+    photometric,
+    resize_long,
+    square_canvas,
+    to_tensor,
+)
 from .engine import Task
 
-#: Canvas fill for inference: the model's normalisation mean, i.e. 0 after normalising, the
-#: value the model's own batching pads with and the one its convolutions pad with at borders.
-CANVAS_FILL = tuple(round(255 * m) for m in MEAN)
+
+def _target(row, cats: list[str], s: float) -> tuple[list[list[float]], list[int]]:
+    """A row's boxes scaled by ``s`` (xyxy) and 1-based labels; unknown categories are no target."""
+    boxes, labels = [], []
+    for b in _boxes_from(row["boxes"]):
+        if b.get("category") not in cats:
+            continue  # unknown category: not a target (and not counted as background either way)
+        x, y, w, h = (float(v) * s for v in b["bbox"])
+        boxes.append([x, y, x + w, y + h])
+        labels.append(cats.index(b["category"]) + 1)
+    return boxes, labels
+
+
+def _as_target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)}
 
 
 class DetectorDataset(RowDataset):
@@ -29,14 +48,7 @@ class DetectorDataset(RowDataset):
         i, copy = self.items[idx]
         row = self.df.iloc[i]
         img, s = resize_long(load_rgb(row["image"]), int(self.cfg["image_size"]))
-        cats = self.cfg["categories"]
-        boxes, labels = [], []
-        for b in _boxes_from(row["boxes"]):
-            if b.get("category") not in cats:
-                continue  # unknown category: not a target (and not counted as background either way)
-            x, y, w, h = (float(v) * s for v in b["bbox"])
-            boxes.append([x, y, x + w, y + h])
-            labels.append(cats.index(b["category"]) + 1)
+        boxes, labels = _target(row, self.cfg["categories"], s)
         level = self.aug_level(copy)
         if level:
             rng = self.rng(idx)
@@ -44,9 +56,44 @@ class DetectorDataset(RowDataset):
             if rng.random() < 0.5:  # horizontal flip keeps every garment category valid
                 img = ImageOps.mirror(img)
                 boxes = [[img.width - b[2], b[1], img.width - b[0], b[3]] for b in boxes]
-        target = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                  "labels": torch.tensor(labels, dtype=torch.int64)}
-        return to_tensor(img), target, i, s
+        return to_tensor(img), _as_target(boxes, labels), i, s
+
+
+class CachedScenes(RowDataset):
+    """Rows as cached frozen-trunk block outputs of their ``image_size`` canvas
+    (:func:`~pipelines.train.features.scene_features`) + targets on that canvas. Training
+    draws the mirrored canvas for half the items (boxes mirrored with it)."""
+
+    def __init__(self, df, train: bool, seed: int, cfg: dict[str, Any], progress: bool = False) -> None:
+        from .features import scene_features
+
+        super().__init__(df, train, seed, cfg)
+        self.size = int(cfg["image_size"])
+        self.maps = scene_features(list(map(str, self.df["image"])), self.size, CANVAS_FILL, flips=train,
+                                   workers=int(cfg.get("workers") or 0), progress=progress)
+        cats = cfg["categories"]
+        self.scales = [self.size / max(int(w), int(h)) if w == w and h == h else None
+                       for w, h in zip(self.df.get("width", [float("nan")] * len(self.df)),
+                                       self.df.get("height", [float("nan")] * len(self.df)), strict=True)]
+        self.targets = []
+        for i in range(len(self.df)):
+            if self.scales[i] is None:  # no recorded size: read it from the file
+                with Image.open(self.df["image"].iloc[i]) as im:
+                    self.scales[i] = self.size / max(im.size)
+            self.targets.append(_target(self.df.iloc[i], cats, self.scales[i]))
+
+    def __getitem__(self, idx: int):
+        i, _ = self.items[idx]
+        boxes, labels = self.targets[i]
+        mirrored = self.train and self.rng(idx).random() < 0.5
+        if mirrored:
+            boxes = [[self.size - b[2], b[1], self.size - b[0], b[3]] for b in boxes]
+        maps = {b: m[i] for b, m in self.maps[mirrored].items()}
+        return maps, _as_target(boxes, labels), i, self.scales[i]
+
+
+def _stack_maps(items) -> dict[int, torch.Tensor]:
+    return {b: torch.stack([m[b] for m in items]).float() for b in items[0]}
 
 
 class DetectorTask(Task):
@@ -63,25 +110,40 @@ class DetectorTask(Task):
         return cfg
 
     def dataset(self, df, train, cfg):
+        from .features import scene_cache_enabled
+
+        if scene_cache_enabled(cfg):
+            return CachedScenes(df, train, int(cfg["seed"]), cfg, progress=bool(cfg.get("progress", False)))
         return DetectorDataset(df, train, int(cfg["seed"]), cfg)
 
     def collate(self, batch):
         return tuple(zip(*batch, strict=True))
 
+    def _forward(self, model, inputs, targets=None):
+        """``model(images[, targets])``, or the same from cached trunk features: RetinaNet
+        then sees blank canvases of the right size (for its anchors) while its backbone
+        replays the cached maps."""
+        if not isinstance(inputs[0], dict):
+            return model(list(inputs), targets)
+        size = int(model.tailor_config["image_size"])
+        blank = torch.zeros(1, 1, 1).expand(3, size, size)
+        with model.backbone.replay(_stack_maps(inputs)):
+            return model([blank] * len(inputs), targets)
+
     def step(self, model, batch, cfg):
-        images, targets, _, _ = batch
-        losses = model(list(images), list(targets))
+        inputs, targets, _, _ = batch
+        losses = self._forward(model, inputs, list(targets))
         return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()
     def _run(self, model, df, cfg):
         """Detections per row in original pixel coordinates: [(xywh, score, label)]."""
         model.eval()
-        ds = DetectorDataset(df, False, 0, cfg)
+        ds = self.dataset(df, False, cfg)
         out: list[list[tuple[list[float], float, int]]] = [[] for _ in range(len(df))]
-        loader = torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=self.collate, num_workers=0)
-        for images, _, idx, scales in loader:
-            for det, i, s in zip(model(list(images)), idx, scales, strict=True):
+        loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=self.collate, num_workers=0)
+        for inputs, _, idx, scales in loader:
+            for det, i, s in zip(self._forward(model, inputs), idx, scales, strict=True):
                 for b, sc, lab in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True):
                     out[i].append(([b[0] / s, b[1] / s, (b[2] - b[0]) / s, (b[3] - b[1]) / s], sc, lab))
         return out

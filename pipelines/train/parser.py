@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from . import metrics as M
 from . import plots as P
-from .data import RowDataset, load_rgb, photometric, square_canvas, to_tensor
+from .data import CANVAS_FILL, RowDataset, load_rgb, photometric, square_canvas, to_tensor
 from .engine import Task
 
 PAD = 255  # label of letterbox padding: ignored by the loss and the metrics
@@ -19,7 +19,7 @@ PAD = 255  # label of letterbox padding: ignored by the loss and the metrics
 
 def letterbox(img: Image.Image, label: np.ndarray | None, size: int):
     """Fit into ``size`` x ``size`` keeping aspect; returns (image, label, (scale, w, h))."""
-    canvas, (s, w, h) = square_canvas(img, size)
+    canvas, (s, w, h) = square_canvas(img, size, CANVAS_FILL)
     lab = None
     if label is not None:
         lab = np.full((size, size), PAD, np.uint8)
@@ -48,6 +48,41 @@ class ParserDataset(RowDataset):
         return to_tensor(img), torch.from_numpy(lab.astype(np.int64))
 
 
+class CachedParserRows(RowDataset):
+    """Rows as cached frozen-trunk block outputs of their letterboxed canvas
+    (:func:`~pipelines.train.features.scene_features`, shared with the detector) + label
+    maps; training draws the mirrored canvas and labels for half the items."""
+
+    def __init__(self, df, train: bool, seed: int, cfg, progress: bool = False) -> None:
+        from .features import scene_features
+
+        super().__init__(df, train, seed, cfg)
+        size = int(cfg["image_size"])
+        self.maps = scene_features(list(map(str, self.df["image"])), size, CANVAS_FILL, flips=train,
+                                   workers=int(cfg.get("workers") or 0), progress=progress)
+        self.labels = []
+        for path in self.df["label_png"]:
+            label = load_label(path)
+            s = size / max(label.shape)
+            w, h = max(1, round(label.shape[1] * s)), max(1, round(label.shape[0] * s))
+            lab = np.full((size, size), PAD, np.uint8)
+            lab[:h, :w] = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+            self.labels.append(lab)
+
+    def __getitem__(self, idx: int):
+        i, _ = self.items[idx]
+        mirrored = self.train and self.rng(idx).random() < 0.5
+        lab = self.labels[i][:, ::-1] if mirrored else self.labels[i]
+        return {b: m[i] for b, m in self.maps[mirrored].items()}, torch.from_numpy(lab.astype(np.int64))
+
+
+def _logits(model, x) -> torch.Tensor:
+    """Logits of a batch of images, or of cached trunk maps (a dict of batched blocks)."""
+    if isinstance(x, dict):
+        return model.from_cached({b: m.float() for b, m in x.items()})
+    return model(x)
+
+
 class ParserTask(Task):
     name = "parser"
     primary = "miou"
@@ -60,11 +95,15 @@ class ParserTask(Task):
         return cfg
 
     def dataset(self, df, train, cfg):
+        from .features import scene_cache_enabled
+
+        if scene_cache_enabled(cfg, "encoder"):
+            return CachedParserRows(df, train, int(cfg["seed"]), cfg, progress=bool(cfg.get("progress", False)))
         return ParserDataset(df, train, int(cfg["seed"]), cfg)
 
     def step(self, model, batch, cfg):
         x, y = batch
-        loss = F.cross_entropy(model(x), y, ignore_index=PAD)
+        loss = F.cross_entropy(_logits(model, x), y, ignore_index=PAD)
         return loss, {}
 
     @torch.no_grad()
@@ -79,14 +118,17 @@ class ParserTask(Task):
         bg = list(cfg["classes"]).index("background") if "background" in cfg["classes"] else 0
         conf_bg = np.zeros((n, n), np.int64)
         samples = []
-        ds = ParserDataset(df, False, 0, cfg)
+        ds = self.dataset(df, False, cfg)
         for k, (x, y) in enumerate(torch.utils.data.DataLoader(ds, batch_size=16, num_workers=0)):
-            pred = model(x).argmax(1).numpy()
+            pred = _logits(model, x).argmax(1).numpy()
             conf += M.confusion(y.numpy(), pred, n, ignore=PAD)
             conf_bg += M.confusion(y.numpy(), np.full_like(pred, bg), n, ignore=PAD)
             if out_dir is not None and k == 0:
                 for j in range(min(6, len(x))):
-                    im = (x[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                    if isinstance(x, dict):  # cached features: draw the canvas they came from
+                        im = np.asarray(letterbox(load_rgb(df["image"][j]), None, int(cfg["image_size"]))[0])
+                    else:
+                        im = (x[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
                     samples.append(np.concatenate([P.overlay_mask(im, np.where(y[j].numpy() == PAD, 0, y[j].numpy()), list(PARSING_PALETTE)),
                                                    P.overlay_mask(im, pred[j], list(PARSING_PALETTE))], axis=1))
         metrics = M.segmentation_scores(conf)
