@@ -93,7 +93,9 @@ class Descriptor:
       not), which global pooling throws away;
     - ``centre_stages`` and ``centre_rgb``: early stages' outputs (and the input's colour)
       averaged over the central half of the crop, where the garment is: its colour and fine
-      texture, without the background around it.
+      texture, without the background around it;
+    - ``content_hist``: an RGB histogram of the whole crop's drawn pixels (the grey fill
+      around a box left out): a wide pair of shoes sits outside the central half.
 
     The prefix is their concatenation in the order of :meth:`groups`.
     """
@@ -103,12 +105,13 @@ class Descriptor:
     centre_stages: tuple[int, ...] = ()
     centre_rgb: bool = False
     centre_hist: int = 0  # bins per channel of an RGB histogram of the centre (0: none)
+    content_hist: int = 0  # bins per channel of an RGB histogram of the drawn pixels (0: none)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Descriptor:
         return cls(tuple(int(i) for i in cfg_get(config, "grid_stages", ())), int(cfg_get(config, "grid", 3)),
                    tuple(int(i) for i in cfg_get(config, "centre_stages", ())), bool(cfg_get(config, "centre_rgb", False)),
-                   int(cfg_get(config, "centre_hist", 0)))
+                   int(cfg_get(config, "centre_hist", 0)), int(cfg_get(config, "content_hist", 0)))
 
     def groups(self, trunk: Any) -> dict[str, tuple[int, int]]:
         """``{"pooled" | "grid" | "centre": (start, stop)}`` column ranges of the prefix."""
@@ -117,7 +120,7 @@ class Descriptor:
         widths = {"pooled": int(trunk.num_features),
                   "grid": sum(chans[i] for i in self.grid_stages) * self.grid ** 2,
                   "centre": sum(chans[i] for i in self.centre_stages) + (3 if self.centre_rgb else 0)
-                  + self.centre_hist ** 3}
+                  + self.centre_hist ** 3 + self.content_hist ** 3}
         out, at = {}, 0
         for name, w in widths.items():
             if w:
@@ -140,6 +143,20 @@ def _centre_hist(raw: Any, bins: int) -> Any:
     hist = torch.zeros(flat.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
     hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=raw.dtype))
     return hist / flat.shape[1]
+
+
+#: the grey that :func:`pipelines.train.data.square_crop` fills around a box, in [0, 1]
+CROP_FILL = 128 / 255
+
+
+def _content_hist(raw: Any, bins: int) -> Any:
+    """Share of the crop's drawn pixels (not the exact crop fill) in each of ``bins``^3 RGB cells."""
+    q = (raw * bins).long().clamp_(0, bins - 1)
+    code = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)
+    drawn = ((raw - CROP_FILL).abs().amax(1) > 0.5 / 255).flatten(1).to(raw.dtype)
+    hist = torch.zeros(code.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
+    hist.scatter_add_(1, code, drawn)
+    return hist / drawn.sum(1, keepdim=True).clamp_min(1.0)
 
 
 def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None = None, raw: Any = None) -> Any:
@@ -167,6 +184,8 @@ def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None 
             centre.append(_centre(x))
         if d.centre_hist:
             centre.append(_centre_hist(raw if raw is not None else x, d.centre_hist))
+        if d.content_hist:
+            centre.append(_content_hist(raw if raw is not None else x, d.content_hist))
         pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(h)), pre_logits=True)
         return torch.cat([pooled, *grid, *centre], dim=1)
     x = trunk.bn1(trunk.conv_stem(x))

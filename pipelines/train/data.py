@@ -75,16 +75,22 @@ def load_crop(path: str, bbox: list[float] | None, size: int, context: float = 0
 
 def square_crop(img: Image.Image, bbox: list[float] | None, size: int, context: float = 0.1,
                 jitter: tuple[float, float, float] | None = None) -> Image.Image:
-    """A ``size`` x ``size`` crop around ``bbox`` (whole image if None), aspect kept.
+    """A ``size`` x ``size`` crop of ``bbox`` (whole image if None), aspect kept.
 
-    The square side is the box's long side plus ``context``; outside the image is grey, so
-    the crop keeps the garment's shape (a tall pair of trousers stays tall). ``jitter``
-    (dx, dy, scale) shifts/scales the square for augmentation.
+    Only the box, grown by ``context`` of its size, is drawn; the rest of the square is
+    grey. That is what the search service embeds (the detector's box, cut out and drawn on
+    grey), and it keeps neighbours out of the crop: a wide pair of shoes does not bring the
+    legs above it, whose colour would otherwise sit in the crop's centre. The crop keeps the
+    garment's shape (a tall pair of trousers stays tall). ``jitter`` (dx, dy, scale) shifts
+    and scales the square for augmentation.
     """
     W, H = img.size
     x, y, w, h = bbox if bbox is not None else (0.0, 0.0, float(W), float(H))
     side = max(w, h) * (1.0 + context)
     cx, cy = x + w / 2, y + h / 2
+    # the drawn region: the box and its context margin, clipped to the image
+    keep = (max(0.0, x - w * context / 2), max(0.0, y - h * context / 2),
+            min(float(W), x + w + w * context / 2), min(float(H), y + h + h * context / 2))
     if jitter is not None:
         dx, dy, sc = jitter
         cx += dx * side
@@ -93,9 +99,9 @@ def square_crop(img: Image.Image, bbox: list[float] | None, size: int, context: 
     side = max(side, 4.0)
     box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
     canvas = Image.new("RGB", (size, size), (128, 128, 128))
-    # crop the part inside the image and paste it where it belongs (PIL fills black otherwise)
-    ix0, iy0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
-    ix1, iy1 = min(W, int(round(box[2]))), min(H, int(round(box[3])))
+    # crop the part of the kept region inside the square, paste it where it belongs
+    ix0, iy0 = int(round(max(box[0], keep[0]))), int(round(max(box[1], keep[1])))
+    ix1, iy1 = int(round(min(box[2], keep[2]))), int(round(min(box[3], keep[3])))
     if ix1 > ix0 and iy1 > iy0:
         s = size / side
         part = img.crop((ix0, iy0, ix1, iy1)).resize((max(1, round((ix1 - ix0) * s)), max(1, round((iy1 - iy0) * s))), Image.BILINEAR)

@@ -42,15 +42,20 @@ class MPerClassBatches(torch.utils.data.Sampler):
 
     Hard-pair mining needs positives inside a batch; a plain shuffle rarely puts two shots
     of one product together. Classes with fewer than ``m`` items are drawn with replacement.
+    A class is drawn with probability proportional to its item count to the power
+    ``size_power``: 0 treats every class alike, so the few large same-category classes of
+    real photos (against a thousand product identities) would almost never be in a batch.
     """
 
-    def __init__(self, item_labels: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int) -> None:
+    def __init__(self, item_labels: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int,
+                 size_power: float = 0.0) -> None:
         self.by_class: dict[int, np.ndarray] = {}
         for idx, lab in enumerate(item_labels):
             self.by_class.setdefault(int(lab), []).append(idx)  # type: ignore[arg-type]
         self.by_class = {k: np.asarray(v) for k, v in self.by_class.items()}
         self.m, self.p = m, max(2, batch_size // m)
         self.n_batches, self.seed = n_batches, seed
+        self.size_power = size_power
 
     def __len__(self) -> int:
         return self.n_batches
@@ -62,7 +67,8 @@ class MPerClassBatches(torch.utils.data.Sampler):
         multi = np.array([c for c in classes if len(self.by_class[c]) > 1])
         for _ in range(self.n_batches):
             pool = multi if len(multi) >= self.p else classes
-            chosen = rng.choice(pool, size=min(self.p, len(pool)), replace=False)
+            w = np.array([len(self.by_class[int(c)]) for c in pool], float) ** self.size_power
+            chosen = rng.choice(pool, size=min(self.p, len(pool)), replace=False, p=w / w.sum())
             batch = []
             for c in chosen:
                 items = self.by_class[int(c)]
@@ -84,7 +90,7 @@ class EmbedderTask(CropTask):
         item_labels = np.array([ds.labels[i] for i, _ in ds.items])
         n_batches = max(1, len(ds) // int(cfg["batch_size"]))
         sampler = MPerClassBatches(item_labels, int(cfg.get("m_per_class", 4)), int(cfg["batch_size"]), n_batches,
-                                   int(cfg["seed"]) * 1000 + epoch)
+                                   int(cfg["seed"]) * 1000 + epoch, float(cfg.get("class_size_power", 0.0)))
         workers = 0 if self.cached(cfg) else int(cfg.get("workers") or 0)
         return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers,
                                            multiprocessing_context="fork" if workers else None)

@@ -36,8 +36,8 @@ from models._common import fold_batchnorm
 
 from .data import load_crop, parse_bbox, to_tensor
 
-#: bump when the crop or prefix computation changes meaning
-_VERSION = 1
+#: bump when the crop or prefix computation changes meaning (2: crops draw the box only)
+_VERSION = 2
 
 
 def cache_enabled(cfg: dict[str, Any]) -> bool:
@@ -55,7 +55,7 @@ def _space(cfg: dict[str, Any]) -> str:
 
     spec = {"v": _VERSION, "weights": weights_file().name, "backbone": cfg["backbone"],
             "freeze_blocks": int(cfg["freeze_blocks"]), "crop_size": int(cfg["crop_size"]),
-            "descriptor": {k: cfg.get(k) for k in ("grid_stages", "grid", "centre_stages", "centre_rgb", "centre_hist")}}
+            "descriptor": {k: cfg.get(k) for k in ("grid_stages", "grid", "centre_stages", "centre_rgb", "centre_hist", "content_hist")}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 

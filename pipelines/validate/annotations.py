@@ -107,12 +107,18 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def import_rows(import_dir: Path, quarantined: set[int] | None = None) -> dict[str, list[dict[str, Any]]]:
+def import_rows(import_dir: Path, quarantined: set[int] | None = None,
+                min_visible: float = 0.5) -> dict[str, list[dict[str, Any]]]:
     """Detector, parser and embedder rows of an import (paths relative to ``import_dir``).
 
     Each row carries ``products`` (the world product ids it shows) so the splitter can keep
     products apart. Quarantined annotations are left out (an image whose every annotation is
     quarantined keeps its remaining ones).
+
+    Garment crops (tagger and embedder rows) come from the worn shots, street scenes and
+    model shots alike, and only from garments at least ``min_visible`` visible: the box of
+    a sweater under a coat shows the coat, so its crop would teach the coat's colour as the
+    sweater's. The detector still learns every box.
     """
     from models.taxonomy import ATTRIBUTES, to_category
 
@@ -137,8 +143,10 @@ def import_rows(import_dir: Path, quarantined: set[int] | None = None) -> dict[s
             [{"bbox": a["bbox"], "category": cats[a["category_id"]]} for a in anns])})
         if im.get("parsing_png"):
             rows["parser"].append({**base, "label_png": im["parsing_png"]})
-        if im.get("role") == "street":  # consumer side of consumer-to-shop retrieval
+        if im.get("role") in ("street", "model"):  # worn: the consumer side of consumer-to-shop
             for a in anns:
+                if float(a.get("visible_fraction", 1.0)) < min_visible:
+                    continue
                 attrs = a.get("attributes") or {}
                 crop = {**base, "bbox": json.dumps(a["bbox"]), "category": cats[a["category_id"]],
                         "identity": a.get("product_id"),

@@ -56,8 +56,8 @@ def _columns(model: str) -> list[str]:
 
 
 def training_set_id(report: dict[str, Any], bal_cfg: dict[str, Any], val_cfg: dict[str, Any]) -> str:
-    """``<validation run>-<hash of annotations + balancing + split config>`` (deterministic)."""
-    h = hashlib.sha256(json.dumps([report.get("annotations_sha256"), bal_cfg, val_cfg.get("splits")],
+    """``<validation run>-<hash of annotations + balancing + split and crop config>`` (deterministic)."""
+    h = hashlib.sha256(json.dumps([report.get("annotations_sha256"), bal_cfg, val_cfg.get("splits"), val_cfg.get("crops")],
                                   sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{report['run']}-{h}"
 
@@ -240,7 +240,7 @@ def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, c
     from pipelines.validate.annotations import import_rows
 
     bad = {int(k) for k in quarantine.loc[quarantine["table"] == "annotations", "key"]}
-    rows = import_rows(ann_dir, bad)
+    rows = import_rows(ann_dir, bad, float(cfg.get("crops", {}).get("min_visible_fraction", 0.5)))
     # World product id (the demo malls' sku) -> split of the crawled product.
     world_split: dict[str, str] = {}
     if "sku" in catalog.columns:
