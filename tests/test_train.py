@@ -280,3 +280,37 @@ def test_cached_scene_features_match_the_full_forward(small_set: Path, tmp_path:
     again = scene_features(images, 96, CANVAS_FILL, flips=True, cache_dir=tmp_path, progress=False)
     assert all(torch.equal(again[m][b], maps[m][b]) for m in maps for b in maps[m])
     assert [f.stat().st_mtime_ns for f in files] == stamp
+
+
+def test_class_draws_follow_class_size() -> None:
+    """``class_size_power`` 1 draws classes by their item count: the few same-category classes
+    of real photos (hundreds of crops each) come into most batches instead of almost none."""
+    from pipelines.train.embedder import MPerClassBatches
+
+    labels = np.array([0] * 400 + [1] * 400 + [k for k in range(2, 202) for _ in range(2)])
+
+    def share_of_big(power: float) -> float:
+        batches = list(MPerClassBatches(labels, 4, 32, 50, seed=0, size_power=power))
+        return float(np.mean([labels[i] <= 1 for b in batches for i in b]))
+
+    uniform, by_size = share_of_big(0.0), share_of_big(1.0)
+    assert uniform < 0.05 and by_size > 0.15, (uniform, by_size)
+
+
+def test_crop_draws_only_the_box_and_content_histogram_skips_the_fill() -> None:
+    """A boxed crop shows the box alone on grey (as the service draws a detected box), and
+    the content histogram counts the drawn pixels only."""
+    import torch
+    from PIL import Image
+
+    from models._common import _content_hist
+    from pipelines.train.data import square_crop, to_tensor
+
+    img = Image.new("RGB", (100, 100), (255, 0, 0))  # red all around ...
+    img.paste((0, 0, 255), (40, 45, 60, 55))  # ... a wide blue box in the middle
+    crop = np.asarray(square_crop(img, [40, 45, 20, 10], 40, context=0.0))
+    assert (crop[20, 20] == (0, 0, 255)).all()  # the box
+    assert (crop[2, 20] == (128, 128, 128)).all()  # above it: grey, not the red neighbour
+    hist = _content_hist(to_tensor(Image.fromarray(crop))[None], 4)
+    blue = (0 * 4 + 0) * 4 + 3
+    assert torch.isclose(hist[0, blue], torch.tensor(1.0))

@@ -163,6 +163,25 @@ def test_import_is_content_addressed_and_idempotent(imported: Path, small_world:
     assert any(i["decodes"] is False for i in coco["images"])  # the world's broken files
 
 
+def test_import_crops_are_worn_and_visible(imported: Path) -> None:
+    """Garment crops come from street scenes and model shots, never from mostly hidden
+    garments (their box shows what covers them); the detector keeps every box."""
+    from pipelines.validate.annotations import import_rows
+
+    coco = json.loads((imported / "coco.json").read_text())
+    role = {im["file_name"]: im.get("role") for im in coco["images"]}
+    hidden = [a for a in coco["annotations"] if a.get("visible_fraction", 1.0) < 0.5]
+    assert hidden, "the small world should have occluded garments"
+    rows = import_rows(imported, min_visible=0.5)
+    assert {role[r["image"]] for r in rows["tagger"]} == {"street", "model"}
+    n_boxes = sum(len(json.loads(r["boxes"])) for r in rows["detector"])
+    everything = import_rows(imported, min_visible=0.0)
+    assert sum(len(json.loads(r["boxes"])) for r in everything["detector"]) == n_boxes
+    assert len(everything["tagger"]) - len(rows["tagger"]) == sum(
+        1 for a in hidden if role.get(next(im["file_name"] for im in coco["images"] if im["id"] == a["image_id"]))
+        in ("street", "model"))
+
+
 def _tamper(imported: Path, dest: Path, fn) -> Path:
     shutil.copytree(imported, dest)
     coco = json.loads((dest / "coco.json").read_text())

@@ -64,6 +64,8 @@ class CachedScenes(RowDataset):
     (:func:`~pipelines.train.features.scene_features`) + targets on that canvas. Training
     draws the mirrored canvas for half the items (boxes mirrored with it)."""
 
+    in_memory = True  # the engine loads it without worker processes
+
     def __init__(self, df, train: bool, seed: int, cfg: dict[str, Any], progress: bool = False) -> None:
         from .features import scene_features
 

@@ -53,7 +53,9 @@ class Task:
         if train and weights is not None:
             sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
                                                              len(weights), replacement=True, generator=g)
-        workers = int(cfg.get("workers") or 0)
+        # in-memory cached features need no loading: worker processes would only copy them
+        # and compete with the training threads for the cores
+        workers = 0 if getattr(ds, "in_memory", False) else int(cfg.get("workers") or 0)
         return torch.utils.data.DataLoader(
             ds, batch_size=int(cfg["batch_size"]), shuffle=train and sampler is None, sampler=sampler,
             generator=g, num_workers=workers, collate_fn=self.collate, drop_last=False,

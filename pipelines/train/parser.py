@@ -53,6 +53,8 @@ class CachedParserRows(RowDataset):
     (:func:`~pipelines.train.features.scene_features`, shared with the detector) + label
     maps; training draws the mirrored canvas and labels for half the items."""
 
+    in_memory = True  # the engine loads it without worker processes
+
     def __init__(self, df, train: bool, seed: int, cfg, progress: bool = False) -> None:
         from .features import scene_features
 
