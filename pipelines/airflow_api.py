@@ -113,6 +113,25 @@ class AirflowClient:
                 raise TimeoutError(f"{dag_id} run {run_id or 'after ' + str(after)} not finished after {timeout_s:.0f}s")
             time.sleep(5)
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """Every task instance of one run (mapped ones once per map index)."""
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                            params={"limit": 200})["task_instances"]
+
+    def return_value(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        """What one task instance returned (its ``return_value`` XCom), decoded."""
+        entry = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                             params={"map_index": map_index, "deserialize": True})
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        if isinstance(value, str):
+            import ast
+
+            try:
+                return json.loads(value)
+            except ValueError:
+                return ast.literal_eval(value)
+        return value
+
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         """Task ids (with map index) that failed in one run, for error messages."""
         tis = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200})

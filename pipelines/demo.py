@@ -69,7 +69,30 @@ def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
             failed = client.failed_tasks(dag_id, run["dag_run_id"])
             raise RuntimeError(f"{dag_id} run {run['dag_run_id']} {run['state']}: failed tasks {failed}; "
                                f"see the Airflow UI {s.url(s.airflow_port)}")
+        if dag_id == "retrain_models":
+            _stop_unless_promoted(client, run["dag_run_id"], say)
     return runs
+
+
+def _stop_unless_promoted(client: Any, run_id: str, say: Callable[[str], None]) -> None:
+    """After a retrain run whose gate promoted nothing, nothing downstream will run: say the
+    gate's reasons and stop instead of waiting for an index rebuild that never comes."""
+    from pipelines.retrain import summarize
+
+    tis = client.task_instances("retrain_models", run_id)
+    if any(t["task_id"] == "publish" and t["state"] == "success" for t in tis):
+        return
+    decisions = []
+    for t in tis:
+        if t["task_id"] == "gate" and t["state"] == "success":
+            try:
+                decisions.append(client.return_value("retrain_models", run_id, "gate", t.get("map_index", -1)))
+            except (RuntimeError, ValueError, SyntaxError):
+                continue
+    if decisions:
+        say(summarize(decisions))
+    raise RuntimeError("the promotion gate promoted no model, so there is nothing new to index or deploy "
+                       "(reasons above; the runs, metrics and baselines are in MLflow)")
 
 
 def street_search(world: Path, s: Settings | None = None, k: int = 5) -> dict[str, Any]:

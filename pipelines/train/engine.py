@@ -124,6 +124,14 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
     best_pt = out_dir / "model.pt"
     epochs = int(cfg["epochs"])
     task.bind(model)
+    if last.exists():
+        # A finished run (the evaluate task reloads it) needs no training data: building the
+        # train split's datasets would read every cached feature for nothing.
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        done = ck["state"]
+        if ck.get("config_hash") == cfg_hash and (done["stopped"] or done["epoch"] >= epochs):
+            return {"history": done["history"], "epochs_run": done["epoch"], "resumed_from": done["epoch"],
+                    "best_epoch": done["best_epoch"]}
     train_ds = task.dataset(train_df, True, cfg)
     steps = math.ceil(len(train_ds) / int(cfg["batch_size"]))
     if cfg.get("max_steps_per_epoch"):
