@@ -70,18 +70,18 @@ def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
             raise RuntimeError(f"{dag_id} run {run['dag_run_id']} {run['state']}: failed tasks {failed}; "
                                f"see the Airflow UI {s.url(s.airflow_port)}")
         if dag_id == "retrain_models":
-            _stop_unless_promoted(client, run["dag_run_id"], say)
+            _stop_unless_deployable(client, run["dag_run_id"], s, say)
     return runs
 
 
-def _stop_unless_promoted(client: Any, run_id: str, say: Callable[[str], None]) -> None:
-    """After a retrain run whose gate promoted nothing, nothing downstream will run: say the
-    gate's reasons and stop instead of waiting for an index rebuild that never comes."""
+def _stop_unless_deployable(client: Any, run_id: str, s: Settings, say: Callable[[str], None]) -> None:
+    """After a retrain run, go on only if the chain can deploy: the gate promoted something
+    and every model has a champion. Otherwise say the gate's reasons and stop, instead of
+    waiting for an index rebuild or a deploy that cannot come."""
+    from pipelines.deploy.bundle import resolve_champions
     from pipelines.retrain import summarize
 
     tis = client.task_instances("retrain_models", run_id)
-    if any(t["task_id"] == "publish" and t["state"] == "success" for t in tis):
-        return
     decisions = []
     for t in tis:
         if t["task_id"] == "gate" and t["state"] == "success":
@@ -90,9 +90,15 @@ def _stop_unless_promoted(client: Any, run_id: str, say: Callable[[str], None]) 
             except (RuntimeError, ValueError, SyntaxError):
                 continue
     if decisions:
-        say(summarize(decisions))
-    raise RuntimeError("the promotion gate promoted no model, so there is nothing new to index or deploy "
-                       "(reasons above; the runs, metrics and baselines are in MLflow)")
+        say(summarize(sorted(decisions, key=lambda d: d["model"])))
+    if not any(t["task_id"] == "publish" and t["state"] == "success" for t in tis):
+        raise RuntimeError("the promotion gate promoted no model, so there is nothing new to index or deploy "
+                           "(reasons above; the runs, metrics and baselines are in MLflow)")
+    try:
+        resolve_champions(s)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; the gate has not promoted every model yet, so the chain cannot deploy "
+                           "(reasons above; the runs, metrics and baselines are in MLflow)") from None
 
 
 def street_search(world: Path, s: Settings | None = None, k: int = 5) -> dict[str, Any]:
