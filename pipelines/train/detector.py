@@ -125,12 +125,13 @@ class DetectorTask(Task):
         """``model(images[, targets])``, or the same from cached trunk features: RetinaNet
         then sees blank canvases of the right size (for its anchors) while its backbone
         replays the cached maps."""
+        extra = () if targets is None else (targets,)
         if not isinstance(inputs[0], dict):
-            return model(list(inputs), targets)
+            return model(list(inputs), *extra)
         size = int(model.tailor_config["image_size"])
         blank = torch.zeros(1, 1, 1).expand(3, size, size)
         with model.backbone.replay(_stack_maps(inputs)):
-            return model([blank] * len(inputs), targets)
+            return model([blank] * len(inputs), *extra)
 
     def step(self, model, batch, cfg):
         inputs, targets, _, _ = batch
