@@ -134,6 +134,5 @@ class AirflowClient:
 
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         """Task ids (with map index) that failed in one run, for error messages."""
-        tis = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200})
         return [f"{t['task_id']}[{t['map_index']}]" if t.get("map_index", -1) >= 0 else t["task_id"]
-                for t in tis["task_instances"] if t["state"] in ("failed", "upstream_failed")]
+                for t in self.task_instances(dag_id, run_id) if t["state"] in ("failed", "upstream_failed")]

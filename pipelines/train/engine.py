@@ -124,14 +124,14 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
     best_pt = out_dir / "model.pt"
     epochs = int(cfg["epochs"])
     task.bind(model)
-    if last.exists():
-        # A finished run (the evaluate task reloads it) needs no training data: building the
-        # train split's datasets would read every cached feature for nothing.
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+    # The last checkpoint, read once: a finished run (the evaluate task reloads it) returns
+    # before building the train split's datasets, which would read every cached feature for
+    # nothing; an unfinished one resumes from it.
+    ck = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    if ck is not None and ck.get("config_hash") == cfg_hash and (ck["state"]["stopped"] or ck["state"]["epoch"] >= epochs):
         done = ck["state"]
-        if ck.get("config_hash") == cfg_hash and (done["stopped"] or done["epoch"] >= epochs):
-            return {"history": done["history"], "epochs_run": done["epoch"], "resumed_from": done["epoch"],
-                    "best_epoch": done["best_epoch"]}
+        return {"history": done["history"], "epochs_run": done["epoch"], "resumed_from": done["epoch"],
+                "best_epoch": done["best_epoch"]}
     train_ds = task.dataset(train_df, True, cfg)
     steps = math.ceil(len(train_ds) / int(cfg["batch_size"]))
     if cfg.get("max_steps_per_epoch"):
@@ -141,8 +141,7 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(epochs * steps, int(cfg.get("warmup_epochs", 1)) * steps))
     state = {"epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "bad": 0, "stopped": False}
     resumed_from = None
-    if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+    if ck is not None:
         if ck.get("config_hash") == cfg_hash:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])

@@ -20,11 +20,14 @@ PAD = 255  # label of letterbox padding: ignored by the loss and the metrics
 def letterbox(img: Image.Image, label: np.ndarray | None, size: int):
     """Fit into ``size`` x ``size`` keeping aspect; returns (image, label, (scale, w, h))."""
     canvas, (s, w, h) = square_canvas(img, size, CANVAS_FILL)
-    lab = None
-    if label is not None:
-        lab = np.full((size, size), PAD, np.uint8)
-        lab[:h, :w] = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
-    return canvas, lab, (s, w, h)
+    return canvas, None if label is None else _label_canvas(label, size, w, h), (s, w, h)
+
+
+def _label_canvas(label: np.ndarray, size: int, w: int, h: int) -> np.ndarray:
+    """``label`` resized (nearest) to ``w`` x ``h`` at the top left of a ``size`` square of PAD."""
+    lab = np.full((size, size), PAD, np.uint8)
+    lab[:h, :w] = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+    return lab
 
 
 def load_label(path: str) -> np.ndarray:
@@ -64,12 +67,10 @@ class CachedParserRows(RowDataset):
                                    workers=int(cfg.get("workers") or 0), progress=progress)
         self.labels = []
         for path in self.df["label_png"]:
-            label = load_label(path)
+            label = load_label(path)  # the label map has its image's size: the same letterbox
             s = size / max(label.shape)
-            w, h = max(1, round(label.shape[1] * s)), max(1, round(label.shape[0] * s))
-            lab = np.full((size, size), PAD, np.uint8)
-            lab[:h, :w] = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
-            self.labels.append(lab)
+            self.labels.append(_label_canvas(label, size, max(1, round(label.shape[1] * s)),
+                                             max(1, round(label.shape[0] * s))))
 
     def __getitem__(self, idx: int):
         i, _ = self.items[idx]
