@@ -95,7 +95,13 @@ class Descriptor:
       averaged over the central half of the crop, where the garment is: its colour and fine
       texture, without the background around it;
     - ``content_hist``: an RGB histogram of the whole crop's drawn pixels (the grey fill
-      around a box left out): a wide pair of shoes sits outside the central half.
+      around a box left out): a wide pair of shoes sits outside the central half;
+    - ``fg_hist``: the group ``colour``, an RGB histogram (square-rooted) of the garment's
+      own pixels, told from the backdrop by colour: pixels farther than ``fg_tau`` (per
+      channel, in [0, 1]) from the median colour of the box's rim (:func:`_fg_hist`). A
+      tight box's rim is mostly backdrop, even where the garment (two shoes, a cap) leaves
+      the centre empty; measured on the demo's val crops with a linear model, colour 0.70
+      from ``content_hist`` and 0.82 from this.
 
     The prefix is their concatenation in the order of :meth:`groups`.
     """
@@ -106,21 +112,25 @@ class Descriptor:
     centre_rgb: bool = False
     centre_hist: int = 0  # bins per channel of an RGB histogram of the centre (0: none)
     content_hist: int = 0  # bins per channel of an RGB histogram of the drawn pixels (0: none)
+    fg_hist: int = 0  # bins per channel of the garment-pixel histogram (group "colour"; 0: none)
+    fg_tau: float = 0.1
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Descriptor:
         return cls(tuple(int(i) for i in cfg_get(config, "grid_stages", ())), int(cfg_get(config, "grid", 3)),
                    tuple(int(i) for i in cfg_get(config, "centre_stages", ())), bool(cfg_get(config, "centre_rgb", False)),
-                   int(cfg_get(config, "centre_hist", 0)), int(cfg_get(config, "content_hist", 0)))
+                   int(cfg_get(config, "centre_hist", 0)), int(cfg_get(config, "content_hist", 0)),
+                   int(cfg_get(config, "fg_hist", 0)), float(cfg_get(config, "fg_tau", 0.1)))
 
     def groups(self, trunk: Any) -> dict[str, tuple[int, int]]:
-        """``{"pooled" | "grid" | "centre": (start, stop)}`` column ranges of the prefix."""
+        """``{"pooled" | "grid" | "centre" | "colour": (start, stop)}`` column ranges of the prefix."""
         chans = [int(b[-1].conv_pwl.out_channels if hasattr(b[-1], "conv_pwl") else b[-1].conv_pw.out_channels)
                  for b in trunk.blocks]
         widths = {"pooled": int(trunk.num_features),
                   "grid": sum(chans[i] for i in self.grid_stages) * self.grid ** 2,
                   "centre": sum(chans[i] for i in self.centre_stages) + (3 if self.centre_rgb else 0)
-                  + self.centre_hist ** 3 + self.content_hist ** 3}
+                  + self.centre_hist ** 3 + self.content_hist ** 3,
+                  "colour": self.fg_hist ** 3}
         out, at = {}, 0
         for name, w in widths.items():
             if w:
@@ -147,6 +157,41 @@ def _centre_hist(raw: Any, bins: int) -> Any:
 
 #: the grey that :func:`pipelines.train.data.square_crop` fills around a box, in [0, 1]
 CROP_FILL = 128 / 255
+
+
+def _fg_hist(raw: Any, bins: int, tau: float) -> Any:
+    """Square root of the share of the garment's pixels in each of ``bins``^3 RGB cells.
+
+    The drawn rectangle of each crop (the box; the grey fill left out) has a rim about 3 %
+    of the crop wide; its median colour is taken as the backdrop, and the garment's pixels
+    are the drawn ones farther than ``tau`` from it in some channel. Where almost nothing
+    differs (a garment the colour of its backdrop) every drawn pixel counts.
+    """
+    n, _, h, w = raw.shape
+    drawn = (raw - CROP_FILL).abs().amax(1) > 0.5 / 255  # (n, h, w)
+    rows, cols = drawn.any(2), drawn.any(1)
+    idx_h = torch.arange(h, device=raw.device)
+    idx_w = torch.arange(w, device=raw.device)
+    # first and last drawn row / column (a crop with nothing drawn keeps the whole square)
+    y0 = torch.where(rows, idx_h, h).amin(1).clamp_max(h - 1).view(n, 1, 1)
+    y1 = torch.where(rows, idx_h, -1).amax(1).clamp_min(0).view(n, 1, 1)
+    x0 = torch.where(cols, idx_w, w).amin(1).clamp_max(w - 1).view(n, 1, 1)
+    x1 = torch.where(cols, idx_w, -1).amax(1).clamp_min(0).view(n, 1, 1)
+    r = max(1, round(0.03 * max(h, w)))
+    yy, xx = idx_h.view(1, h, 1), idx_w.view(1, 1, w)
+    ring = drawn & ((yy < y0 + r) | (yy > y1 - r) | (xx < x0 + r) | (xx > x1 - r))
+    px = raw.permute(0, 2, 3, 1).reshape(n, h * w, 3)
+    rim = torch.where(ring.reshape(n, h * w, 1), px, torch.full_like(px, float("nan")))
+    backdrop = rim.nanmedian(1).values.nan_to_num(CROP_FILL)  # (n, 3)
+    fg = drawn & ((raw - backdrop.view(n, 3, 1, 1)).abs().amax(1) > tau)
+    few = fg.flatten(1).sum(1) < max(10.0, 0.0025 * h * w)
+    fg = torch.where(few.view(n, 1, 1), drawn, fg)
+    q = (raw * bins).long().clamp_(0, bins - 1)
+    code = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)
+    weight = fg.flatten(1).to(raw.dtype)
+    hist = torch.zeros(n, bins ** 3, dtype=raw.dtype, device=raw.device)
+    hist.scatter_add_(1, code, weight)
+    return (hist / weight.sum(1, keepdim=True).clamp_min(1.0)).sqrt()
 
 
 def _content_hist(raw: Any, bins: int) -> Any:
@@ -187,7 +232,8 @@ def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None 
         if d.content_hist:
             centre.append(_content_hist(raw if raw is not None else x, d.content_hist))
         pooled = trunk.forward_head(trunk.bn2(trunk.conv_head(h)), pre_logits=True)
-        return torch.cat([pooled, *grid, *centre], dim=1)
+        colour = [_fg_hist(raw if raw is not None else x, d.fg_hist, d.fg_tau)] if d.fg_hist else []
+        return torch.cat([pooled, *grid, *centre, *colour], dim=1)
     x = trunk.bn1(trunk.conv_stem(x))
     for block in list(trunk.blocks)[:n_blocks]:
         x = block(x)

@@ -314,3 +314,34 @@ def test_crop_draws_only_the_box_and_content_histogram_skips_the_fill() -> None:
     hist = _content_hist(to_tensor(Image.fromarray(crop))[None], 4)
     blue = (0 * 4 + 0) * 4 + 3
     assert torch.isclose(hist[0, blue], torch.tensor(1.0))
+
+
+def test_garment_colour_histogram_ignores_the_backdrop_of_the_box() -> None:
+    """Two red shoes on a white floor: the box's rim is floor, so the garment histogram
+    (group ``colour``) puts its mass on red, while the drawn-pixel histogram is mostly white."""
+    import torch
+    from PIL import Image
+
+    from models._common import Descriptor, _content_hist, _fg_hist
+    from pipelines.train.data import square_crop, to_tensor
+
+    scene = Image.new("RGB", (200, 120), (30, 120, 30))  # green street around the box
+    scene.paste((250, 250, 250), (40, 40, 160, 80))  # the box: white floor ...
+    scene.paste((200, 20, 20), (46, 50, 70, 76))  # ... a red shoe on the left
+    scene.paste((200, 20, 20), (130, 50, 154, 76))  # ... and one on the right
+    crop = to_tensor(square_crop(scene, [40, 40, 120, 40], 224, context=0.0))[None]
+    red, white = (3 * 4 + 0) * 4 + 0, (3 * 4 + 3) * 4 + 3
+    garment = _fg_hist(crop, 4, 0.1) ** 2  # square-rooted shares
+    assert garment[0, red] > 0.8 and garment[0, white] < 0.05, garment[0]  # the rest: blended edges
+    assert _content_hist(crop, 4)[0, white] > 0.5
+    # a crop where nothing stands out from the rim keeps every drawn pixel
+    plain = to_tensor(square_crop(Image.new("RGB", (50, 50), (250, 250, 250)), None, 64))[None]
+    assert torch.isclose((_fg_hist(plain, 4, 0.1) ** 2)[0, white], torch.tensor(1.0))
+    d = Descriptor(fg_hist=4)
+    assert d == Descriptor.from_config({"fg_hist": 4}) and "colour" in d.groups(_lite0_trunk())
+
+
+def _lite0_trunk():
+    import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)

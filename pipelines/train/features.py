@@ -22,6 +22,7 @@ the stages after block 2; neither pays for the high-resolution stages again.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models._common import fold_batchnorm
+from models._common import Descriptor, fold_batchnorm
 
 from .data import load_crop, parse_bbox, to_tensor
 
@@ -55,7 +56,7 @@ def _space(cfg: dict[str, Any]) -> str:
 
     spec = {"v": _VERSION, "weights": weights_file().name, "backbone": cfg["backbone"],
             "freeze_blocks": int(cfg["freeze_blocks"]), "crop_size": int(cfg["crop_size"]),
-            "descriptor": {k: cfg.get(k) for k in ("grid_stages", "grid", "centre_stages", "centre_rgb", "centre_hist", "content_hist")}}
+            "descriptor": dataclasses.asdict(Descriptor.from_config(cfg))}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
