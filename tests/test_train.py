@@ -345,3 +345,23 @@ def _lite0_trunk():
     import timm
 
     return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+
+
+def test_embedder_reads_only_its_input_groups() -> None:
+    """The embedder shares the tagger's descriptor (one trunk pass for both) but reads the
+    groups its ``inputs`` name: changing the colour columns leaves its embedding unchanged."""
+    import torch
+
+    from models import create
+
+    cfg = {"pretrained": False, "freeze_blocks": 99, "grid_stages": [4], "fg_hist": 4, "dim": 16,
+           "inputs": ["pooled", "grid"]}
+    model = create("embedder", cfg).eval()
+    start, stop = model.groups["colour"]
+    f = torch.randn(3, stop)
+    g = f.clone()
+    g[:, start:stop] = torch.rand(3, stop - start)
+    assert torch.allclose(model.from_prefix(f), model.from_prefix(g))
+    assert model.proj[0].num_features == model.groups["grid"][1]  # pooled + grid columns
+    with pytest.raises(ValueError, match="not among the prefix groups"):
+        create("embedder", {**cfg, "inputs": ["pooled", "texture"]})
