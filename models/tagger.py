@@ -50,7 +50,10 @@ class Tagger(FrozenPrefixMixin, nn.Module):
         self._frozen = frozen_stages(self.trunk, self.freeze_blocks)
         self.descriptor = Descriptor.from_config(config)
         self.groups = prefix_groups(self.trunk, self.freeze_blocks, self.descriptor)
-        default = [g for g in self.groups if g != "centre"]
+        # the colour groups ("centre", "colour") describe a garment's colour only: they are
+        # for the heads that ask for them (head_inputs), the colour head; the others read
+        # the trunk's semantics (on the val split either way scored the same within noise)
+        default = [g for g in self.groups if g not in ("centre", "colour")]
         asked = dict(cfg_get(config, "head_inputs", {}))
         self.inputs = {h: tuple(asked.get(h) or default) for h in heads}
         for h, names in self.inputs.items():
