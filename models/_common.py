@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,12 +147,23 @@ def _centre(x: Any) -> Any:
 def _centre_hist(raw: Any, bins: int) -> Any:
     """Share of the crop centre's pixels in each of ``bins``^3 RGB cells (``raw`` in [0, 1])."""
     c = raw[:, :, raw.shape[2] // 4: raw.shape[2] - raw.shape[2] // 4, raw.shape[3] // 4: raw.shape[3] - raw.shape[3] // 4]
-    q = (c * bins).long().clamp_(0, bins - 1)
-    code = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-    flat = code.flatten(1)
-    hist = torch.zeros(flat.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
-    hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=raw.dtype))
-    return hist / flat.shape[1]
+    return _rgb_hist(c, bins, torch.ones_like(c[:, 0]))
+
+
+def _rgb_hist(raw: Any, bins: int, weight: Any) -> Any:
+    """Weighted share of ``raw``'s pixels (N, 3, H, W in [0, 1]) in each of ``bins``^3 RGB
+    cells; ``weight`` (N, H, W) says how much each pixel counts (0: not at all)."""
+    q = (raw * bins).long().clamp_(0, bins - 1)
+    code = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)
+    w = weight.flatten(1).to(raw.dtype)
+    hist = torch.zeros(code.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
+    hist.scatter_add_(1, code, w)
+    return hist / w.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def _drawn(raw: Any) -> Any:
+    """(N, H, W) mask of a crop's drawn pixels: not the exact grey fill around a box."""
+    return (raw - CROP_FILL).abs().amax(1) > 0.5 / 255
 
 
 #: the grey that :func:`pipelines.train.data.square_crop` fills around a box, in [0, 1]
@@ -168,7 +179,7 @@ def _fg_hist(raw: Any, bins: int, tau: float) -> Any:
     differs (a garment the colour of its backdrop) every drawn pixel counts.
     """
     n, _, h, w = raw.shape
-    drawn = (raw - CROP_FILL).abs().amax(1) > 0.5 / 255  # (n, h, w)
+    drawn = _drawn(raw)
     rows, cols = drawn.any(2), drawn.any(1)
     idx_h = torch.arange(h, device=raw.device)
     idx_w = torch.arange(w, device=raw.device)
@@ -185,23 +196,20 @@ def _fg_hist(raw: Any, bins: int, tau: float) -> Any:
     backdrop = rim.nanmedian(1).values.nan_to_num(CROP_FILL)  # (n, 3)
     fg = drawn & ((raw - backdrop.view(n, 3, 1, 1)).abs().amax(1) > tau)
     few = fg.flatten(1).sum(1) < max(10.0, 0.0025 * h * w)
-    fg = torch.where(few.view(n, 1, 1), drawn, fg)
-    q = (raw * bins).long().clamp_(0, bins - 1)
-    code = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)
-    weight = fg.flatten(1).to(raw.dtype)
-    hist = torch.zeros(n, bins ** 3, dtype=raw.dtype, device=raw.device)
-    hist.scatter_add_(1, code, weight)
-    return (hist / weight.sum(1, keepdim=True).clamp_min(1.0)).sqrt()
+    return _rgb_hist(raw, bins, torch.where(few.view(n, 1, 1), drawn, fg)).sqrt()
 
 
 def _content_hist(raw: Any, bins: int) -> Any:
     """Share of the crop's drawn pixels (not the exact crop fill) in each of ``bins``^3 RGB cells."""
-    q = (raw * bins).long().clamp_(0, bins - 1)
-    code = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)
-    drawn = ((raw - CROP_FILL).abs().amax(1) > 0.5 / 255).flatten(1).to(raw.dtype)
-    hist = torch.zeros(code.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
-    hist.scatter_add_(1, code, drawn)
-    return hist / drawn.sum(1, keepdim=True).clamp_min(1.0)
+    return _rgb_hist(raw, bins, _drawn(raw))
+
+
+def group_columns(z: Any, groups: Mapping[str, tuple[int, int]], names: Sequence[str]) -> Any:
+    """The columns of a descriptor batch ``z`` that the groups ``names`` hold, in that order
+    (``groups``: :meth:`Descriptor.groups`); ``z`` itself when they are all of it."""
+    if list(names) == list(groups):
+        return z
+    return torch.cat([z[:, slice(*groups[g])] for g in names], dim=1)
 
 
 def run_prefix(trunk: Any, x: Any, n_blocks: int, descriptor: Descriptor | None = None, raw: Any = None) -> Any:

@@ -20,6 +20,7 @@ from ._common import (
     FrozenPrefixMixin,
     cfg_get,
     frozen_stages,
+    group_columns,
     normalise,
     prefix_groups,
     run_prefix,
@@ -65,9 +66,7 @@ class Embedder(FrozenPrefixMixin, nn.Module):
 
     def from_prefix(self, f: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings from :meth:`prefix` features."""
-        z = run_tail(self.trunk, f, self.freeze_blocks)
-        if self.inputs != tuple(self.groups):
-            z = torch.cat([z[:, slice(*self.groups[g])] for g in self.inputs], dim=1)
+        z = group_columns(run_tail(self.trunk, f, self.freeze_blocks), self.groups, self.inputs)
         return F.normalize(self.proj(z), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

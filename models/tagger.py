@@ -20,6 +20,7 @@ from ._common import (
     FrozenPrefixMixin,
     cfg_get,
     frozen_stages,
+    group_columns,
     normalise,
     prefix_groups,
     run_prefix,
@@ -89,9 +90,7 @@ class Tagger(FrozenPrefixMixin, nn.Module):
         z = run_tail(self.trunk, f, self.freeze_blocks)
         necked = {}
         for key, neck in self.necks.items():
-            cols = torch.cat([z[:, slice(*self.groups[g])] for g in key.split("+")], dim=1) \
-                if len(self.groups) > 1 else z
-            necked[key] = neck(cols)
+            necked[key] = neck(group_columns(z, self.groups, key.split("+")))
         return {h: head(necked["+".join(self.inputs[h])]) for h, head in self.heads.items()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
