@@ -37,6 +37,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _no_usage_data() -> None:
+    """Usage data off for whatever this process runs in-process (MLflow, DVC, GX, BentoML)."""
+    import os
+
+    from pipelines.services import NO_USAGE_DATA
+
+    os.environ.update(NO_USAGE_DATA)
+
+
 synth_app = typer.Typer(help="Generate and inspect the synthetic fashion world (the embedded default).")
 mall_app = typer.Typer(help="Demo shopping malls served on loopback.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
@@ -359,9 +371,13 @@ def demo_cmd(
     typer.echo(services.describe(s))
     typer.echo("Demo malls: " + ", ".join(s.url(s.mall_base_port + i) for i in range(3)))
     typer.echo(f"Data Docs / quality summary: {s.url(s.report_port, '/tailor/index.html')}")
-    if chain:
+    if chain and not chain_error:
         typer.echo(f"Search endpoint: {s.url(s.bento_port, '/search')}  demo page: {s.url(s.bento_port, '/demo')}  "
                    f"OpenAPI: {s.url(s.bento_port, '/docs.json')}")
+    elif chain:
+        # nothing new was deployed: say so rather than print a URL that may not answer
+        typer.echo("Search endpoint: not deployed by this run (see 'chain stopped' above; "
+                   "MLflow has the gate's reasons).")
     typer.echo("Stop everything with `make down`.")
     if chain_error:
         raise typer.Exit(code=1)

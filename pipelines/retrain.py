@@ -25,7 +25,10 @@ def latest_training_set(s: Settings | None = None) -> Path:
     candidates = []
     for meta_file in root.glob("*/training_set.json"):
         meta = json.loads(meta_file.read_text())
-        candidates.append((str(meta.get("created", "")), meta_file.stat().st_mtime, meta_file.parent))
+        # training sets record "created_at" (UTC, ISO 8601: sorts as text); the file's mtime
+        # only breaks ties within a second: a copy or a touch must not make an old set "newest"
+        created = str(meta.get("created_at") or meta.get("created") or "")
+        candidates.append((created, meta_file.stat().st_mtime, meta_file.parent))
     if not candidates:
         raise FileNotFoundError(f"no training set under {root}; run the validate_catalog DAG or `tailor validate` first")
     return max(candidates)[2]

@@ -48,6 +48,27 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+#: Usage-data (telemetry) switches, off in every process Tailor starts and in the CLI itself:
+#: MLflow (client and server, on by default since 3.2; it also honours DO_NOT_TRACK), BentoML,
+#: DVC and Great Expectations. Airflow 3 collects none (Scarf was removed, apache/airflow#45865).
+NO_USAGE_DATA: dict[str, str] = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def service_env(svc: Service, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a service process starts with: ``base`` (default: ours), the service's
+    own variables, usage data off, and the venv's tools first on PATH (airflow standalone
+    spawns ``airflow ...`` children)."""
+    base = dict(os.environ if base is None else base)
+    path = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
+    return {**base, **svc.env, **NO_USAGE_DATA, "PATH": path}
+
+
 def airflow_env(s: Settings) -> dict[str, str]:
     """Environment that points Airflow at the project (also used by tests and the CLI)."""
     port = s.airflow_port
@@ -71,6 +92,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(s.root), os.environ.get("PYTHONPATH")])),
         "TAILOR_ROOT": str(s.root),
         "MLFLOW_TRACKING_URI": str(s.mlflow_tracking_uri),
+        **NO_USAGE_DATA,  # task processes use MLflow, DVC and GX
     }
 
 
@@ -200,9 +222,7 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
                 f"{name}: port {s.host}:{svc.port} is already in use by a process Tailor did not "
                 f"start; stop it or set TAILOR_{name.upper()}_PORT"
             )
-        # Child processes (airflow standalone spawns `airflow ...`) must find the venv's tools.
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        env = {**os.environ, **svc.env, "PATH": path}
+        env = service_env(svc)
         log = svc.log_file(s).open("ab")
         proc = subprocess.Popen(
             svc.argv, env=env, cwd=s.root, stdout=log, stderr=subprocess.STDOUT,

@@ -82,3 +82,32 @@ def test_port_taken_by_a_stranger_is_reported(isolated: Settings) -> None:
         sock.listen()
         with pytest.raises(RuntimeError, match="already in use by a process Tailor did not start"):
             services.start("mlflow", isolated)
+
+
+def test_usage_data_is_off_in_every_process_tailor_starts(tmp_path) -> None:
+    """Each library's own switch, resolved in a process started with a service's environment
+    (a parent that asked for telemetry does not turn it back on)."""
+    from pipelines.deploy.release import _bento_env
+
+    s = Settings(root=tmp_path)
+    probe = (
+        "import json, mlflow.telemetry.utils as mt, dvc.analytics as da\n"
+        "from bentoml._internal.utils.analytics.usage_stats import do_not_track\n"
+        "print(json.dumps({'mlflow_off': bool(mt.is_telemetry_disabled()), 'dvc_on': da.is_enabled(),\n"
+        "                  'bentoml_off': do_not_track()}))\n"
+    )
+    noisy = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "false", "DO_NOT_TRACK": "false",
+             "BENTOML_DO_NOT_TRACK": "false", "CI": "", "DVC_TEST": "", "PYTEST_CURRENT_TEST": ""}
+    envs = {name: services.service_env(svc, noisy) for name, svc in services.services(s).items()}
+    envs["bento"] = {**noisy, **_bento_env(s, str(tmp_path / "bundle"))}
+    envs["airflow tasks"] = {**noisy, **services.airflow_env(s)}
+    for name, env in envs.items():
+        for k, v in services.NO_USAGE_DATA.items():
+            assert env[k] == v, (name, k)
+        # MLflow treats CI / pytest runs as "off" anyway: clear those markers for an honest probe
+        env = {k: v for k, v in env.items() if k not in ("CI", "PYTEST_CURRENT_TEST", "DVC_TEST")}
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got == {"mlflow_off": True, "dvc_on": False, "bentoml_off": True}, (name, got)

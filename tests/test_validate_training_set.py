@@ -126,3 +126,20 @@ def test_real_photo_rows_carry_taxonomy_category_and_implied_attributes(tmp_path
     assert emb["identity"].isna().all() and set(emb["label"]) == set(labels)
     cat = pd.read_parquet(ts / "catalog.parquet")
     assert set(cat.loc[cat["label"] == "Longsleeve", "category"]) == {"longsleeve"}
+
+
+def test_latest_training_set_goes_by_recorded_creation_time_not_mtime(tmp_path: Path) -> None:
+    """Training sets record ``created_at``; a later touch or copy of an older set must not
+    make it the newest."""
+    import os
+
+    from pipelines.retrain import latest_training_set
+
+    s = Settings(root=tmp_path)
+    root = Path(s.data_dir) / "training-sets"
+    for name, created in (("old", "2026-11-01T10:00:00Z"), ("new", "2026-11-02T09:00:00Z")):
+        (root / name).mkdir(parents=True)
+        (root / name / "training_set.json").write_text(json.dumps({"id": name, "created_at": created}))
+    later = os.stat(root / "new" / "training_set.json").st_mtime + 3600
+    os.utime(root / "old" / "training_set.json", (later, later))  # the old one touched last
+    assert latest_training_set(s).name == "new"

@@ -43,6 +43,12 @@ class Politeness(BaseModel):
     backoff_max_s: float = Field(30, ge=0, description="longest single wait (Retry-After included)")
     retry_budget_s: float = Field(120, ge=0, description="total time one URL may spend retrying")
     max_image_bytes: int = Field(20 * 2**20, ge=1024, description="larger images are rejected")
+    # Scrapy's own default is 1 GiB for any response, decompressed gzip included: a hostile
+    # page could fill memory. Caps apply to the decompressed body; a larger one is a failure.
+    max_page_bytes: int = Field(5 * 2**20, ge=1024, description="larger HTML pages are rejected")
+    max_sitemap_bytes: int = Field(10 * 2**20, ge=1024, description="larger sitemaps are rejected")
+    max_robots_bytes: int = Field(512 * 2**10, ge=1024,
+                                  description="a larger robots.txt counts as unreachable: disallow all")
 
     @field_validator("user_agent")
     @classmethod
@@ -73,6 +79,10 @@ class MallConfig(BaseModel):
     extractor: Extractor
     selectors: dict[str, str] = Field(default_factory=dict)
     politeness: Politeness
+    #: extra hosts images may come from (a CDN); pages stay on allowed_domains
+    image_hosts: list[str] = Field(default_factory=list)
+    #: loopback / private / link-local addresses are refused unless this is set (demo malls)
+    allow_private_addresses: bool = False
 
     @field_validator("start_urls")
     @classmethod
@@ -102,8 +112,9 @@ class MallConfig(BaseModel):
 
     def in_scope(self, url: str) -> bool:
         """Whether ``url``'s host is one of ``allowed_domains`` (or a subdomain of one)."""
-        host = (urlsplit(url).hostname or "").lower()
-        return any(host == d.lower() or host.endswith("." + d.lower()) for d in self.allowed_domains)
+        from pipelines.crawl.scope import host_matches
+
+        return host_matches(urlsplit(url).hostname or "", self.allowed_domains)
 
 
 class CrawlConfig(BaseModel):
@@ -209,5 +220,6 @@ def demo_config(urls: dict[str, str], politeness: Politeness | None = None) -> C
             name=name, start_urls=[base + "/"], sitemap=base + "/sitemap.xml",
             allowed_domains=[urlsplit(base).hostname or "127.0.0.1"],
             extractor=ref.extractor if ref else "jsonld",
-            selectors=dict(ref.selectors) if ref else {}, politeness=pol))
+            selectors=dict(ref.selectors) if ref else {}, politeness=pol,
+            allow_private_addresses=True))  # served on loopback
     return CrawlConfig(malls=malls)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -108,15 +109,39 @@ def blob_path(root: Path, sha256: str, ext: str) -> Path:
     return Path(root) / sha256[:2] / f"{sha256}.{ext}"
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def store_blob(root: Path, info: ImageInfo, data: bytes) -> Path:
-    """Write ``data`` at its content address (atomic, idempotent); return the path."""
+    """Write ``data`` at its content address (atomic, idempotent); return the path.
+
+    An existing blob is reused only when its bytes still hash to its name; one that does not
+    (a disk error, a hand edit) is replaced. The write goes to a temp file unique to this
+    call (the crawler stores from several threads of one process), is fsynced, then renamed
+    over the address: readers never see half a file, and a crash leaves only a temp file.
+    """
+    if hashlib.sha256(data).hexdigest() != info.sha256:
+        raise ValueError(f"data does not hash to {info.sha256}")
     path = blob_path(root, info.sha256, info.ext)
-    if path.exists():
+    if path.exists() and file_sha256(path) == info.sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # readers never see half a file, even if we are killed here
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -78,6 +78,7 @@ class FailClosedRobotsMiddleware:
         self.crawler = crawler
         self.ua: str = s["USER_AGENT"]
         self.obey_delay: bool = s.getbool("TAILOR_OBEY_CRAWL_DELAY", True)
+        self.max_bytes: int = s.getint("TAILOR_MAX_ROBOTS_BYTES", 512 * 2**10)
         state_db = s.get("TAILOR_STATE_DB")
         self.state = Store(state_db) if state_db else None
         self._rules: dict[str, asyncio.Future[RobotsRules]] = {}
@@ -130,7 +131,8 @@ class FailClosedRobotsMiddleware:
         if cached is not None:
             return rules_from(*cached)
         req = Request(f"{netloc}/robots.txt", priority=self.PRIORITY, dont_filter=True,
-                      meta={"dont_obey_robotstxt": True, "max_retry_times": 1, "tailor_kind": "robots"})
+                      meta={"dont_obey_robotstxt": True, "max_retry_times": 1, "tailor_kind": "robots",
+                            "download_maxsize": self.max_bytes})
         try:
             # Only downloader middlewares apply here: RedirectMiddleware follows up to
             # REDIRECT_MAX_TIMES (5, RFC 9309) hops and raises IgnoreRequest beyond.

@@ -16,9 +16,21 @@ from typing import Any
 from pipelines.crawl.config import MallConfig, Politeness
 
 
-def scrapy_settings(pol: Politeness, state_db: Path, log_file: Path | None) -> dict[str, Any]:
-    """Scrapy settings for one mall's politeness block."""
+def scrapy_settings(pol: Politeness, state_db: Path, log_file: Path | None,
+                    mall: MallConfig | None = None) -> dict[str, Any]:
+    """Scrapy settings for one mall's politeness block and scope (:mod:`pipelines.crawl.scope`)."""
     return {
+        "TAILOR_ALLOWED_DOMAINS": list(mall.allowed_domains) if mall else [],
+        "TAILOR_IMAGE_HOSTS": list(mall.image_hosts) if mall else [],
+        "TAILOR_ALLOW_PRIVATE": bool(mall.allow_private_addresses) if mall else False,
+        "TAILOR_MAX_ROBOTS_BYTES": pol.max_robots_bytes,
+        # Per request kind the spider sets meta["download_maxsize"]; this covers the rest.
+        # Scrapy applies it to the decompressed body too (gzip / deflate / br bombs).
+        "DOWNLOAD_MAXSIZE": max(pol.max_page_bytes, pol.max_sitemap_bytes, pol.max_image_bytes),
+        "DOWNLOAD_WARNSIZE": 0,
+        # Only http(s) can be fetched at all: a page cannot make the crawler read local files
+        # (file://), embedded data (data:), FTP or S3 buckets.
+        "DOWNLOAD_HANDLERS": {"file": None, "data": None, "ftp": None, "s3": None},
         "USER_AGENT": pol.user_agent,
         "ROBOTSTXT_OBEY": False,  # replaced by the fail-closed middleware below
         "TAILOR_ROBOTS": True,
@@ -30,6 +42,8 @@ def scrapy_settings(pol: Politeness, state_db: Path, log_file: Path | None) -> d
         "TAILOR_RETRY_BUDGET_S": pol.retry_budget_s,
         "RETRY_ENABLED": False,  # replaced by BackoffRetryMiddleware
         "DOWNLOADER_MIDDLEWARES": {
+            # scope first: an out-of-scope URL never reaches robots.txt fetching or the network
+            "pipelines.crawl.scope.ScopeMiddleware": 50,
             "pipelines.crawl.middlewares.FailClosedRobotsMiddleware": 100,
             "pipelines.crawl.middlewares.BackoffRetryMiddleware": 550,
         },
@@ -62,7 +76,7 @@ def run_mall(mall: MallConfig, run_db: Path, state_db: Path, blobs: Path,
 
     from pipelines.crawl.spider import MallSpider
 
-    process = CrawlerProcess(scrapy_settings(mall.politeness, state_db, log_file),
+    process = CrawlerProcess(scrapy_settings(mall.politeness, state_db, log_file, mall),
                              install_root_handler=log_file is None)
     process.crawl(MallSpider, mall=mall.model_dump(mode="json"), run_db=str(run_db),
                   state_db=str(state_db), blobs=str(blobs))

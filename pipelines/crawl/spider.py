@@ -37,6 +37,7 @@ from pipelines.crawl.images import (
     store_blob,
 )
 from pipelines.crawl.middlewares import RobotsDenied
+from pipelines.crawl.scope import OutOfScope
 from pipelines.crawl.state import Store
 
 
@@ -81,7 +82,7 @@ class MallSpider(scrapy.Spider):
                 if req is not None:
                     yield req
         if self.cfg.sitemap:
-            req = self.page_request(self.cfg.sitemap, 0, callback=self.parse_sitemap)
+            req = self.page_request(self.cfg.sitemap, 0, callback=self.parse_sitemap, kind="sitemap")
             if req is not None:
                 yield req
         for url in self.cfg.start_urls:
@@ -90,8 +91,9 @@ class MallSpider(scrapy.Spider):
                 yield req
 
     def page_request(self, url: str, depth: int, callback: Any = None,
-                     priority: int = 0) -> scrapy.Request | None:
-        """A request for an HTML page or sitemap, or None (seen, out of scope, over limits)."""
+                     priority: int = 0, kind: str = "page") -> scrapy.Request | None:
+        """A request for an HTML page (``kind="page"``) or a sitemap, or None (seen, out of
+        scope, over limits). Each kind has its own size cap."""
         url = url.split("#", 1)[0]
         if url in self.seen_pages or not self.cfg.in_scope(url):
             return None
@@ -106,7 +108,8 @@ class MallSpider(scrapy.Spider):
             self._limit("max_pages")
             return None
         self.pages_scheduled += 1
-        meta: dict[str, Any] = {"tailor_depth": depth, "tailor_kind": "page"}
+        cap = self.pol.max_sitemap_bytes if kind == "sitemap" else self.pol.max_page_bytes
+        meta: dict[str, Any] = {"tailor_depth": depth, "tailor_kind": kind, "download_maxsize": cap}
         headers = {}
         prev = self.prev_by_url.get(url)
         if prev and not prev.get("removed") and (prev.get("etag") or prev.get("last_modified")):
@@ -160,7 +163,7 @@ class MallSpider(scrapy.Spider):
             if not loc:
                 continue
             if sm.type == "sitemapindex":
-                req = self.page_request(loc, depth + 1, callback=self.parse_sitemap)
+                req = self.page_request(loc, depth + 1, callback=self.parse_sitemap, kind="sitemap")
             else:
                 req = self.page_request(loc, depth + 1, priority=10)
             if req is not None:
@@ -292,14 +295,17 @@ class MallSpider(scrapy.Spider):
                 self.store.put_page(url, status, 0, prev["product_id"])
         elif isinstance(exc, RobotsDenied):
             kind, reason = "robots", str(exc)
+        elif isinstance(exc, OutOfScope):
+            kind, reason = "scope", str(exc)
+        elif "max size" in str(exc) or "maxsize" in str(exc).lower():
+            # over the kind's cap, before or during decompression (Scrapy says "DOWNLOAD_MAXSIZE")
+            kind, reason = "too_large", str(exc)
         elif isinstance(exc, IgnoreRequest) and "redirect" in str(exc):
             kind, reason = "redirect", f"{exc} (more than 5 hops)"
         elif isinstance(exc, IgnoreRequest):
             kind, reason = "ignored", str(exc) or type(exc).__name__
         elif isinstance(exc, TimeoutError | TCPTimedOutError):
             kind, reason = "timeout", f"{exc}; {gave_up}".strip("; ")
-        elif "max size" in str(exc) or "maxsize" in str(exc):
-            kind, reason = "too_large", str(exc)
         else:
             kind, reason = "network", f"{type(exc).__name__}: {exc}; {gave_up}".strip("; ")
         self._fail(url, kind, reason, status, pid)

@@ -72,7 +72,7 @@ def release_info(release_id: str, s: Settings | None = None) -> dict[str, Any]:
 def _bento_env(s: Settings, bundle: str) -> dict[str, str]:
     return {
         "BENTOML_HOME": str(s.bentoml_home),
-        "BENTOML_DO_NOT_TRACK": "true",
+        **svcs.NO_USAGE_DATA,
         "TAILOR_BUNDLE_DIR": str(bundle),
         "TAILOR_ROOT": str(s.root),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
@@ -148,7 +148,7 @@ def build_bento(release: dict[str, Any], s: Settings | None = None, timeout_s: f
             shutil.copy2(root / "config" / f, ctx / "config" / f)
     (ctx / "requirements").mkdir()
     shutil.copy2(root / "requirements" / "lock.txt", ctx / "requirements" / "lock.txt")
-    env = {**os.environ, "BENTOML_HOME": str(s.bentoml_home), "BENTOML_DO_NOT_TRACK": "true",
+    env = {**os.environ, **svcs.NO_USAGE_DATA, "BENTOML_HOME": str(s.bentoml_home),
            "TAILOR_BUNDLE_DIR": str(ctx / "bentos" / "bundle")}
     Path(s.bentoml_home).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
     proc = subprocess.run([svcs._bin("bentoml"), "build", "-f", "bentos/bentofile.yaml", "--output", "tag", "."],
