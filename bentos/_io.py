@@ -23,8 +23,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "serving.yaml"
 #: Config used when the Bento is built without the repo's config/ (a container).
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "limits": {"max_bytes": 10 * 1024 * 1024, "max_pixels": 25_000_000, "min_side": 8,
-               "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"]},
+    "limits": {"max_bytes": 10 * 1024 * 1024, "max_pixels": 12_000_000, "min_side": 8, "max_aspect": 10.0,
+               "max_decodes": 2, "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"]},
     "search": {"k_default": 10, "k_max": 100, "detector_score_min": 0.3, "max_garments": 8},
     "runtime": {"threads": 2, "timeout_s": 60, "batching": True, "max_batch_size": 32, "max_image_batch": 4,
                 "image_workers": 2, "max_latency_ms": 30000},
@@ -54,9 +54,13 @@ class Limits:
     """Upload limits (see ``config/serving.yaml``)."""
 
     max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 25_000_000
+    # 12 MP: a phone photo; a decoded RGB image of that size is ~36 MB, and the service
+    # decodes at most ``max_decodes`` at once (a 24 KB PNG can declare 25 MP)
+    max_pixels: int = 12_000_000
     min_side: int = 8
     formats: tuple[str, ...] = field(default=("JPEG", "PNG", "WEBP", "BMP", "GIF"))
+    max_aspect: float = 10.0  # longer side / shorter side: a 1 x 12,000,000 strip holds no garment
+    max_decodes: int = 2  # uploads decoded at the same time (the rest wait)
 
 
 def _env_override(section: str, key: str, value: Any) -> Any:
@@ -89,7 +93,8 @@ def limits_from_config(cfg: dict[str, dict[str, Any]] | None = None) -> Limits:
     """:class:`Limits` from the serving config."""
     lim = (cfg or load_config())["limits"]
     return Limits(int(lim["max_bytes"]), int(lim["max_pixels"]), int(lim["min_side"]),
-                  tuple(str(f).upper() for f in lim["formats"]))
+                  tuple(str(f).upper() for f in lim["formats"]), float(lim.get("max_aspect", 10.0)),
+                  int(lim.get("max_decodes", 2)))
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -163,6 +168,9 @@ def decode_image(data: bytes | None, limits: Limits) -> Image.Image:
                                "(decompression bombs are rejected from their header)", "image")
             if min(w, h) < limits.min_side:
                 raise BadInput(400, "too_small", f"image is {w}x{h}; each side must be at least {limits.min_side} pixels", "image")
+            if max(w, h) > limits.max_aspect * min(w, h):
+                raise BadInput(400, "extreme_aspect", f"image is {w}x{h}; the longer side may be at most "
+                               f"{limits.max_aspect:g} times the shorter", "image")
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = img.convert("RGB")

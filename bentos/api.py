@@ -13,7 +13,10 @@ rejects pickle and non-multipart payloads before anything parses them.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,33 @@ from ._io import (
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("tailor.api")
+
+#: The demo page's policy: scripts, styles and connections only to this service, no inline
+#: script or style attribute, no plugins, no framing, no <base> rewrites. Product thumbnails
+#: come from the malls' own hosts, so images may be any http(s) URL (the page only ever sets
+#: http(s) sources, see safeUrl in static/app.js).
+DEMO_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' http: https: blob:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+DEMO_HEADERS = {"Content-Security-Policy": DEMO_CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer"}
+
+
+class _WithHeaders:
+    """ASGI wrapper adding fixed headers to every response of the wrapped app (the demo
+    page's static files); the API's routes are left as they are."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
+        self.app = app
+        self.raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.raw]}
+            await send(message)
+
+        await self.app(scope, receive, send_with)
 API_VERSION = "1.0"
 
 
@@ -142,19 +172,31 @@ class UploadGuard:
             return
         budget = self.limits.max_bytes + 64 * 1024
         seen = 0
+        over = False  # the body passed the budget: the answer is our 413, whatever the app says
         started = False
+        too_large = BadInput(413, "too_large", f"request body is over the image limit of {self.limits.max_bytes} bytes",
+                             "image").to_dict()
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > budget:
+                    over = True
                     raise _TooLarge()
             return msg
 
         async def tracking_send(msg: Message) -> None:
             nonlocal started
+            if over:
+                # The form parser turns the interrupted read into its own 400 ("error parsing
+                # the body"): a chunked upload with no Content-Length must get the same 413 as
+                # one that declares its size. The app's response is replaced, once.
+                if msg["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_json(send, 413, too_large)
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
@@ -163,8 +205,8 @@ class UploadGuard:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                err = BadInput(413, "too_large", f"request body is over the image limit of {self.limits.max_bytes} bytes", "image")
-                await _send_json(send, 413, err.to_dict())
+                started = True
+                await _send_json(send, 413, too_large)
 
 
 def connection_dropped(exc: BaseException) -> bool:
@@ -194,6 +236,8 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
                     "similar catalog products. Errors are JSON `{\"error\": {code, message, field}}` with a 4xx status.",
     )
 
+    decode_slots = asyncio.Semaphore(max(1, limits.max_decodes))
+
     @app.exception_handler(BadInput)
     async def _bad_input(_request: Any, exc: BadInput) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status)
@@ -221,8 +265,14 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
         overloaded = (type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout")
                       or connection_dropped(exc))
         status = 503 if overloaded else 500
+        # The exception's text can hold paths, addresses or data: it goes to the service log
+        # under an incident id, and the client gets only the id.
+        incident = uuid.uuid4().hex[:12]
+        log.error("incident %s: %s %s", incident, type(exc).__name__, exc, exc_info=exc)
+        message = ("the service is overloaded; retry shortly" if overloaded
+                   else "internal error") + f" (incident {incident})"
         return JSONResponse({"error": {"code": "unavailable" if overloaded else "internal_error",
-                                       "message": str(exc)[:300] or type(exc).__name__, "field": None}},
+                                       "message": message, "field": None}},
                             status_code=status, headers={"Retry-After": "1"} if overloaded else None)
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, summary="Search products by photo")
@@ -236,7 +286,8 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
         kk = parse_k(k, k_max, k_default)  # already validated by FastAPI; kept for direct callers
         cat = parse_category(category, categories) if categories else (category or None)
         data = await image.read(limits.max_bytes + 1)
-        img = await run_in_threadpool(decode_image, data, limits)
+        async with decode_slots:  # at most max_decodes full-size images being decoded at once
+            img = await run_in_threadpool(decode_image, data, limits)
         return await run_in_threadpool(engine.search, img, kk, cat)
 
     @app.get("/healthz", summary="Liveness: 200 while the process serves")
@@ -255,9 +306,10 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
 
     @app.get("/demo", include_in_schema=False)
     async def demo() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=DEMO_HEADERS)
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    app.mount("/static", _WithHeaders(StaticFiles(directory=STATIC_DIR), DEMO_HEADERS), name="static")
     if catalog_images is not None and Path(catalog_images).is_dir():
         app.mount("/catalog/images", StaticFiles(directory=catalog_images), name="catalog-images")
     return app

@@ -40,8 +40,9 @@ def crawl_malls():
     @task
     def plan(params: dict | None = None, run_id: str | None = None) -> list[dict]:
         from pipelines.crawl.dagtasks import plan_crawl
+        from pipelines.params import check_dag_params
 
-        return plan_crawl(params or {}, run_id or "manual")
+        return plan_crawl(check_dag_params(params), run_id or "manual")
 
     @task(retries=3, retry_exponential_backoff=True, execution_timeout=timedelta(hours=3))
     def crawl_mall(job: dict) -> str:

@@ -30,9 +30,11 @@ def demo_world():
     def generate(params: dict | None = None) -> str:
         from pathlib import Path
 
+        from pipelines.params import check_dag_params
         from pipelines.settings import get_settings
         from pipelines.synth import WorldConfig, generate_world
 
+        params = check_dag_params(params)
         out = Path(params["out"]) if params["out"] else get_settings().demo_world_dir
         cfg = WorldConfig(seed=params["seed"], n_products=params["products"], n_scenes=params["scenes"])
         return str(generate_world(out, cfg))

@@ -33,8 +33,9 @@ def deploy_bento():
     @task
     def bundle(params: dict | None = None) -> dict:
         from pipelines.deploy.stages import bundle_stage
+        from pipelines.params import check_dag_params
 
-        p = {k: v for k, v in (params or {}).items() if k in ("index_dir", "bundle") and v}
+        p = {k: v for k, v in check_dag_params(params).items() if k in ("index_dir", "bundle") and v}
         return bundle_stage(p)
 
     @task

@@ -40,9 +40,10 @@ def rebuild_index():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipelines.index.stages import NoChampion, plan_stage
+        from pipelines.params import check_dag_params
 
         try:
-            spec = plan_stage(dict(params))
+            spec = plan_stage(check_dag_params(params))
         except NoChampion as exc:
             raise AirflowSkipException(str(exc)) from exc
         print(f"mode={spec['mode']} reasons={spec['reasons']}")

@@ -40,8 +40,10 @@ CHAMPIONS = Asset("tailor://champions")
 def retrain_models():
     @task
     def plan(params: dict | None = None) -> list[dict]:
+        from pipelines.params import check_dag_params
         from pipelines.retrain import plan as make_plan
 
+        params = check_dag_params(params)
         return make_plan(params["models"], params["training_set"] or None, params["profile"],
                          params["epochs"], params["thresholds"])
 

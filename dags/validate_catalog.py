@@ -33,8 +33,10 @@ TRAINING_SET = Asset("tailor://training-set")
 def validate_catalog():
     @task
     def resolve(params: dict | None = None, triggering_asset_events=None) -> str:
+        from pipelines.params import check_dag_params
         from pipelines.validate import flow
 
+        params = check_dag_params(params)  # snapshot and annotations (the validate task reads the same)
         events = []
         for evs in (triggering_asset_events or {}).values():
             events += [dict(e.extra or {}) for e in evs]

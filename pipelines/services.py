@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from pipelines.settings import Settings, get_settings
 
@@ -158,12 +159,41 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _read_pid(svc: Service, s: Settings) -> int | None:
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), None when it does not exist."""
     try:
-        pid = int(svc.pid_file(s).read_text().strip())
-    except (OSError, ValueError):
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    return pid if _pid_alive(pid) else None
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    """Record ``pid`` with its start time: after a reboot or a crash the number may belong to
+    another process, which :func:`read_pid_file` then refuses to recognise."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": pid, "start_time": _start_time(pid)}))
+    os.replace(tmp, path)
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The pid recorded in ``path`` if that very process still runs, else None.
+
+    A bare number (no start time), a dead pid, or a live pid whose start time differs from
+    the recorded one (the number was reused) is not trusted: nothing is signalled on its word.
+    """
+    try:
+        rec = json.loads(path.read_text())
+        pid, started = int(rec["pid"]), float(rec["start_time"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    now = _start_time(pid)
+    if now is None or abs(now - started) > 0.5 or not _pid_alive(pid):
+        return None
+    return pid
+
+
+def _read_pid(svc: Service, s: Settings) -> int | None:
+    return read_pid_file(svc.pid_file(s))
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -228,7 +258,7 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
             svc.argv, env=env, cwd=s.root, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,  # own process group: clean stop
         )
-        svc.pid_file(s).write_text(str(proc.pid))
+        write_pid_file(svc.pid_file(s), proc.pid)
         pid = proc.pid
         started = True
     else:

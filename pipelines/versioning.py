@@ -3,14 +3,22 @@
 DVC runs with ``core.no_scm`` so the same commands work in a git clone and in a plain copy
 of the project. The default remote is ``<root>/.dvc-storage`` (git-ignored, outside the
 tracked tree); ``TAILOR_DVC_REMOTE`` points it elsewhere through ``.dvc/config.local``.
-DVC takes its own repository lock, so concurrent callers fail fast instead of corrupting
-the cache; the DAGs additionally run DVC tasks in a single-slot pool.
+DVC takes its own repository lock, but a second caller fails at once ("Unable to acquire
+lock") rather than waiting; :func:`dvc_lock` (a file lock under ``var/run``) makes every
+Tailor process wait its turn instead, across ``add`` + ``push`` as one step, and every DVC
+command has a timeout. Staging folders (``.<name>.partial``) are in ``.dvcignore``, so a
+snapshot or training set still being written is never recorded half-done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -25,10 +33,60 @@ def _dvc_bin() -> str:
     return str(candidate) if candidate.exists() else "dvc"
 
 
-def dvc(*args: str, s: Settings | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one ``dvc`` command in the project root; raise with DVC's own message on failure."""
+#: Longest a DVC command may run (a push of a large tree to a slow remote included).
+DVC_TIMEOUT_S = 1800.0
+#: Longest a caller waits for another process's DVC step before giving up.
+DVC_LOCK_WAIT_S = 1800.0
+
+
+@contextlib.contextmanager
+def dvc_lock(s: Settings | None = None, wait_s: float = DVC_LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the project's DVC lock (``var/run/dvc.lock``); re-entrant within a thread.
+
+    Raises TimeoutError naming the lock file when another holder keeps it past ``wait_s``.
+    """
     s = s or get_settings()
-    proc = subprocess.run([_dvc_bin(), *args], cwd=s.root, capture_output=True, text=True)
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    path = Path(s.run_dir) / "dvc.lock"  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another DVC step held {path} for over {wait_s:.0f}s") from None
+                time.sleep(0.2)
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_held = threading.local()
+
+
+def dvc(*args: str, s: Settings | None = None, check: bool = True,
+        timeout_s: float = DVC_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run one ``dvc`` command in the project root under :func:`dvc_lock`; raise with DVC's
+    own message on failure, or naming the command when it runs past ``timeout_s``."""
+    s = s or get_settings()
+    with dvc_lock(s):
+        try:
+            proc = subprocess.run([_dvc_bin(), *args], cwd=s.root, capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"dvc {' '.join(args)} did not finish within {timeout_s:.0f}s") from None
     if check and proc.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -71,8 +129,9 @@ def data_hash(s: Settings | None = None) -> str:
 def commit_data(push: bool = True, s: Settings | None = None) -> str:
     """Record the current ``data/`` tree in ``data.dvc`` (and push it); return its hash."""
     s = s or get_settings()
-    ensure_initialised(s)
-    dvc("add", "data", s=s)
-    if push:
-        dvc("push", "data.dvc", s=s)
-    return data_hash(s)
+    with dvc_lock(s):  # add, push and the hash read are one step: no other add in between
+        ensure_initialised(s)
+        dvc("add", "data", s=s)
+        if push:
+            dvc("push", "data.dvc", s=s)
+        return data_hash(s)

@@ -39,7 +39,8 @@ def test_crawl_malls_dag_runs_end_to_end(tmp_path: Path) -> None:
     env = isolated_airflow(tmp_path, root)
     with running_malls(malls) as server:
         cfg = demo_config(server.urls(), Politeness.off())
-        malls_file = tmp_path / "malls.yaml"
+        malls_file = root / "var" / "malls.yaml"  # DAG paths: under the data or var root
+        malls_file.parent.mkdir(parents=True, exist_ok=True)
         malls_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
         res = run_dag_test(env, "crawl_malls", {"malls_file": str(malls_file), "polite": False,
                                                 "snapshot_name": "dagsnap"}, tmp_path)
@@ -50,6 +51,20 @@ def test_crawl_malls_dag_runs_end_to_end(tmp_path: Path) -> None:
     assert set(df["sku"]) == {p for m in malls for p in m.listings}
     ids = [e["extra"].get("snapshot") for e in res["events"] if e["extra"]]
     assert ids and ids[-1].endswith(":snapshots/dagsnap")
+
+
+@pytest.mark.slow
+def test_crawl_malls_dag_refuses_a_path_outside_the_roots(tmp_path: Path) -> None:
+    """A run parameter pointing outside the data and var roots fails the run at its first
+    task, naming the parameter; nothing is written there (issue 14, finding 9)."""
+    root = _project(tmp_path)
+    env = isolated_airflow(tmp_path, root)
+    outside = tmp_path / "outside" / "snap"
+    res = run_dag_test(env, "crawl_malls", {"out": str(outside), "polite": False}, tmp_path)
+    assert not res["state"].endswith("success"), res
+    assert "DAG parameter 'out'" in res["log"] and "outside the roots" in res["log"]
+    assert not outside.exists()
+    assert not any(k.startswith("crawl_mall[") for k in res["tis"])
 
 
 def test_cli_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

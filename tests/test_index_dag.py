@@ -24,8 +24,8 @@ from tests.test_index import make_catalog
 def test_rebuild_index_dag_build_then_update(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     env = isolated_airflow(tmp_path, root)
-    cat = make_catalog(tmp_path / "cat", n=120)
-    conf = {"embedder": "pixels", "catalog": str(cat), "images_root": str(tmp_path / "cat"),
+    cat = make_catalog(root / "data" / "cat", n=120)  # DAG paths: under the data or var root
+    conf = {"embedder": "pixels", "catalog": str(cat), "images_root": str(root / "data" / "cat"),
             "recall_target": 0.95}
     res = run_dag_test(env, "rebuild_index", conf, tmp_path)
     assert res["state"].endswith("success"), res

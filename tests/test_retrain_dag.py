@@ -8,6 +8,7 @@ nothing here lowers them, so a promotion is a model that really cleared the gate
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,10 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
     root = tmp_path / "proj"
     env = isolated_airflow(tmp_path, root)
     models = ["detector", "parser", "tagger", "embedder"]
-    conf = {"models": models, "profile": "demo", "epochs": 1, "training_set": str(dev_set)}  # shipped thresholds
+    # DAG path parameters must lie under the project's data or var root (pipelines.params)
+    ts = root / "data" / "training-sets" / "dev"
+    shutil.copytree(dev_set, ts)
+    conf = {"models": models, "profile": "demo", "epochs": 1, "training_set": str(ts)}  # shipped thresholds
     res = run_dag_test(env, "retrain_models", conf, tmp_path)
     assert res["state"].endswith("success"), res
     for step in ("train", "evaluate", "gate"):

@@ -177,6 +177,7 @@ def _post(client, files=None, data=None, **kw):
     ("bomb", 413, "decompression_bomb"),
     ("too_many_pixels", 413, "too_many_pixels"),
     ("too_many_bytes", 413, "too_large"),
+    ("extreme_aspect", 400, "extreme_aspect"),
     ("missing_image", 422, "missing_field"),
     ("image_as_text", 422, "invalid_image"),
     ("k_zero", 422, "invalid_k"),
@@ -199,6 +200,7 @@ def test_bad_input_is_4xx_json(client, case, status, code):
             "bomb": {"image": ("a.png", png_bomb(), "image/png")},
             "too_many_pixels": {"image": ("a.jpg", jpeg((2500, 2000)), "image/jpeg")},
             "too_many_bytes": {"image": ("a.bin", b"\xff" * 500_000, "image/jpeg")},
+            "extreme_aspect": {"image": ("a.jpg", jpeg((2200, 200)), "image/jpeg")},
             "missing_image": {"other": ("a.jpg", ok, "image/jpeg")},
         }.get(case, {"image": ("a.jpg", ok, "image/jpeg")})
         data = {"k_zero": {"k": "0"}, "k_too_big": {"k": "101"}, "k_not_int": {"k": "ten"},
@@ -377,3 +379,72 @@ def test_image_models_are_batch_invariant(serve_bundle: Path, small_world: Path)
         # ... so the same best box, the crop the index and the service take
         assert det_1["boxes"][0] == pytest.approx(det_b["boxes"][0], abs=1e-3)
         assert (lab_1 == lab_b).mean() > 0.999 and lab_1.shape == (img.height, img.width)
+
+
+def test_chunked_upload_over_the_limit_is_413(client):
+    """No Content-Length (chunked): the streamed body is counted and the answer is the same
+    413 as for a declared size, not the form parser's 400."""
+    boundary = "tailorboundary"
+
+    def body():
+        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+               "Content-Type: image/jpeg\r\n\r\n").encode()
+        for _ in range(60):
+            yield b"\xff" * 10_000
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post("/search", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+
+
+class _FailingEngine:
+    """An engine whose search fails with a message that must not reach the client."""
+
+    def search(self, img, k, category):
+        raise RuntimeError("cannot open /srv/secret/index.faiss from 10.1.2.3")
+
+
+def test_server_errors_never_echo_the_exception():
+    from fastapi.testclient import TestClient
+
+    from bentos._io import load_config
+    from bentos.api import build_app
+
+    with TestClient(build_app(lambda: _FailingEngine(), load_config()), raise_server_exceptions=False) as c:
+        r = c.post("/search", files={"image": ("a.jpg", jpeg(), "image/jpeg")})
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["code"] == "internal_error" and "incident" in err["message"]
+    assert "secret" not in r.text and "10.1.2.3" not in r.text
+
+
+def test_concurrent_decodes_are_bounded(monkeypatch):
+    """With max_decodes 1, four concurrent uploads are decoded one at a time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    import bentos.api as api
+    from bentos._io import load_config
+
+    real, lock, state = api.decode_image, threading.Lock(), {"now": 0, "peak": 0}
+
+    def slow_decode(data, limits):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.2)
+        with lock:
+            state["now"] -= 1
+        return real(data, limits)
+
+    monkeypatch.setattr(api, "decode_image", slow_decode)
+    cfg = load_config()
+    cfg = {**cfg, "limits": {**cfg["limits"], "max_decodes": 1}}
+    with TestClient(api.build_app(lambda: _FailingEngine(), cfg), raise_server_exceptions=False) as c:
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(lambda _: c.post("/search", files={"image": ("a.jpg", jpeg(), "image/jpeg")}).status_code,
+                                  range(4)))
+    assert codes == [500] * 4 and state["peak"] == 1

@@ -111,3 +111,47 @@ def test_demo_page_in_chromium(server: str, small_world: Path):
         finally:
             browser.close()
     assert (ARTIFACTS / "demo-page.png").stat().st_size > 10_000
+
+
+def test_demo_page_policy_and_link_protocols(server: str, small_world: Path):
+    """The demo page is served with a Content-Security-Policy that forbids inline script, it
+    works under that policy (no violation while searching), and a catalog link or image
+    that is not http(s) (javascript:, data:) becomes neither a link nor an image."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    r = httpx.get(f"{server}/demo", timeout=30)
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert httpx.get(f"{server}/static/app.js", timeout=30).headers["content-security-policy"] == csp
+    photo = small_world / "images" / "shop" / "p00007.jpg"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(f"{server}/demo")
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("body[data-state=done]", timeout=60_000)
+            assert page.locator(".card[href]").count() >= 1
+            assert violations == []
+            assert page.evaluate("""[safeUrl('javascript:alert(1)'), safeUrl('data:text/html,<b>x'),
+                                     safeUrl(' JavaScript:alert(1)'), safeUrl('https://shop.example/p/1'),
+                                     safeUrl('/catalog/images/a.jpg')]""") == [
+                "", "", "", "https://shop.example/p/1", f"{server}/catalog/images/a.jpg"]
+            # a search answer whose stored links are hostile renders without them
+            page.evaluate("""async () => {
+                const bitmap = await createImageBitmap(new ImageData(8, 8));
+                render(bitmap, {garments: [{box: [0, 0, 4, 4], category: 'shirt', score: 0.9, tags: {},
+                  mask: {size: [1, 1], counts: '0'},
+                  matches: [{url: 'javascript:alert(document.cookie)', image_url: 'data:image/svg+xml,<svg/>',
+                             product_id: 'evil', title: 'x', price: 1, currency: 'EUR', mall: 'm', score: 0.5}]}]});
+            }""")
+            card = page.locator(".card[data-product-id=evil]")
+            assert card.count() == 1 and card.get_attribute("href") is None
+            assert card.locator("img").get_attribute("src") is None
+        finally:
+            browser.close()

@@ -111,3 +111,27 @@ def test_usage_data_is_off_in_every_process_tailor_starts(tmp_path) -> None:
         assert out.returncode == 0, out.stderr[-2000:]
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got == {"mlflow_off": True, "dvc_on": False, "bentoml_off": True}, (name, got)
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path) -> None:
+    """A pid file whose number now belongs to another process (a reboot, a crash and pid
+    reuse) must not make `tailor down` kill that process; a bare number is not trusted either."""
+    s = Settings(root=tmp_path)
+    s.ensure_dirs()
+    svc = services.services(s)["report"]
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        for stale in (str(bystander.pid),  # the old format: a bare number
+                      json.dumps({"pid": bystander.pid, "start_time": 1_000_000.0})):  # someone else's start
+            svc.pid_file(s).write_text(stale)
+            assert services.status(s)["report"]["pid"] is None
+            assert services.stop(svc, s) is False
+            time.sleep(0.3)
+            assert bystander.poll() is None, "the bystander was signalled"
+        services.write_pid_file(svc.pid_file(s), bystander.pid)  # really ours: recognised, stopped
+        assert services.status(s)["report"]["pid"] == bystander.pid
+        assert services.stop(svc, s, timeout_s=5) is True
+        assert bystander.wait(timeout=10) is not None
+    finally:
+        if bystander.poll() is None:
+            bystander.kill()

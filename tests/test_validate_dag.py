@@ -27,7 +27,7 @@ def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> Non
     info = crawl(cfg, out=root / "data" / "snapshots" / "demo", s=Settings(root=root),
                  state=tmp_path / "state")
     good = info["path"]
-    bad = fabricate_snapshot(tmp_path / "bad-snap", n=20,
+    bad = fabricate_snapshot(root / "data" / "snapshots" / "bad", n=20,
                              mutate=lambda p, i: (p.assign(price=-1.0), i))
     env = isolated_airflow(tmp_path, root)
     res = {name: run_dag_test(env, "validate_catalog", {"snapshot": str(snap), "previous_rows": 0}, tmp_path)

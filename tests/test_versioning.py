@@ -69,3 +69,31 @@ def test_remote_override_goes_to_local_config(tmp_path: Path) -> None:
     versioning.commit_data(push=True, s=s)
     assert any(elsewhere.rglob("*")) and not (root / ".dvc-storage").exists()
     assert "override" in (root / ".dvc" / "config.local").read_text()
+
+
+def test_concurrent_commits_wait_for_each_other_and_skip_staging_folders(tmp_path: Path) -> None:
+    """Two processes' worth of `commit_data` at once both succeed (DVC alone makes the second
+    fail on its repository lock), and a staging folder being written is not recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = _copy_project_skeleton(tmp_path / "proj")
+    s = Settings(root=root)
+    versioning.ensure_initialised(s)
+    data = Path(s.data_dir)
+    (data / "snapshots" / "a").mkdir(parents=True)
+    (data / "snapshots" / "a" / "x.txt").write_text("complete")
+    before = versioning.commit_data(push=False, s=s)
+    (data / "snapshots" / ".b.partial").mkdir()
+    (data / "snapshots" / ".b.partial" / "half.txt").write_text("being written")
+    (data / "snapshots" / "c.parquet.tmp").write_text("temp")
+    assert versioning.commit_data(push=False, s=s) == before  # staging and temp files ignored
+
+    def commit(i: int) -> str:
+        (data / f"f{i}.txt").write_text(str(i))
+        return versioning.commit_data(push=True, s=s)
+
+    with ThreadPoolExecutor(3) as pool:
+        hashes = list(pool.map(commit, range(3)))
+    # the commit that ran last saw every file: recording the tree again changes nothing
+    assert versioning.commit_data(push=False, s=s) in hashes
+    assert versioning.data_hash(s) != before

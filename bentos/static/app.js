@@ -37,6 +37,15 @@ function drawMask(ctx, mask, color) {
   ctx.putImageData(img, 0, 0);
 }
 
+// Links and images from the catalog are data the crawler stored from shop pages: only
+// http(s) (or this service's own paths) become a link or an image, never javascript: or data:.
+function safeUrl(u) {
+  try {
+    const x = new URL(String(u ?? ""), location.href);
+    return x.protocol === "http:" || x.protocol === "https:" ? x.href : "";
+  } catch (e) { return ""; }
+}
+
 function esc(s) { return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c])); }
 
 function render(bitmap, data) {
@@ -51,17 +60,20 @@ function render(bitmap, data) {
     ctx.fillStyle = c; ctx.fillText(`${i + 1} ${g.category}`, x1 + 4, y1 + parseInt(ctx.font) + 2);
   });
   $("garments").innerHTML = data.garments.map((g, i) => `
-    <article class="garment" style="--c:${COLORS[i % COLORS.length]}" data-category="${esc(g.category)}">
+    <article class="garment" data-category="${esc(g.category)}">
       <h2>${i + 1}. ${esc(g.category)} <small>score ${g.score.toFixed(2)}</small></h2>
       <div class="tags">${Object.entries(g.tags).map(([k, t]) => `<span class="tag">${esc(k)}: <b>${esc(t.value)}</b> ${(t.score * 100).toFixed(0)}%</span>`).join("")}</div>
       <div class="cards">${g.matches.map((m) => `
-        <a class="card" href="${esc(m.url)}" target="_blank" rel="noopener" data-product-id="${esc(m.product_id)}">
-          <img src="${esc(m.image_url)}" alt="${esc(m.title)}" loading="lazy" onerror="this.style.visibility='hidden'">
+        <a class="card"${safeUrl(m.url) ? ` href="${esc(safeUrl(m.url))}"` : ""} target="_blank" rel="noopener noreferrer" data-product-id="${esc(m.product_id)}">
+          <img${safeUrl(m.image_url) ? ` src="${esc(safeUrl(m.image_url))}"` : ""} alt="${esc(m.title)}" loading="lazy">
           <div class="meta"><div class="title">${esc(m.title)}</div>
             <div class="price">${m.price == null ? "" : esc(m.price) + " " + esc(m.currency)}</div>
             <div class="mall">${esc(m.mall)}</div><div class="score">similarity ${m.score.toFixed(3)}</div></div>
         </a>`).join("")}</div>
     </article>`).join("");
+  // no inline style or handler attributes: the page's Content-Security-Policy allows neither
+  document.querySelectorAll("#garments .garment").forEach((el, i) => el.style.setProperty("--c", COLORS[i % COLORS.length]));
+  document.querySelectorAll("#garments .card img").forEach((img) => img.addEventListener("error", () => { img.style.visibility = "hidden"; }));
   $("result").hidden = false;
 }
 
