@@ -53,6 +53,9 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
     # DAG path parameters must lie under the project's data or var root (pipelines.params)
     ts = root / "data" / "training-sets" / "dev"
     shutil.copytree(dev_set, ts)
+    meta = json.loads((ts / "training_set.json").read_text())  # its images stay where they are
+    meta["data_root"] = str((dev_set / meta["data_root"]).resolve())
+    (ts / "training_set.json").write_text(json.dumps(meta))
     conf = {"models": models, "profile": "demo", "epochs": 1, "training_set": str(ts)}  # shipped thresholds
     res = run_dag_test(env, "retrain_models", conf, tmp_path)
     assert res["state"].endswith("success"), res
