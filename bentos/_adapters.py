@@ -53,22 +53,37 @@ def resolve_config(name: str, profile: str = "demo") -> dict[str, Any]:
     return get_task(name).prepare(cfg, frame) or cfg
 
 
-def load_model(path: Path) -> Any:
-    """A model from a bundle: an MLflow pytorch model directory (pickle format), ready for
-    inference (eval mode, channels-last; ``pipelines.train.inference_ready``)."""
-    import mlflow.pytorch
+def load_model(path: Path, expected_sha256: str | None) -> Any:
+    """A model from a bundle's ``models/<model>/`` directory, ready for inference (eval mode,
+    channels-last; ``pipelines.train.inference_ready``).
 
+    Weights only (:mod:`models.checkpoint`), and only when the file's sha256 is the one the
+    bundle manifest recorded (``expected_sha256``; None is refused: a bundle without
+    recorded hashes predates weights-only bundles and must be rebuilt).
+    """
+    from models import checkpoint
     from pipelines.train import inference_ready
 
-    return inference_ready(mlflow.pytorch.load_model(str(path), map_location="cpu"))
+    path = Path(path)
+    if not expected_sha256:
+        raise checkpoint.UntrustedModel(f"{path}: the bundle manifest records no weights hash for it; rebuild the bundle")
+    return inference_ready(checkpoint.load(path / checkpoint.FILE, path.name, expected_sha256))
 
 
-def save_model(model: Any, path: Path) -> None:
-    """Write ``model`` as an MLflow pytorch model directory (the registry's format)."""
-    import mlflow.pytorch
+def save_model(model: Any, path: Path) -> str:
+    """Write ``model`` (its ``tailor_config`` attached) into a bundle's ``models/<model>/``
+    directory in the weights-only format; returns the file's sha256 for the manifest."""
+    from models import checkpoint
 
-    # Explicit requirements: inferring them re-imports the model in a subprocess (~30 s each).
-    mlflow.pytorch.save_model(model, str(path), serialization_format="pickle", pip_requirements=["torch", "torchvision", "timm"])
+    path = Path(path)
+    return checkpoint.save(model, path.name, model.tailor_config, path / checkpoint.FILE)
+
+
+def weights_hashes(bundle_dir: Path) -> dict[str, str]:
+    """``{model: sha256}`` recorded in a bundle's manifest (empty for an old bundle)."""
+    import json
+
+    return dict(json.loads((Path(bundle_dir) / "manifest.json").read_text()).get("weights") or {})
 
 
 def crop_batch(images: Sequence[Any], size: int) -> np.ndarray:

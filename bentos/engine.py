@@ -52,7 +52,8 @@ class Bundle:
         """Load every model (eval mode) and the index; raises when any part is missing."""
         d = Path(directory)
         manifest = read_manifest(d)
-        loaded = {m: A.load_model(d / "models" / m) for m in A.MODEL_NAMES}
+        hashes = manifest.get("weights") or {}
+        loaded = {m: A.load_model(d / "models" / m, hashes.get(m)) for m in A.MODEL_NAMES}
         return cls(directory=d, manifest=manifest, index=A.load_index(d / "index"), **loaded)
 
     @property

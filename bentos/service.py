@@ -70,8 +70,9 @@ class TailorCrops:
 
         _threads()
         d = bundle_dir()
-        self.tagger = A.load_model(d / "models" / "tagger")
-        self.embedder = A.load_model(d / "models" / "embedder")
+        hashes = A.weights_hashes(d)
+        self.tagger = A.load_model(d / "models" / "tagger", hashes.get("tagger"))
+        self.embedder = A.load_model(d / "models" / "embedder", hashes.get("embedder"))
         size = max(int(self.tagger.tailor_config["crop_size"]), int(self.embedder.tailor_config["crop_size"]))
         self.infer(np.zeros((1, size, size, 3), np.uint8))  # warm-up
 

@@ -33,6 +33,9 @@ import yaml
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 CHAMPION = "champion"
+#: Where a run keeps the weights-only model file, and the version tag with its sha256.
+WEIGHTS_DIR = "weights"
+WEIGHTS_TAG = "weights.sha256"
 CHALLENGER = "challenger"
 GATE_CONFIG = PROJECT_ROOT / "config" / "gate.yaml"
 #: default absolute margin a gated metric must beat its trivial baseline by (config/gate.yaml)
@@ -233,9 +236,15 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
 
     ``result`` is a ``pipelines.train.TrainResult``. Logs the resolved config, the snapshot
     id and the training manifest as an MLflow dataset, per-epoch curves, final metrics,
-    plots and class histograms, and the model (pickle format: detectors are not
-    ``torch.export``-able, and pickle loads back the project's own module class) with a
-    signature and input example. Returns ``{"run_id", "version", "model_uri"}``.
+    plots and class histograms, and the model twice:
+
+    - ``weights/model.pt``: weights and config, the only form Tailor loads
+      (:func:`load_version`, weights only, :mod:`models.checkpoint`); its sha256 becomes the
+      version's ``weights.sha256`` tag, kept in the tracking store, not beside the file;
+    - the MLflow pytorch flavour (pickle: detectors are not ``torch.export``-able) with a
+      signature and input example, for lineage and the UI. Tailor never loads it.
+
+    Returns ``{"run_id", "version", "model_uri"}``.
     """
     import mlflow
     import mlflow.pytorch
@@ -243,6 +252,7 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from models import checkpoint
     from pipelines.manifests import read_training_set
 
     s = s or get_settings()
@@ -276,16 +286,77 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
         signature = None
         if isinstance(example, np.ndarray):
             signature = infer_signature(example, _output_example(result.model, example))
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / checkpoint.FILE
+            weights_sha = checkpoint.save(result.model, model, result.config, weights)
+            mlflow.log_artifact(str(weights), WEIGHTS_DIR)
         info = mlflow.pytorch.log_model(
             result.model, name="model", serialization_format="pickle", signature=signature,
             input_example=example if isinstance(example, np.ndarray) else None,
             registered_model_name=registered_name(model), await_registration_for=60,
         )
         version = str(info.registered_model_version)
+    client.set_model_version_tag(registered_name(model), version, WEIGHTS_TAG, weights_sha)
     client.set_model_version_tag(registered_name(model), version, "data.snapshot", snapshot_id)
     client.set_model_version_tag(registered_name(model), version, "eval.set", ts_meta.get("id", ""))
     client.set_model_version_tag(registered_name(model), version, "eval.metrics", json.dumps(result.metrics, sort_keys=True))
     return {"run_id": run.info.run_id, "version": version, "model_uri": f"models:/{registered_name(model)}/{version}"}
+
+
+def resolve_version(model_uri: str, s: Settings | None = None) -> Any:
+    """The MLflow ``ModelVersion`` of ``models:/tailor-<model>/<n>`` or ``models:/tailor-<model>@<alias>``."""
+    import re
+
+    m = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([A-Za-z0-9_-]+))", model_uri)
+    if m is None:
+        raise ValueError(f"{model_uri!r} is not models:/<name>/<version> or models:/<name>@<alias>")
+    client = _client(s)
+    name, number, alias = m.groups()
+    return client.get_model_version(name, number) if number else client.get_model_version_by_alias(name, alias)
+
+
+def fetch_weights(model_uri: str, dst: Path, s: Settings | None = None) -> tuple[Path, str, Any]:
+    """Download a registered version's ``weights/model.pt`` into ``dst`` and check it against
+    the ``weights.sha256`` recorded at registration; returns ``(path, sha256, ModelVersion)``.
+
+    Raises :class:`models.checkpoint.UntrustedModel` when the bytes differ (the artifact
+    store was written to after registration) or the version has no recorded hash.
+    """
+    import mlflow
+
+    from models import checkpoint
+
+    s = s or get_settings()
+    mv = resolve_version(model_uri, s)
+    want = (mv.tags or {}).get(WEIGHTS_TAG)
+    if not want:
+        raise checkpoint.UntrustedModel(f"{mv.name} v{mv.version} has no {WEIGHTS_TAG} tag (registered before "
+                                        "weights-only loading): retrain or re-register it")
+    import shutil
+
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst) as tmp:
+        got_file = Path(mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path=f"{WEIGHTS_DIR}/{checkpoint.FILE}", dst_path=tmp))
+        local = dst / checkpoint.FILE
+        shutil.move(str(got_file), local)
+    got = checkpoint.sha256(local)
+    if got != want:
+        local.unlink(missing_ok=True)
+        raise checkpoint.UntrustedModel(f"{mv.name} v{mv.version}: weights sha256 {got[:16]}... is not the recorded "
+                                        f"{want[:16]}...; the artifact was replaced after registration: refusing it")
+    return local, want, mv
+
+
+def load_version(model_uri: str, s: Settings | None = None) -> Any:
+    """A registered model, weights only, checked against its recorded hash (eval mode)."""
+    from models import checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path, sha, mv = fetch_weights(model_uri, Path(tmp), s)
+        return checkpoint.load(path, mv.name.removeprefix("tailor-"), sha)
 
 
 def _log_baselines(model: str, metrics: Mapping[str, Any]) -> None:

@@ -97,11 +97,10 @@ def gate_stage(info: dict[str, Any]) -> dict[str, Any]:
     cfg = registry.GateConfig.load(info["profile"], overrides={info["model"]: info.get("thresholds") or {}})
 
     def evaluate_champion(model_uri: str) -> dict[str, float]:
-        import mlflow.pytorch
-
         from pipelines.train import evaluate_model
 
-        return evaluate_model(info["model"], mlflow.pytorch.load_model(model_uri), ts, split="test")
+        # weights only, checked against the hash recorded when the champion was registered
+        return evaluate_model(info["model"], registry.load_version(model_uri), ts, split="test")
 
     decision = registry.gate(info["model"], info["version"], info["metrics"],
                              str(read_training_set(ts).get("id", ts.name)), cfg, evaluate_champion)

@@ -253,10 +253,14 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
                 f"start; stop it or set TAILOR_{name.upper()}_PORT"
             )
         env = service_env(svc)
-        log = svc.log_file(s).open("ab")
+        # umask 077: the log (Airflow prints its generated admin password there) and whatever
+        # the service writes are readable by the operator only
+        log = os.fdopen(os.open(svc.log_file(s), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        os.chmod(svc.log_file(s), 0o600)  # a log left by an older start keeps its old mode otherwise
         proc = subprocess.Popen(
             svc.argv, env=env, cwd=s.root, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,  # own process group: clean stop
+            umask=0o077,
         )
         write_pid_file(svc.pid_file(s), proc.pid)
         pid = proc.pid

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         for d in (self.var_dir, self.worlds_dir, self.run_dir, self.airflow_home,
                   self.mlflow_dir, self.mlflow_artifacts_dir, self.bentoml_home, self.data_dir):
             Path(d).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        # Runtime state (generated passwords, logs, pid files, model artifacts) is the
+        # operator's alone: other local users cannot read or list it.
+        for d in (self.var_dir, self.mlflow_dir):
+            os.chmod(d, 0o700)  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=1)

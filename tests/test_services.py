@@ -135,3 +135,29 @@ def test_a_reused_pid_is_never_signalled(tmp_path) -> None:
     finally:
         if bystander.poll() is None:
             bystander.kill()
+
+
+def test_runtime_state_is_private_to_the_operator(tmp_path) -> None:
+    """var/ and mlflow/ are 0700; a service's log and the files it writes are 0600 (the
+    Airflow admin password is generated into both), whatever umask the caller had."""
+    import stat
+
+    s = Settings(root=tmp_path)
+    old = os.umask(0o022)
+    try:
+        s.ensure_dirs()
+        port = free_port()
+        code = ("import http.server, socketserver, sys; open('written-by-service.txt', 'w').write('secret'); "
+                f"socketserver.TCPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()")
+        svc = services.Service(name="probe", argv=[sys.executable, "-c", code], port=port, health_path="/",
+                               startup_timeout_s=60)
+        services.start(svc, s)
+        try:
+            mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+            assert mode(s.var_dir) == 0o700 and mode(s.mlflow_dir) == 0o700
+            assert mode(svc.log_file(s)) == 0o600
+            assert mode(s.root / "written-by-service.txt") == 0o600
+        finally:
+            services.stop(svc, s, timeout_s=5)
+    finally:
+        os.umask(old)

@@ -3,7 +3,8 @@
 Layout of a bundle directory::
 
     manifest.json          {"versions": {detector, parser, tagger, embedder, index}, "source", "created", ...}
-    models/<model>/        MLflow pytorch model directory (pickle format), one per model
+    models/<model>/        model.pt: weights + config, loaded weights-only (models.checkpoint);
+                           its sha256 is in the manifest ("weights")
     index/                 the product index built with the bundled embedder
 
 :func:`build_bundle` resolves ``models:/tailor-<model>@champion`` to exact versions at
@@ -94,9 +95,8 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
     world's shop images with the champion models (a dev bundle before any index exists).
     Returns ``{"bundle": str, "versions": {...}}``.
     """
-    import mlflow
-
     from bentos import _adapters as A
+    from pipelines import registry
 
     s = s or get_settings()
     champs = resolve_champions(s)
@@ -105,12 +105,10 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
     if out.exists():
         shutil.rmtree(out)
     (out / "models").mkdir(parents=True)
-    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
-    mlflow.set_registry_uri(s.mlflow_tracking_uri)
+    weights = {}
     for m, info in champs.items():
-        local = mlflow.artifacts.download_artifacts(artifact_uri=info["uri"], dst_path=str(out / "models" / f".{m}"))
-        shutil.move(local, out / "models" / m)
-        shutil.rmtree(out / "models" / f".{m}", ignore_errors=True)
+        # the weights-only file, checked against the hash recorded at registration
+        _, weights[m], _ = registry.fetch_weights(info["uri"], out / "models" / m, s)
     versions = {m: info["version"] for m, info in champs.items()}
     if src is not None:
         shutil.copytree(src, out / "index")
@@ -120,9 +118,10 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
         world = Path(world)  # type: ignore[arg-type]
         products, images = A.world_catalog(world, base_url=s.url(s.mall_base_port))
         versions["index"] = f"flat-e{versions['embedder']}-d{versions['detector']}-{world.name}"
-        A.build_flat_index(A.load_model(out / "models" / "embedder"), products, images, out / "index",
-                           versions["index"], detector=A.load_model(out / "models" / "detector"))
-    manifest = _write_manifest(out, versions, "registry", {"champions": champs})
+        A.build_flat_index(A.load_model(out / "models" / "embedder", weights["embedder"]), products, images,
+                           out / "index", versions["index"],
+                           detector=A.load_model(out / "models" / "detector", weights["detector"]))
+    manifest = _write_manifest(out, versions, "registry", {"champions": champs, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}
 
 
@@ -142,11 +141,11 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
     if out.exists():
         shutil.rmtree(out)
     (out / "models").mkdir(parents=True)
-    loaded = {}
+    loaded, weights = {}, {}
     for i, m in enumerate(MODELS):
         torch.manual_seed(seed + i)
         model = A.build_model(m, A.resolve_config(m, profile)).eval()
-        A.save_model(model, out / "models" / m)
+        weights[m] = A.save_model(model, out / "models" / m)
         loaded[m] = model
     products, images = A.world_catalog(Path(world), base_url=base_url)
     if max_products:
@@ -162,5 +161,5 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
     A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"],
                        detector=loaded["detector"])
-    manifest = _write_manifest(out, versions, "fresh", {"world": str(world), "seed": seed})
+    manifest = _write_manifest(out, versions, "fresh", {"world": str(world), "seed": seed, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}

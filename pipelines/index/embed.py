@@ -102,16 +102,16 @@ def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion",
     ``crop_uri=None`` embeds whole images. ``score_min`` defaults to the service's
     ``search.detector_score_min``.
     """
-    import mlflow.pytorch
-
+    from pipelines.registry import load_version
     from pipelines.train import inference_ready
 
+    # weights only, each checked against the hash recorded at registration
     emb_version, emb_uri = resolve_model_uri(model_uri)
-    embedder = inference_ready(mlflow.pytorch.load_model(emb_uri, map_location="cpu"))
+    embedder = inference_ready(load_version(emb_uri))
     detector, det_version = None, None
     if crop_uri:
         det_version, det_uri = resolve_model_uri(crop_uri)
-        detector = inference_ready(mlflow.pytorch.load_model(det_uri, map_location="cpu"))
+        detector = inference_ready(load_version(det_uri))
     embed = crop_embed_fn(embedder, detector, score_min)
     embed.version = crop_version(emb_version, det_version)  # type: ignore[attr-defined]
     return embed

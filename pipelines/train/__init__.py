@@ -147,16 +147,12 @@ def evaluate_model(name: str, model, training_set: Path, split: str = "test",
     return metrics
 
 
-def load_model(name: str, model_pt: Path):
-    """Rebuild a model from the config stored in ``model.pt`` and load its weights (eval mode)."""
-    import torch
+def load_model(name: str, model_pt: Path, expected_sha256: str | None = None):
+    """Rebuild a model from the config stored in ``model.pt`` and load its weights (eval mode;
+    weights only, see :mod:`models.checkpoint`)."""
+    from models import checkpoint
 
-    ck = torch.load(Path(model_pt), map_location="cpu", weights_only=True)
-    if ck.get("name") not in (None, name):
-        raise ValueError(f"{model_pt} holds a {ck['name']} model, not {name}")
-    model = build_model(name, json.loads(ck["config"]))
-    model.load_state_dict(ck["state_dict"])
-    return model.eval()
+    return checkpoint.load(Path(model_pt), name, expected_sha256)
 
 
 def inference_ready(model: Any) -> Any:

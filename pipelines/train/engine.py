@@ -127,7 +127,8 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
     # The last checkpoint, read once: a finished run (the evaluate task reloads it) returns
     # before building the train split's datasets, which would read every cached feature for
     # nothing; an unfinished one resumes from it.
-    ck = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    # weights only: a checkpoint is tensors and plain containers, never code to run
+    ck = torch.load(last, map_location="cpu", weights_only=True) if last.exists() else None
     if ck is not None and ck.get("config_hash") == cfg_hash and (ck["state"]["stopped"] or ck["state"]["epoch"] >= epochs):
         done = ck["state"]
         return {"history": done["history"], "epochs_run": done["epoch"], "resumed_from": done["epoch"],
