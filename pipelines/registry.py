@@ -441,8 +441,17 @@ def gate(model: str, version: str, metrics: Mapping[str, float], eval_set: str, 
         if current.tags.get("eval.set") == eval_set:
             champ_metrics = json.loads(current.tags.get("eval.metrics", "{}"))
         elif evaluate_champion is not None:
-            champ_metrics = dict(evaluate_champion(f"models:/{name}/{current.version}"))
-            notes.append(f"champion v{current.version} re-evaluated on {eval_set}")
+            from models.checkpoint import UntrustedModel
+
+            try:
+                champ_metrics = dict(evaluate_champion(f"models:/{name}/{current.version}"))
+                notes.append(f"champion v{current.version} re-evaluated on {eval_set}")
+            except UntrustedModel as exc:
+                # a champion whose weights cannot be loaded safely (no recorded hash, or a
+                # changed artifact) is not run; it is compared on its recorded figures
+                champ_metrics = json.loads(current.tags.get("eval.metrics", "{}"))
+                notes.append(f"champion v{current.version} not re-evaluated ({exc}); compared on its recorded "
+                             f"evaluation set {current.tags.get('eval.set', '?')}")
         else:
             champ_metrics = json.loads(current.tags.get("eval.metrics", "{}"))
             notes.append(f"champion v{current.version} compared on its own evaluation set "
