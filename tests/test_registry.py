@@ -219,3 +219,20 @@ def test_bundle_models_load_only_with_their_recorded_hash(tmp_path: Path) -> Non
     with pytest.raises(checkpoint.UntrustedModel):
         A.load_model(d, sha)
     assert not marker.exists()
+
+
+def test_a_champion_without_a_weights_hash_is_compared_on_its_record_not_run(store: Settings,
+                                                                            training_set: Path) -> None:
+    """A champion registered before weights-only loading (no weights.sha256 tag) is never
+    loaded by the gate: the challenger is compared with its recorded figures."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.mlflow_tracking_uri, registry_uri=store.mlflow_tracking_uri)
+    v1 = _register(store, training_set, 0.6)
+    assert registry.gate("tagger", v1, _m(0.6), "ts-1", CFG, s=store).promoted
+    client.delete_model_version_tag("tailor-tagger", v1, registry.WEIGHTS_TAG)
+    v2 = _register(store, training_set, 0.7)
+    d = registry.gate("tagger", v2, _m(0.7), "ts-2", CFG, s=store,
+                      evaluate_champion=lambda uri: registry.load_version(uri, s=store) and {})
+    assert d.promoted
+    assert any(f"champion v{v1} not re-evaluated" in n and "no weights.sha256 tag" in n for n in d.reasons), d.reasons
