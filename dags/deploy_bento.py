@@ -31,12 +31,13 @@ DEPLOYMENT = Asset("tailor://search-deployment")
 )
 def deploy_bento():
     @task
-    def bundle(params: dict | None = None) -> dict:
-        from pipelines.deploy.stages import bundle_stage
+    def bundle(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.deploy.stages import begin_stage, bundle_stage
         from pipelines.params import check_dag_params
 
         p = {k: v for k, v in check_dag_params(params).items() if k in ("index_dir", "bundle") and v}
-        return bundle_stage(p)
+        owner = begin_stage(f"dag:{run_id}")  # held until switch or cleanup
+        return {**bundle_stage(p), "lease": owner}
 
     @task
     def build(rel: dict, params: dict | None = None) -> dict:
@@ -46,8 +47,10 @@ def deploy_bento():
 
     @task
     def candidate(rel: dict) -> dict:
+        from pipelines.deploy.lease import check
         from pipelines.deploy.stages import candidate_stage
 
+        check(rel["lease"])
         return candidate_stage(rel)
 
     @task
@@ -58,21 +61,26 @@ def deploy_bento():
 
     @task(outlets=[DEPLOYMENT])
     def switch(rel: dict) -> dict:
-        from pipelines.deploy.stages import switch_stage
+        from pipelines.deploy.lease import check
+        from pipelines.deploy.stages import end_stage, switch_stage
 
+        check(rel["lease"])
         out = switch_stage(rel)
+        end_stage(rel["lease"])
         print(f"serving {out['id']} at {out['url']}: {out['versions']}")
         return {k: out[k] for k in ("id", "url", "versions", "previous")}
 
     @task(trigger_rule="one_failed")
-    def cleanup() -> None:
+    def cleanup(run_id: str | None = None) -> None:
         """Any failure: stop the candidate (the public port was never touched, or was
         restored), then fail: as the run's leaf, this task decides the run's state."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from pipelines.deploy.release import stop_candidate
+        from pipelines.deploy.stages import end_stage
 
-        stop_candidate()
+        if end_stage(f"dag:{run_id}"):  # only a run that held the lease touched the candidate
+            stop_candidate()
         raise AirflowFailException("deploy failed (see the failed task's log); the previous deployment keeps serving")
 
     rel = smoke(candidate(build(bundle())))

@@ -4,6 +4,7 @@ test leaves the previous release serving; rollback restores the release before."
 from __future__ import annotations
 
 import json
+import time
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,45 @@ def test_deploy_failed_deploy_and_rollback(dsettings: Settings, serve_bundle: Pa
         back = release.rollback(s)
         assert back["current"] == first["id"]
         assert _served_versions(s)["index"] != "other-index"
+    finally:
+        release.stop_candidate(s)
+        release.stop_service(release._named(release.PUBLIC, s.bento_port, s), s)
+
+
+def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings: Settings, serve_bundle: Path,  # noqa: F811
+                                                                      small_world: Path, tmp_path: Path):
+    """Two deploys started together both succeed, one after the other (the lease); a
+    rollback asked for during a deploy waits for it, then undoes it. The public port keeps
+    answering the release the state file names."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.deploy import release
+    from pipelines.deploy.stages import deploy
+
+    s = dsettings
+    a = _broken_copy(serve_bundle, tmp_path / "a", "index-a")
+    b = _broken_copy(serve_bundle, tmp_path / "b", "index-b")
+    for d in (a, b):  # working copies: the same vectors as the served bundle
+        shutil.copy2(serve_bundle / "index" / "vectors.npy", d / "index" / "vectors.npy")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            fa = pool.submit(deploy, {"bundle": str(a)}, False, s, small_world)
+            time.sleep(0.5)
+            fb = pool.submit(deploy, {"bundle": str(b)}, False, s, small_world)
+            ra, rb = fa.result(timeout=900), fb.result(timeout=900)
+        switched = [e for e in release.read_state(s)["events"] if e["event"] == "switched"]
+        assert [e["release"] for e in switched[-2:]] == [ra["id"], rb["id"]]
+        assert release.status(s)["current"] == rb["id"] and _served_versions(s)["index"] == "index-b"
+
+        with ThreadPoolExecutor(1) as pool:
+            fc = pool.submit(deploy, {"bundle": str(a)}, False, s, small_world)
+            time.sleep(2.0)  # the deploy holds the lease now
+            back = release.rollback(s)  # waits for it, then undoes it
+            rc = fc.result(timeout=900)
+        kinds = [e["event"] for e in release.read_state(s)["events"]]
+        assert kinds[-2:] == ["switched", "rolled_back"]
+        assert back["previous"] == rc["id"] and back["current"] == rb["id"]
+        assert _served_versions(s)["index"] == "index-b"
     finally:
         release.stop_candidate(s)
         release.stop_service(release._named(release.PUBLIC, s.bento_port, s), s)

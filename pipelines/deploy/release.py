@@ -11,6 +11,9 @@ the public server and starts the candidate's Bento there; when that start fails,
 previous release is started again, so a failed deploy leaves the previous one serving (a
 few seconds of downtime during the switch are accepted in the embedded default; the
 Kubernetes manifest in ``bentos/k8s`` does rolling updates for zero downtime).
+
+One deploy or rollback changes these at a time: each holds the deploy lease
+(:mod:`pipelines.deploy.lease`) from its bundle to its switch.
 """
 
 from __future__ import annotations
@@ -236,8 +239,18 @@ def _search_ok(url: str) -> bool:
 
 
 def rollback(s: Settings | None = None) -> dict[str, Any]:
-    """Serve the release before the current one on the public port again."""
+    """Serve the release before the current one on the public port again (after any deploy
+    in progress has finished: both hold the deploy lease)."""
+    import threading
+
+    from . import lease
+
     s = s or get_settings()
+    with lease.held(f"rollback:{os.getpid()}:{threading.get_ident()}", s):
+        return _rollback(s)
+
+
+def _rollback(s: Settings) -> dict[str, Any]:
     state = read_state(s)
     if not state.get("history"):
         raise RuntimeError("nothing to roll back to: no previous release recorded")

@@ -64,6 +64,22 @@ def smoke_stage(rel: dict[str, Any], s: Settings | None = None, world: Path | No
     return {**rel, "smoke": report}
 
 
+def begin_stage(owner: str, s: Settings | None = None) -> str:
+    """Take the deploy lease for ``owner`` (a DAG run: ``dag:<run_id>``), waiting for any
+    other deploy or rollback to finish (:mod:`pipelines.deploy.lease`)."""
+    from . import lease
+
+    lease.acquire(owner, s or get_settings())
+    return owner
+
+
+def end_stage(owner: str, s: Settings | None = None) -> bool:
+    """Give the deploy lease back (after the switch, or in the failure path)."""
+    from . import lease
+
+    return lease.release(owner, s or get_settings())
+
+
 def switch_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
     """Serve the release on the public port and stop the old server (restores it on failure)."""
     from . import release
@@ -78,21 +94,29 @@ def deploy(params: dict[str, Any] | None = None, build: bool = True, s: Settings
     On any failure the candidate is stopped, the public port is untouched (or restored by
     :func:`~pipelines.deploy.release.switch`) and RuntimeError names the failed stage.
     """
-    from . import release
+    import os
+    import threading
+
+    from . import lease, release
 
     s = s or get_settings()
-    stage = "bundle"
+    stage = "lease"
     try:
-        rel = bundle_stage(params, s)
-        if build:
-            stage = "build"
-            rel = build_stage(rel, s)
-        stage = "candidate"
-        rel = candidate_stage(rel, s)
-        stage = "smoke"
-        rel = smoke_stage(rel, s, world=world)
-        stage = "switch"
-        return switch_stage(rel, s)
+        # one deploy at a time, from the bundle to the switch (another one waits here)
+        with lease.held(f"cli:{os.getpid()}:{threading.get_ident()}", s):
+            stage = "bundle"
+            rel = bundle_stage(params, s)
+            if build:
+                stage = "build"
+                rel = build_stage(rel, s)
+            stage = "candidate"
+            rel = candidate_stage(rel, s)
+            stage = "smoke"
+            rel = smoke_stage(rel, s, world=world)
+            stage = "switch"
+            return switch_stage(rel, s)
+    except lease.DeployBusy:
+        raise  # nothing of ours is running: leave the holder's candidate alone
     except Exception as exc:
         release.stop_candidate(s)
         state = release.read_state(s)
