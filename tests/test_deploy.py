@@ -4,8 +4,8 @@ test leaves the previous release serving; rollback restores the release before."
 from __future__ import annotations
 
 import json
-import time
 import shutil
+import time
 from pathlib import Path
 
 import httpx
