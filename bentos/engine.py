@@ -63,6 +63,21 @@ class Bundle:
         return {k: str(v.get(k, "unknown")) for k in (*A.MODEL_NAMES, "index")}
 
 
+#: Longest side of the copy the detector and the parser see (and masks are drawn at).
+WORK_SIDE = 1024
+
+
+def working_copy(image: Any, side: int = WORK_SIDE) -> Any:
+    """``image`` itself when its longest side is at most ``side``, else a downscaled copy."""
+    from PIL import Image
+
+    W, H = image.size
+    if max(W, H) <= side:
+        return image
+    s = side / max(W, H)
+    return image.resize((max(1, round(W * s)), max(1, round(H * s))), Image.Resampling.BILINEAR)
+
+
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of a binary (H, W) mask: ``{"size": [h, w], "counts": str}``."""
     from pycocotools import mask as mask_utils
@@ -81,7 +96,7 @@ class SearchEngine:
     """
 
     def __init__(self, bundle: Bundle, crop_fn: CropFn | None = None, score_min: float = 0.3,
-                 max_garments: int = 8, image_fn: ImageFn | None = None) -> None:
+                 max_garments: int = 8, image_fn: ImageFn | None = None, work_side: int = WORK_SIDE) -> None:
         from models.taxonomy import APPLICABLE, CATEGORIES
 
         self.bundle = bundle
@@ -89,6 +104,7 @@ class SearchEngine:
         self.image_fn: ImageFn = image_fn or (lambda image: self.image_models([image])[0])
         self.score_min = score_min
         self.max_garments = max_garments
+        self.work_side = int(work_side)
         self.categories = tuple(CATEGORIES)
         self.applicable = APPLICABLE
         # A garment's parsing class is its category's index in the parser's own classes
@@ -117,13 +133,22 @@ class SearchEngine:
         """Garments of ``image`` (a decoded RGB PIL image) with tags, masks and ``k`` matches."""
         t = {"start": time.perf_counter()}
         W, H = image.size
-        det, labels = self.image_fn(image)
+        # The detector and the parser see at most work_side pixels a side (they resize to
+        # their own few hundred anyway), and label maps and masks are drawn at that size: a
+        # 12 MP photo costs one small copy instead of a full-size label map and a full-size
+        # mask per garment. Boxes are reported, and crops cut, in the photo's own pixels.
+        work = working_copy(image, self.work_side)
+        f = W / work.size[0]
+        det, labels = self.image_fn(work)
         t["detect_parse"] = time.perf_counter()
-        garments = select_garments(det, W, H, self.score_min, self.max_garments)
+        garments = select_garments(det, work.size[0], work.size[1], self.score_min, self.max_garments)
         whole = not garments
         if whole:
             # Nothing detected: a single-garment photo is that garment (category from the tagger).
-            garments = [{"box": [0.0, 0.0, float(W), float(H)], "score": 0.0, "category": None}]
+            garments = [{"box": [0.0, 0.0, float(work.size[0]), float(work.size[1])], "score": 0.0, "category": None}]
+        for g in garments:
+            g["work_box"] = g["box"]
+            g["box"] = [min(v * f, float(W if i % 2 == 0 else H)) for i, v in enumerate(g["box"])]
         crops = A.crop_batch([crop_box(image, g["box"]) for g in garments], self.crop_size)
         tags, emb = self.crop_fn(crops)
         t["tag_embed"] = time.perf_counter()
@@ -139,7 +164,8 @@ class SearchEngine:
             allowed = self.applicable.get(g["category"], ("color", "pattern"))
             g["tags"] = {h: {"value": v, "score": round(float(p), 4)} for h, (v, p) in tg.items()
                          if h not in _NOT_ATTRIBUTES and h in allowed}
-            g["mask"] = encode_mask(self._mask(labels, g))
+            g["mask"] = encode_mask(self._mask(labels, g))  # at the working size
+            del g["work_box"]
         hits = self.bundle.index.search(emb, k, category=category)
         t["search"] = time.perf_counter()
         for g, matches in zip(garments, hits, strict=True):
@@ -156,7 +182,7 @@ class SearchEngine:
     def _mask(self, labels: np.ndarray, g: dict[str, Any]) -> np.ndarray:
         """The garment's pixels: parser pixels of its category inside its box, else any
         garment class inside the box (a parser/detector category disagreement)."""
-        x1, y1, x2, y2 = (int(round(v)) for v in g["box"])
+        x1, y1, x2, y2 = (int(round(v)) for v in g["work_box"])
         mask = np.zeros(labels.shape, dtype=np.uint8)
         region = labels[y1:y2, x1:x2]
         cls = self.parsing_class.get(g.get("detector_category") or g["category"], -1)

@@ -124,7 +124,7 @@ class Tailor:
         bundle = Bundle.load(bundle_dir())
         search = CONFIG["search"]
         engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
-                              max_garments=int(search["max_garments"]))
+                              max_garments=int(search["max_garments"]), work_side=int(search.get("work_side", 1024)))
         if BATCHING:
             # Detector + parser are most of a request's CPU: batch them across requests too.
             from bentos.batching import MicroBatcher

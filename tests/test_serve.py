@@ -448,3 +448,22 @@ def test_concurrent_decodes_are_bounded(monkeypatch):
             codes = list(pool.map(lambda _: c.post("/search", files={"image": ("a.jpg", jpeg(), "image/jpeg")}).status_code,
                                   range(4)))
     assert codes == [500] * 4 and state["peak"] == 1
+
+
+def test_a_large_photo_is_worked_on_at_the_working_size(serve_bundle: Path):
+    """Detector and parser see a copy at most work_side a side; masks come at that size and
+    boxes in the photo's own pixels (a 12 MP photo never gets a full-size label map)."""
+    from bentos.engine import Bundle, SearchEngine, working_copy
+
+    engine = SearchEngine(Bundle.load(serve_bundle), work_side=256)
+    seen = []
+    real = engine.image_fn
+    engine.image_fn = lambda im: (seen.append(im.size), real(im))[1]
+    out = engine.search(Image.new("RGB", (1200, 900), (180, 60, 60)), k=1)
+    assert seen == [(256, 192)] and out["image"] == {"width": 1200, "height": 900}
+    for g in out["garments"]:
+        assert g["mask"]["size"] == [192, 256]
+        x1, y1, x2, y2 = g["box"]
+        assert 0 <= x1 < x2 <= 1200 and 0 <= y1 < y2 <= 900
+    small = Image.new("RGB", (200, 100))
+    assert working_copy(small, 256) is small

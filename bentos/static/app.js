@@ -20,21 +20,26 @@ function rleCounts(s) {
   return cnts;
 }
 
+// Masks come at the service's working size (at most 1024 px a side), not the photo's:
+// paint one on its own canvas, then draw it over the photo at the photo's size.
 function drawMask(ctx, mask, color) {
   const [h, w] = mask.size;
-  const img = ctx.getImageData(0, 0, w, h);
+  const off = document.createElement("canvas");
+  off.width = w; off.height = h;
+  const octx = off.getContext("2d"), img = octx.createImageData(w, h);
   const r = parseInt(color.slice(1, 3), 16), g = parseInt(color.slice(3, 5), 16), b = parseInt(color.slice(5, 7), 16);
   let i = 0, on = false;
   for (const n of rleCounts(mask.counts)) {
     if (on) {
       for (let j = i; j < i + n; j++) {  // column-major: j = x * h + y
         const x = Math.floor(j / h), y = j % h, o = (y * w + x) * 4;
-        img.data[o] = (img.data[o] + r) >> 1; img.data[o + 1] = (img.data[o + 1] + g) >> 1; img.data[o + 2] = (img.data[o + 2] + b) >> 1;
+        img.data[o] = r; img.data[o + 1] = g; img.data[o + 2] = b; img.data[o + 3] = 128;
       }
     }
     i += n; on = !on;
   }
-  ctx.putImageData(img, 0, 0);
+  octx.putImageData(img, 0, 0);
+  ctx.drawImage(off, 0, 0, ctx.canvas.width, ctx.canvas.height);
 }
 
 // Links and images from the catalog are data the crawler stored from shop pages: only
@@ -52,7 +57,7 @@ function render(bitmap, data) {
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
   canvas.width = bitmap.width; canvas.height = bitmap.height;
   ctx.drawImage(bitmap, 0, 0);
-  data.garments.forEach((g, i) => { if (g.mask.size[0] === bitmap.height && g.mask.size[1] === bitmap.width) drawMask(ctx, g.mask, COLORS[i % COLORS.length]); });
+  data.garments.forEach((g, i) => drawMask(ctx, g.mask, COLORS[i % COLORS.length]));
   ctx.lineWidth = Math.max(2, bitmap.width / 200); ctx.font = `${Math.max(12, bitmap.width / 30)}px sans-serif`;
   data.garments.forEach((g, i) => {
     const [x1, y1, x2, y2] = g.box, c = COLORS[i % COLORS.length];
