@@ -28,11 +28,8 @@ class UntrustedModel(RuntimeError):
 
 def sha256(path: Path) -> str:
     """sha256 hex digest of a file."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def save(model: Any, name: str, config: Mapping[str, Any], path: Path, **extra: Any) -> str:

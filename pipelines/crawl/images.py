@@ -111,11 +111,8 @@ def blob_path(root: Path, sha256: str, ext: str) -> Path:
 
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def store_blob(root: Path, info: ImageInfo, data: bytes) -> Path:
