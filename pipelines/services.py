@@ -159,7 +159,7 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _start_time(pid: int) -> float | None:
+def process_start_time(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), None when it does not exist."""
     try:
         return float(psutil.Process(pid).create_time())
@@ -171,7 +171,7 @@ def write_pid_file(path: Path, pid: int) -> None:
     """Record ``pid`` with its start time: after a reboot or a crash the number may belong to
     another process, which :func:`read_pid_file` then refuses to recognise."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"pid": pid, "start_time": _start_time(pid)}))
+    tmp.write_text(json.dumps({"pid": pid, "start_time": process_start_time(pid)}))
     os.replace(tmp, path)
 
 
@@ -186,7 +186,7 @@ def read_pid_file(path: Path) -> int | None:
         pid, started = int(rec["pid"]), float(rec["start_time"])
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    now = _start_time(pid)
+    now = process_start_time(pid)
     if now is None or abs(now - started) > 0.5 or not _pid_alive(pid):
         return None
     return pid

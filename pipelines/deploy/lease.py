@@ -59,7 +59,7 @@ def holder(s: Settings | None = None) -> dict[str, Any] | None:
 
 
 def _live(path: Path) -> dict[str, Any] | None:
-    from pipelines.services import _start_time
+    from pipelines.services import process_start_time
 
     try:
         lease = json.loads(path.read_text())
@@ -69,7 +69,7 @@ def _live(path: Path) -> dict[str, Any] | None:
         return None
     pid = lease.get("pid")
     if pid is not None:
-        started = _start_time(int(pid))
+        started = process_start_time(int(pid))
         if started is None or abs(started - float(lease.get("pid_start") or 0)) > 0.5:
             return None  # the process that took it is gone
     return lease
@@ -82,7 +82,7 @@ def acquire(owner: str, s: Settings | None = None, pid: int | None = None, wait_
     ``pid``: the process whose end also ends the lease (a CLI deploy); None for a DAG run,
     whose tasks are separate processes (its lease ends on release or expiry).
     """
-    from pipelines.services import _start_time
+    from pipelines.services import process_start_time
 
     s = s or get_settings()
     deadline = time.monotonic() + wait_s
@@ -92,7 +92,7 @@ def acquire(owner: str, s: Settings | None = None, pid: int | None = None, wait_
             if cur is None or cur["owner"] == owner:
                 now = time.time()
                 lease = {"owner": owner, "since": (cur or {}).get("since", now), "expires": now + ttl_s,
-                         "pid": pid, "pid_start": _start_time(pid) if pid is not None else None}
+                         "pid": pid, "pid_start": process_start_time(pid) if pid is not None else None}
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(lease))
                 os.replace(tmp, path)
