@@ -15,7 +15,14 @@ from pipelines.crawl.config import ConfigError, Politeness, demo_config, load_co
 from pipelines.crawl.extract import extract_product, parse_price
 from pipelines.crawl.images import ImageRejected, check_headers, decode
 from pipelines.crawl.pipeline import crawl
-from pipelines.malls import Mall, MallServer, build_demo_malls, duplicate_products, load_world
+from pipelines.malls import (
+    FaultConfig,
+    Mall,
+    MallServer,
+    build_demo_malls,
+    duplicate_products,
+    load_world,
+)
 from pipelines.malls.testing import make_fake_world, running_malls
 from pipelines.settings import PROJECT_ROOT, Settings
 
@@ -380,3 +387,40 @@ def test_near_dup_groups_match_pairwise_hamming() -> None:
                 uf.union(a, b)
     assert _near_dup_groups(hashes, 4) == {k: uf.find(k) for k in hashes}
     assert len(set(_near_dup_groups(hashes, 4).values())) < len(hashes)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_outage_mid_crawl_marks_no_removals(tiny_world: Path, tmp_path: Path) -> None:
+    """Issue 14, finding 4: product pages answering 5xx prove nothing about their products.
+
+    Each such product is kept as it was (``not_visited``), not marked removed; a run whose
+    error rate passes ``max_error_rate`` is incomplete as a whole, with the reason recorded."""
+    good = _one_mall(tiny_world)
+    port = _free_port()  # the same mall, same URLs, before and during the outage
+    with running_malls([good], base_port=port) as server:
+        first = load(run_crawl(server, tmp_path, out="a"))
+    assert len(first["products"]) == len(good.listings) and not first["products"]["removed"].any()
+    down = build_demo_malls(tiny_world, seed=0, duplicate_share=0.0,
+                            faults=FaultConfig(error_burst_rate=1.0, burst_len=1000))[0]
+    with running_malls([down], base_port=port) as server:
+        info = run_crawl(server, tmp_path, out="b", politeness=Politeness.off(retry_times=0))
+        strict = run_crawl(server, tmp_path, out="c", politeness=Politeness.off(retry_times=0, max_error_rate=0.1))
+    d = load(info)
+    assert (d["failures"]["kind"] == "http").sum() == len(good.listings)
+    assert len(d["products"]) == len(good.listings)
+    assert not d["products"]["removed"].any()
+    assert set(d["products"]["status"]) == {"not_visited"}
+
+    def stats(i: dict) -> dict:
+        return json.loads((Path(i["path"]) / "stats.json").read_text())["malls"][good.name]
+    # a few failing pages among many answered ones: still a complete run
+    assert stats(info)["incomplete_reason"] is None
+    assert stats(strict)["incomplete_reason"].startswith("error rate ")
+    assert not load(strict)["products"]["removed"].any()

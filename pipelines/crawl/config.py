@@ -49,6 +49,11 @@ class Politeness(BaseModel):
     max_sitemap_bytes: int = Field(10 * 2**20, ge=1024, description="larger sitemaps are rejected")
     max_robots_bytes: int = Field(512 * 2**10, ge=1024,
                                   description="a larger robots.txt counts as unreachable: disallow all")
+    # A mall answering mostly 5xx/timeouts is having an outage: its run proves nothing about
+    # which products are gone, so it is incomplete and marks no removals.
+    max_error_rate: float = Field(0.5, ge=0, le=1,
+                                  description="share of failed page requests (5xx, timeout, network) "
+                                              "above which the run is incomplete")
 
     @field_validator("user_agent")
     @classmethod

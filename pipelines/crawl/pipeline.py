@@ -76,27 +76,68 @@ def crawl_mall(mall: MallConfig, run_dir: Path, state: Path | None = None,
         if proc.returncode != 0 or not store.get_meta("finished"):
             tail = (proc.stderr or proc.stdout)[-3000:]
             raise RuntimeError(f"crawl of {mall.name} failed (exit {proc.returncode}): {tail}")
-    finalise_mall(mall.name, run_db, state / f"{mall.name}.sqlite")
+    finalise_mall(mall.name, run_db, state / f"{mall.name}.sqlite", mall.politeness.max_error_rate)
     return mall_dir
 
 
-def finalise_mall(mall: str, run_db: Path, state_db: Path) -> dict[str, int]:
-    """Carry unseen products over as removed, then make this run the mall's state."""
+#: failure kinds that say the mall (not our policy) failed a request: an outage's signature
+OUTAGE_KINDS = ("http", "timeout", "network")
+
+
+def _is_outage(failure: dict) -> bool:
+    """A failure that says the mall could not answer (5xx, timeout, network), not that a page is gone."""
+    if failure["kind"] not in OUTAGE_KINDS:
+        return False
+    return failure["kind"] != "http" or not failure.get("status") or int(failure["status"]) >= 500
+
+
+def _completeness(run: Store, max_error_rate: float) -> tuple[bool, str | None]:
+    """Whether a finished run saw the whole mall, and if not, why.
+
+    Incomplete: a limit or the time budget cut it short; robots.txt denied everything or no
+    page was fetched (mall down); or more than ``max_error_rate`` of the requests (pages and images) failed
+    with 5xx, a timeout or a network error (an outage mid-crawl). 404/410 are answers, not
+    errors: they are how a removed product shows.
+    """
+    if run.get_meta("close_reason") != "finished":
+        return False, f"crawl ended by {run.get_meta('close_reason')}"
+    if run.get_meta("limit_hit"):
+        return False, f"limit reached: {run.get_meta('limit_hit')}"
+    pages = run.count("pages")
+    if pages == 0:
+        return False, "no page fetched (robots.txt denied everything or the mall is down)"
+    errors = sum(1 for f in run.failures() if _is_outage(f))
+    asked = pages + run.count("images") + errors
+    rate = errors / asked
+    if rate > max_error_rate:
+        return False, f"error rate {rate:.2f} > {max_error_rate:.2f} ({errors} of {asked} requests failed)"
+    return True, None
+
+
+def finalise_mall(mall: str, run_db: Path, state_db: Path, max_error_rate: float = 0.5) -> dict[str, int]:
+    """Carry unseen products over as removed, then make this run the mall's state.
+
+    Only a complete run (:func:`_completeness`) marks the products it did not see as removed,
+    and never one whose page failed with an outage error (5xx, timeout, network) this run:
+    those are kept as they were, ``not_visited``.
+    """
     with Store(run_db) as run, Store(state_db) as st:
         if run.get_meta("finalised"):
             return run.get_meta("finalise_counts", {})
         # A crawl that fetched no page at all (mall down, robots.txt unreachable: fail closed)
         # proves nothing about absence either: keep the mall's products, not_visited.
-        complete = (run.get_meta("close_reason") == "finished" and not run.get_meta("limit_hit")
-                    and run.count("pages") > 0)
+        complete, why = _completeness(run, max_error_rate)
+        run.set_meta("incomplete_reason", why)
         seen = run.products(mall)
         prev = st.products(mall)
+        # a page that answered 5xx / timed out this run says nothing about its product either
+        unreachable = {f["url"] for f in run.failures() if _is_outage(f)}
         carried = 0
         rows = []
         for pid, p in prev.items():
             if pid in seen:
                 continue
-            if complete or p.get("removed"):
+            if p.get("removed") or (complete and not {p.get("url"), p.get("page_url")} & unreachable):
                 p = dict(p, removed=1, status="removed" if not p.get("removed") else p["status"])
             else:
                 p = dict(p, status="not_visited")  # limit reached: keep as it was

@@ -111,6 +111,8 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
                 "products": len(prods), "removed": sum(1 for p in prods.values() if p["removed"]),
                 "pages": st.count("pages"), "images": len(imgs), "failures": len(fails),
                 "close_reason": st.get_meta("close_reason"), "limit_hit": st.get_meta("limit_hit", []),
+                # set by finalise_mall: why this run may not mark products removed (None: complete)
+                "incomplete_reason": st.get_meta("incomplete_reason"),
                 "requests": sstats.get("downloader/request_count", 0),
                 "bytes": sstats.get("downloader/response_bytes", 0),
                 "retries": sstats.get("tailor/retry_count", 0),

@@ -55,7 +55,8 @@ def _fetched_from_products(products: pd.DataFrame, mall: str) -> int:
 def mall_outcomes(snapshot: Path, meta: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """mall -> ``crawled``, ``products``, ``pages``, ``errors``, ``errors_by_kind``,
     ``robots`` (a fail-closed robots.txt reason), ``robots_disallowed``, ``limit_hit``,
-    ``close_reason`` for every requested mall of a snapshot."""
+    ``close_reason``, ``incomplete_reason`` (why the run marked no removals; None: complete)
+    for every requested mall of a snapshot."""
     from pipelines.crawl.snapshot import mall_outcome
 
     snapshot = Path(snapshot)
@@ -80,7 +81,8 @@ def mall_outcomes(snapshot: Path, meta: dict[str, Any] | None = None) -> dict[st
                      "errors": o["errors"], "errors_by_kind": o["errors_by_kind"],
                      "robots": o["robots"], "robots_disallowed": o["robots_disallowed"],
                      "limit_hit": list((st or {}).get("limit_hit") or []),
-                     "close_reason": (st or {}).get("close_reason")}
+                     "close_reason": (st or {}).get("close_reason"),
+                     "incomplete_reason": (st or {}).get("incomplete_reason")}
     return out
 
 
@@ -130,6 +132,8 @@ def _reason(mall: str, o: dict[str, Any], prev: tuple[int, str] | None, ratio: f
         parts.append("limit hit: " + ", ".join(o["limit_hit"]))
     if o["close_reason"] and o["close_reason"] != "finished":
         parts.append(f"crawl closed: {o['close_reason']}")
+    if o.get("incomplete_reason") and o["crawled"] and o["pages"] != 0:
+        parts.append(f"incomplete run, no removals marked: {o['incomplete_reason']}")
     if o["robots_disallowed"]:
         parts.append(f"{o['robots_disallowed']} robots-disallowed links skipped (policy, not errors)")
     return "; ".join(parts)
