@@ -13,6 +13,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from pipelines.versioning import DVC_POOL  # commits to DVC run one at a time
+
 CATALOG = Asset("tailor://catalog")
 
 
@@ -57,7 +59,7 @@ def crawl_malls():
         return merge_snapshot(list(mall_dirs), jobs[0])
 
     # One DVC writer at a time (DVC also takes its own repo lock).
-    @task(outlets=[CATALOG], max_active_tis_per_dag=1)
+    @task(outlets=[CATALOG], max_active_tis_per_dag=1, pool=DVC_POOL)
     def publish(snapshot_dir: str, outlet_events=None) -> dict:
         from pipelines.crawl.snapshot import version_snapshot
 

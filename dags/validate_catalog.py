@@ -12,6 +12,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from pipelines.versioning import DVC_POOL  # commits to DVC run one at a time
+
 CATALOG = Asset("tailor://catalog")
 TRAINING_SET = Asset("tailor://training-set")
 
@@ -55,7 +57,7 @@ def validate_catalog():
         return flow.build(run_dir)
 
     # DVC takes a repository lock: one DVC task at a time.
-    @task(max_active_tis_per_dag=1, outlets=[TRAINING_SET])
+    @task(max_active_tis_per_dag=1, outlets=[TRAINING_SET], pool=DVC_POOL)
     def version(training_set: str, outlet_events=None) -> str:
         from pipelines.validate import flow
 

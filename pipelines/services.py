@@ -23,6 +23,7 @@ import httpx
 import psutil
 
 from pipelines.settings import Settings, get_settings
+from pipelines.versioning import DVC_POOL
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Service:
     health_path: str
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 240.0
+    # commands run to completion (same env and umask) before the service is launched
+    prepare: tuple[tuple[str, ...], ...] = ()
 
     def pid_file(self, s: Settings) -> Path:
         return Path(s.run_dir) / f"{self.name}.pid"  # type: ignore[arg-type]
@@ -112,6 +115,10 @@ def services(s: Settings | None = None) -> dict[str, Service]:
             port=s.airflow_port,
             health_path="/api/v2/monitor/health",
             env=airflow_env(s),
+            # The pool that serialises DVC commands across DAGs (a task in a pool that does
+            # not exist is never scheduled): migrate the metadata DB, then create the pool.
+            prepare=((_bin("airflow"), "db", "migrate"),
+                     (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time")),
         ),
         "mlflow": Service(
             name="mlflow",
@@ -253,6 +260,12 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
                 f"start; stop it or set TAILOR_{name.upper()}_PORT"
             )
         env = service_env(svc)
+        for cmd in svc.prepare:
+            done = subprocess.run(list(cmd), env=env, cwd=s.root, capture_output=True, text=True,
+                                  timeout=svc.startup_timeout_s, umask=0o077)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name}: `{' '.join(cmd[1:])}` failed (exit {done.returncode}): "
+                                   f"{(done.stderr or done.stdout)[-2000:]}")
         # umask 077: the log (Airflow prints its generated admin password there) and whatever
         # the service writes are readable by the operator only
         log = os.fdopen(os.open(svc.log_file(s), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")

@@ -46,3 +46,15 @@ def test_dagbag_has_no_import_errors() -> None:
     assert "demo_world" in bag.dag_ids
     for dag in bag.dags.values():
         assert dag.tags, f"{dag.dag_id} has no tags"
+
+
+def test_every_dvc_committing_task_queues_in_the_dvc_pool() -> None:
+    """Issue 14, finding 12: DVC commands run one at a time across DAGs (one-slot pool)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipelines.versioning import DVC_POOL
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    in_pool = {(d.dag_id, t.task_id) for d in bag.dags.values() for t in d.tasks if t.pool == DVC_POOL}
+    # the tasks that commit data.dvc: the crawl's snapshot and the validated training set
+    assert in_pool == {("crawl_malls", "publish"), ("validate_catalog", "version")}

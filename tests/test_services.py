@@ -59,6 +59,12 @@ def test_up_twice_then_down_twice(isolated: Settings) -> None:
             break
         time.sleep(2)
     assert "demo_world" in dag_ids and not any(d.startswith("example_") for d in dag_ids)
+    # the one-slot pool the DVC-committing tasks queue in exists (else they never run)
+    from pipelines.versioning import DVC_POOL
+
+    pool = httpx.get(s.url(s.airflow_port, f"/api/v2/pools/{DVC_POOL}"),
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert pool.status_code == 200 and pool.json()["slots"] == 1, pool.text
     assert httpx.get(s.url(s.mlflow_port, "/health"), timeout=10).text.strip() == "OK"
 
     pids = {n: info["pid"] for n, info in services.status(s).items() if info["pid"]}
