@@ -129,7 +129,8 @@ def store_blob(root: Path, info: ImageInfo, data: bytes) -> Path:
     if path.exists() and file_sha256(path) == info.sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name: a later crawl removes what a killed writer left behind
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -140,6 +141,26 @@ def store_blob(root: Path, info: ImageInfo, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def sweep_temp_files(root: Path) -> list[Path]:
+    """Remove the temp files of blob writers that are no longer running (a crawl killed
+    mid-write leaves one: :func:`store_blob` never renames it); returns what was removed.
+
+    Malls are crawled by concurrent processes sharing the store, so a temp file whose writer
+    (the pid in its name) is alive is left alone.
+    """
+    from pipelines.services import process_start_time
+
+    removed = []
+    for tmp in Path(root).glob("*/.*.tmp"):
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and process_start_time(pid) is not None:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def phash_distance(a: str, b: str) -> int:

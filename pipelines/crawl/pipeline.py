@@ -64,6 +64,9 @@ def crawl_mall(mall: MallConfig, run_dir: Path, state: Path | None = None,
         if store.get_meta("finalised"):
             return mall_dir
     (mall_dir / "mall.json").write_text(mall.model_dump_json(indent=1))
+    from pipelines.crawl.images import sweep_temp_files
+
+    sweep_temp_files(state / "blobs")  # what a killed crawl left half-written
     cmd = [sys.executable, "-m", "pipelines.crawl.run", "--mall-json", str(mall_dir / "mall.json"),
            "--run-db", str(run_db), "--state-db", str(state / f"{mall.name}.sqlite"),
            "--blobs", str(state / "blobs"), "--log-file", str(mall_dir / "crawl.log")]
