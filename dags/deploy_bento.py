@@ -1,4 +1,4 @@
-"""Deploy the search Bento: bundle -> build -> candidate (staging port) -> smoke -> switch.
+"""Deploy the search Bento: bundle -> build -> candidate (idle slot) -> smoke -> switch.
 
 Scheduled on the Asset ``search-index`` (a new index means a new champion embedder or
 catalog) and runnable by hand. The bundle pins the exact ``@champion`` versions and the

@@ -125,6 +125,15 @@ def up_cmd(
         except RuntimeError as exc:
             _fail(str(exc))
         typer.echo(f"{name}: {'started' if info['started'] else 'already running'} at {info['url']} (pid {info['pid']})")
+    if not service:  # the recorded current release serves again (after a reboot, a crash)
+        from pipelines.deploy import release
+
+        try:
+            back = release.ensure_serving()
+        except (RuntimeError, OSError) as exc:
+            _fail(f"the current release could not be started again: {exc}")
+        if back:
+            typer.echo(f"search: brought back release {release.read_state()['current']} ({', '.join(back)})")
     typer.echo(services.describe())
 
 
@@ -138,7 +147,7 @@ def down_cmd(
     for name in service or list(services.services()):
         stopped = services.stop(name)
         typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
-    if not service:  # the search service (public and candidate) is part of "everything"
+    if not service:  # the search service (gateway and both slots) is part of "everything"
         from pipelines.deploy import release
 
         for name, stopped in release.stop_all().items():

@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address for every component")
     airflow_port: int = 8080
     mlflow_port: int = 5000
-    bento_port: int = 3000
-    bento_staging_port: int = 3001
+    bento_port: int = Field(3000, description="public search endpoint (the deploy gateway)")
+    bento_staging_port: int = Field(3001, description="Bento slot a (behind the gateway)")
+    bento_alt_port: int = Field(3002, description="Bento slot b (behind the gateway)")
     report_port: int = 8765
     mall_base_port: int = Field(8001, description="first demo-mall port; malls take consecutive ports")
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,7 +27,32 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 def dsettings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     var = tmp_path_factory.mktemp("deploy-var")
     return Settings(root=PROJECT_ROOT, var_dir=var, bentoml_home=var / "bentoml",
-                    bento_port=free_port(), bento_staging_port=free_port())
+                    bento_port=free_port(), bento_staging_port=free_port(), bento_alt_port=free_port())
+
+
+@contextmanager
+def polled(s: Settings, every_s: float = 0.1) -> Iterator[Counter]:
+    """GET /info on the public port every ``every_s`` while the block runs; yields the
+    count of each outcome (status code, or the exception's name)."""
+    seen: Counter = Counter()
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    seen[c.get(s.url(s.bento_port, "/info")).status_code] += 1
+                except httpx.HTTPError as exc:
+                    seen[type(exc).__name__] += 1
+                time.sleep(every_s)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        t.join()
 
 
 def _broken_copy(src: Path, out: Path, version: str) -> Path:
@@ -58,25 +87,38 @@ def test_deploy_failed_deploy_and_rollback(dsettings: Settings, serve_bundle: Pa
 
         # 2. a candidate failing its smoke test: the run fails, the first release keeps serving
         bad = _broken_copy(serve_bundle, tmp_path / "bad", "broken-index")
-        with pytest.raises(RuntimeError, match="smoke"):
+        with polled(s) as seen, pytest.raises(RuntimeError, match="smoke"):
             deploy({"bundle": str(bad)}, build=False, s=s, world=small_world)
+        assert set(seen) == {200}, seen
         assert _served_versions(s)["index"] != "broken-index"
         st = release.status(s)
-        assert st["current"] == first["id"] and st["bento-candidate"]["pid"] is None
+        idle = "b" if st["live_slot"] == "a" else "a"
+        assert st["current"] == first["id"] and st[f"bento-{idle}"]["pid"] is None
         assert st["last_events"][-1]["event"] == "deploy_failed"
 
-        # 3. switch to another release, then roll back to the first
+        # 3. switch to another release, then roll back to the first: the public port answers
+        # every poll (every 100 ms) throughout, and only the live slot keeps running
         other = _broken_copy(serve_bundle, tmp_path / "other", "other-index")
         rel = release.new_release({"bundle": str(other), "versions": json.loads((other / "manifest.json").read_text())["versions"],
                                    "id": "other"}, s)
-        release.switch(rel, s)
-        assert _served_versions(s)["index"] == "other-index"
-        back = release.rollback(s)
+        with polled(s) as seen:
+            release.switch(rel, s)
+            assert _served_versions(s)["index"] == "other-index"
+            back = release.rollback(s)
+        assert set(seen) == {200} and seen[200] > 10, seen
         assert back["current"] == first["id"]
         assert _served_versions(s)["index"] != "other-index"
+        st = release.status(s)
+        assert [st[f"bento-{x}"]["pid"] is not None for x in ("a", "b")].count(True) == 1
+        assert st["gateway"]["upstream"] == st[f"bento-{st['live_slot']}"]["url"]
+
+        # 4. after a crash of everything (a reboot), `tailor up` brings the current release back
+        release.stop_all(s)
+        assert release.ensure_serving(s)
+        assert _served_versions(s)["index"] != "other-index"
+        assert release.ensure_serving(s) is None  # already serving: nothing to do
     finally:
-        release.stop_candidate(s)
-        release.stop_service(release._named(release.PUBLIC, s.bento_port, s), s)
+        release.stop_all(s)
 
 
 def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings: Settings, serve_bundle: Path,  # noqa: F811
@@ -104,15 +146,15 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings:
         assert [e["release"] for e in switched[-2:]] == [ra["id"], rb["id"]]
         assert release.status(s)["current"] == rb["id"] and _served_versions(s)["index"] == "index-b"
 
-        with ThreadPoolExecutor(1) as pool:
+        with polled(s) as seen, ThreadPoolExecutor(1) as pool:
             fc = pool.submit(deploy, {"bundle": str(a)}, False, s, small_world)
             time.sleep(2.0)  # the deploy holds the lease now
             back = release.rollback(s)  # waits for it, then undoes it
             rc = fc.result(timeout=900)
+        assert set(seen) == {200}, seen  # no gap through a deploy and a rollback
         kinds = [e["event"] for e in release.read_state(s)["events"]]
         assert kinds[-2:] == ["switched", "rolled_back"]
         assert back["previous"] == rc["id"] and back["current"] == rb["id"]
         assert _served_versions(s)["index"] == "index-b"
     finally:
-        release.stop_candidate(s)
-        release.stop_service(release._named(release.PUBLIC, s.bento_port, s), s)
+        release.stop_all(s)

@@ -11,7 +11,7 @@ import typer
 
 
 def deploy_status_command() -> None:
-    """Current release, its versions, what answers on the public and staging ports."""
+    """Current release, its versions, the gateway and what answers in each slot behind it."""
     from pipelines.deploy.release import status
 
     typer.echo(json.dumps(status(), indent=2, default=str))
@@ -34,7 +34,7 @@ def deploy_command(
     fresh_world: Annotated[Path | None, typer.Option(help="demo/test: untrained models + a flat index over this world")] = None,
     build: Annotated[bool, typer.Option(help="bentoml build (--no-build serves the source tree)")] = True,
 ) -> None:
-    """Build the Bento, start it on the staging port, smoke-test it, switch the public port."""
+    """Build the Bento, start it in the idle slot, smoke-test it, move the public port to it."""
     from pipelines.deploy.stages import deploy
 
     params = {k: str(v) for k, v in {"bundle": bundle, "index_dir": index_dir, "fresh_world": fresh_world}.items() if v}

@@ -1,16 +1,19 @@
-"""Releases of the search Bento: build -> candidate on the staging port -> smoke -> switch.
+"""Releases of the search Bento: build -> candidate in the idle slot -> smoke -> switch (no gap).
 
 A release is a directory ``var/deploy/releases/<id>/`` with ``bundle/`` (the exact models
 and index), ``ctx/`` (the Bento's build context) and ``release.json`` (id, Bento tag,
 versions). ``var/deploy/state.json`` records the current release and the ones before it.
 
-The public port (``bento_port``, 3000) and the staging port (``bento_staging_port``, 3001)
-each run at most one ``bentoml serve`` started through :mod:`pipelines.services` mechanics
-(detached process group, pid file and log under ``var/run``, health wait). Switching stops
-the public server and starts the candidate's Bento there; when that start fails, the
-previous release is started again, so a failed deploy leaves the previous one serving (a
-few seconds of downtime during the switch are accepted in the embedded default; the
-Kubernetes manifest in ``bentos/k8s`` does rolling updates for zero downtime).
+The public port (``bento_port``, 3000) belongs to the gateway (:mod:`.gateway`), a small
+reverse proxy. Behind it two slots each run at most one ``bentoml serve`` (``bento-a`` on
+``bento_staging_port``, ``bento-b`` on ``bento_alt_port``), started through
+:mod:`pipelines.services` mechanics (detached process group, pid file and log under
+``var/run``, health wait). A candidate starts in the idle slot and is smoke-tested there;
+the switch points the gateway at it (one atomic file rewrite), lets the requests still on
+the old slot finish, then stops the old slot. The public port is never unbound, and a
+switch or rollback that fails before the rewrite leaves the previous release serving
+untouched (recorded as an event). ``state.json`` names the live slot; ``tailor up``
+(:func:`ensure_serving`) brings the current release and the gateway back after a reboot.
 
 One deploy or rollback changes these at a time: each holds the deploy lease
 (:mod:`pipelines.deploy.lease`) from its bundle to its switch.
@@ -31,7 +34,13 @@ import httpx
 from pipelines import services as svcs
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
-PUBLIC, CANDIDATE = "bento", "bento-candidate"
+GATEWAY = "gateway"
+SLOTS = ("a", "b")
+#: process names of the layout before the gateway (a public server on 3000, a candidate
+#: on 3001): stopped, never started, so an upgrade frees their ports
+LEGACY = ("bento", "bento-candidate")
+#: longest a switch waits for the old slot's requests in flight before stopping it
+DRAIN_S = 60.0
 
 
 # --------------------------------------------------------------------------- layout / state
@@ -109,11 +118,104 @@ def _named(name: str, port: int, s: Settings) -> svcs.Service:
     return svcs.Service(name=name, argv=[], port=port, health_path="/readyz")
 
 
+def slot_port(slot: str, s: Settings) -> int:
+    """The internal port of Bento slot ``a`` or ``b``."""
+    return {"a": s.bento_staging_port, "b": s.bento_alt_port}[slot]
+
+
+def _slot_service(slot: str, s: Settings) -> svcs.Service:
+    return _named(f"bento-{slot}", slot_port(slot, s), s)
+
+
+def _slot_running(slot: str, s: Settings) -> bool:
+    return svcs._read_pid(_slot_service(slot, s), s) is not None
+
+
+def live_slot(state: dict[str, Any]) -> str | None:
+    """The slot the gateway sends traffic to, per ``state.json`` (None: nothing deployed)."""
+    return state.get("live_slot") if state.get("current") else None
+
+
+def idle_slot(state: dict[str, Any]) -> str:
+    """The slot a candidate starts in: the one not live."""
+    return "b" if live_slot(state) == "a" else "a"
+
+
+def upstream_file(s: Settings) -> Path:
+    """The file the gateway reads its upstream from (:func:`.gateway.write_upstream`)."""
+    return deploy_dir(s) / "upstream.json"
+
+
+def gateway_service(s: Settings) -> svcs.Service:
+    """The gateway on the public port."""
+    import sys
+
+    argv = [sys.executable, "-m", "pipelines.deploy.gateway", "--host", s.host, "--port", str(s.bento_port),
+            "--upstream-file", str(upstream_file(s))]
+    return svcs.Service(name=GATEWAY, argv=argv, port=s.bento_port, health_path="/-/gateway",
+                        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))},
+                        startup_timeout_s=60.0)
+
+
+def ensure_gateway(s: Settings) -> None:
+    """Start the gateway on the public port unless it runs (stopping a pre-gateway public server)."""
+    for name in LEGACY:
+        stop_service(_named(name, s.bento_port, s), s)
+    svcs.start(gateway_service(s), s, already_running_ok=True)
+
+
+def _gateway_status(s: Settings) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(s.url(s.bento_port, "/-/gateway"), timeout=5.0)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _point_gateway(slot: str, release_id: str, s: Settings, expect_versions: dict | None = None,
+                   wait_s: float = 30.0) -> None:
+    """Rewrite the upstream file to ``slot``; return once the public port answers from it."""
+    from .gateway import write_upstream
+
+    url = s.url(slot_port(slot, s))
+    write_upstream(upstream_file(s), url, release_id)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        gw = _gateway_status(s)
+        if gw and gw.get("upstream") == url:
+            if expect_versions is None:
+                return
+            try:
+                info = httpx.get(s.url(s.bento_port, "/info"), timeout=10.0).json()
+            except (httpx.HTTPError, ValueError):
+                info = {}
+            if info.get("versions") == expect_versions:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway did not move to slot {slot} ({url}) within {wait_s:.0f}s")
+
+
+def _drain_and_stop(slot: str, s: Settings, wait_s: float = DRAIN_S) -> None:
+    """Wait until no request is in flight to ``slot`` through the gateway, then stop it."""
+    url = s.url(slot_port(slot, s))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        gw = _gateway_status(s)
+        if gw is None or not gw.get("in_flight", {}).get(url):
+            break
+        time.sleep(0.1)
+    stop_service(_slot_service(slot, s), s)
+
+
 def stop_all(s: Settings | None = None) -> dict[str, bool]:
-    """Stop the public and candidate servers (``tailor down``); name -> whether it was running."""
+    """Stop the gateway and both slots (``tailor down``); name -> whether it was running."""
     s = s or get_settings()
-    return {name: stop_service(_named(name, port, s), s)
-            for name, port in ((PUBLIC, s.bento_port), (CANDIDATE, s.bento_staging_port))}
+    out = {GATEWAY: stop_service(_named(GATEWAY, s.bento_port, s), s)}
+    for slot in SLOTS:
+        out[f"bento-{slot}"] = stop_service(_slot_service(slot, s), s)
+    for name in LEGACY:
+        stop_service(_named(name, s.bento_port, s), s)
+    return out
 
 
 # --------------------------------------------------------------------------- stages
@@ -175,56 +277,82 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def start_candidate(release: dict[str, Any], s: Settings | None = None, port: int | None = None) -> dict[str, Any]:
-    """Start ``release`` on the staging port (stopping a leftover candidate first)."""
+def start_candidate(release: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
+    """Start ``release`` in the idle slot (stopping a leftover there first); the result
+    carries ``slot`` and ``candidate_url``."""
     s = s or get_settings()
-    port = port or s.bento_staging_port
-    stop_service(_named(CANDIDATE, port, s), s)
-    start_service(server_service(CANDIDATE, release, port, s), s)
-    return {**release, "candidate_url": s.url(port)}
+    slot = idle_slot(read_state(s))
+    stop_service(_slot_service(slot, s), s)
+    start_service(server_service(f"bento-{slot}", release, slot_port(slot, s), s), s)
+    return {**release, "slot": slot, "candidate_url": s.url(slot_port(slot, s))}
 
 
 def stop_candidate(s: Settings | None = None) -> bool:
-    """Stop the staging server (if any)."""
+    """Stop the idle slot's server (a candidate that will not be switched to), if any."""
     s = s or get_settings()
-    return stop_service(_named(CANDIDATE, s.bento_staging_port, s), s)
+    return stop_service(_slot_service(idle_slot(read_state(s)), s), s)
+
+
+def _go_live(release: dict[str, Any], s: Settings, event: str, **info: Any) -> str | None:
+    """Make ``release`` (running, or started here, in the idle slot) the live one with no gap.
+
+    Order: candidate answers ``/search`` -> gateway moved to it (public ``/info`` shows its
+    versions) -> ``state.json`` -> the old slot drained and stopped. A failure before the
+    gateway moved stops the candidate and leaves the old slot serving untouched; a failure
+    while moving points the gateway back. Returns the previous release id.
+    """
+    state = read_state(s)
+    previous, old_slot = state.get("current"), live_slot(state)
+    slot = idle_slot(state)
+    if release.get("slot") != slot or not _slot_running(slot, s):
+        stop_service(_slot_service(slot, s), s)
+        start_service(server_service(f"bento-{slot}", release, slot_port(slot, s), s), s)
+    if not _search_ok(s.url(slot_port(slot, s))):
+        raise RuntimeError(f"release {release['id']} answers /readyz but not /search in slot {slot}")
+    ensure_gateway(s)
+    try:
+        _point_gateway(slot, release["id"], s, expect_versions=release.get("versions"))
+    except Exception:
+        if old_slot and _slot_running(old_slot, s):
+            _point_gateway(old_slot, str(previous), s)
+        raise
+    state = read_state(s)
+    state["current"], state["live_slot"] = release["id"], slot
+    _event(state, event, release=release["id"], previous=previous, slot=slot, **info)
+    _write_state(state, s)
+    if old_slot and old_slot != slot:
+        _drain_and_stop(old_slot, s)
+    return previous
 
 
 def switch(release: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
-    """Serve ``release`` on the public port; on failure restart the previous release there.
+    """Serve ``release`` on the public port with no gap (see :func:`_go_live`).
 
-    Raises RuntimeError (after restoring the previous release) when the new one does not
-    become ready.
+    Raises RuntimeError when it does not become live; the previous release then keeps
+    serving, and the failure is recorded as a ``switch_failed`` event.
     """
     s = s or get_settings()
     state = read_state(s)
     previous = state.get("current")
-    stop_candidate(s)  # its port and memory are no longer needed
-    public = _named(PUBLIC, s.bento_port, s)
-    stop_service(public, s)
     try:
-        start_service(server_service(PUBLIC, release, s.bento_port, s), s)
-        if not _search_ok(s.url(s.bento_port)):
-            raise RuntimeError("the new release answers /readyz but not /search on the public port")
+        _go_live(release, s, "switched", versions=release.get("versions"))
     except Exception as exc:
-        stop_service(public, s)
-        restored = None
-        if previous:
-            start_service(server_service(PUBLIC, release_info(previous, s), s.bento_port, s), s)
-            restored = previous
-        _event(state, "switch_failed", release=release["id"], restored=restored, reason=str(exc)[:500])
+        stop_candidate(s)
+        state = read_state(s)
+        serving = previous if previous and _slot_running(str(live_slot(state)), s) else None
+        _event(state, "switch_failed", release=release["id"], serving=serving, reason=str(exc)[:500])
         _write_state(state, s)
-        raise RuntimeError(f"switch to {release['id']} failed; {'restored ' + restored if restored else 'nothing to restore'}: {exc}") from exc
+        raise RuntimeError(f"switch to {release['id']} failed; "
+                           f"{'still serving ' + serving if serving else 'nothing was serving'}: {exc}") from exc
+    state = read_state(s)
     if previous:
         state.setdefault("history", []).append(previous)
-    state["current"] = release["id"]
-    _event(state, "switched", release=release["id"], previous=previous, versions=release.get("versions"))
-    _write_state(state, s)
+        _write_state(state, s)
     return {**release, "url": s.url(s.bento_port), "previous": previous}
 
 
 def _search_ok(url: str) -> bool:
-    """One tiny search on the public port (the switch's own check; the full smoke ran on staging)."""
+    """One tiny search on ``url`` (the switch's own check; the full smoke ran before)."""
     import io
 
     from PIL import Image
@@ -256,34 +384,49 @@ def _rollback(s: Settings) -> dict[str, Any]:
         raise RuntimeError("nothing to roll back to: no previous release recorded")
     target = state["history"][-1]
     current = state.get("current")
-    public = _named(PUBLIC, s.bento_port, s)
-    stop_service(public, s)
     try:
-        start_service(server_service(PUBLIC, release_info(target, s), s.bento_port, s), s)
+        _go_live(release_info(target, s), s, "rolled_back")
     except Exception as exc:
-        if current:  # the rollback target is broken: keep what served before
-            start_service(server_service(PUBLIC, release_info(current, s), s.bento_port, s), s)
-        _event(state, "rollback_failed", target=target, reason=str(exc)[:500])
+        stop_candidate(s)
+        state = read_state(s)
+        _event(state, "rollback_failed", target=target, serving=current, reason=str(exc)[:500])
         _write_state(state, s)
-        raise RuntimeError(f"rollback to {target} failed; {current} restored: {exc}") from exc
+        raise RuntimeError(f"rollback to {target} failed; still serving {current}: {exc}") from exc
+    state = read_state(s)
     state["history"] = state["history"][:-1]
-    state["current"] = target
-    _event(state, "rolled_back", release=target, previous=current)
     _write_state(state, s)
     return {"current": target, "previous": current, "url": s.url(s.bento_port)}
 
 
 def ensure_serving(s: Settings | None = None) -> dict[str, Any] | None:
-    """Start the current release on the public port when nothing serves it (after a reboot)."""
+    """Bring the recorded current release back when it is not running (after a reboot, a
+    crash or a deploy killed mid-switch): its slot's server, the gateway, and the gateway
+    pointed at that slot. Returns what was started (None when everything already ran)."""
     s = s or get_settings()
     state = read_state(s)
-    if not state.get("current") or svcs._read_pid(_named(PUBLIC, s.bento_port, s), s) is not None:
+    if not state.get("current"):
         return None
-    return start_service(server_service(PUBLIC, release_info(state["current"], s), s.bento_port, s), s)
+    slot = live_slot(state) or "a"
+    started: dict[str, Any] = {}
+    if not _slot_running(slot, s):
+        started[f"bento-{slot}"] = start_service(
+            server_service(f"bento-{slot}", release_info(state["current"], s), slot_port(slot, s), s), s)
+    if svcs._read_pid(_named(GATEWAY, s.bento_port, s), s) is None:
+        ensure_gateway(s)
+        started[GATEWAY] = True
+    from .gateway import read_upstream
+
+    if read_upstream(upstream_file(s)).get("url") != s.url(slot_port(slot, s)):
+        _point_gateway(slot, state["current"], s)
+        started["upstream"] = s.url(slot_port(slot, s))
+    if state.get("live_slot") != slot:
+        state["live_slot"] = slot
+        _write_state(state, s)
+    return started or None
 
 
 def status(s: Settings | None = None) -> dict[str, Any]:
-    """Current release, versions, what answers on the public and staging ports, history."""
+    """Current release, versions, the gateway, what answers in each slot, history."""
     s = s or get_settings()
     state = read_state(s)
     out: dict[str, Any] = {"current": state.get("current"), "history": state.get("history", []),
@@ -293,9 +436,13 @@ def status(s: Settings | None = None) -> dict[str, Any]:
             out["release"] = release_info(state["current"], s)
         except OSError:
             out["release"] = None
-    for name, port in ((PUBLIC, s.bento_port), (CANDIDATE, s.bento_staging_port)):
-        svc = _named(name, port, s)
-        pid = svcs._read_pid(svc, s)
+    out["live_slot"] = live_slot(state)
+    gw = _gateway_status(s)
+    out[GATEWAY] = {"pid": svcs._read_pid(_named(GATEWAY, s.bento_port, s), s), "url": s.url(s.bento_port),
+                    "upstream": (gw or {}).get("upstream"), "in_flight": (gw or {}).get("in_flight")}
+    for slot in SLOTS:
+        port = slot_port(slot, s)
+        pid = svcs._read_pid(_slot_service(slot, s), s)
         info: dict[str, Any] = {"pid": pid, "url": s.url(port), "ready": False}
         if pid:
             try:
@@ -304,5 +451,5 @@ def status(s: Settings | None = None) -> dict[str, Any]:
                 info["versions"] = r.json().get("versions") if r.status_code == 200 else None
             except (httpx.HTTPError, ValueError):
                 pass
-        out[name] = info
+        out[f"bento-{slot}"] = info
     return out

@@ -1,4 +1,4 @@
-"""Smoke test of a running search server (the candidate on the staging port).
+"""Smoke test of a running search server (the candidate in the idle slot).
 
 Checks, in order: ``/healthz`` and ``/readyz`` answer 200; ``/info`` names the expected
 versions; for a few catalog products, the product's own image returns that product in the

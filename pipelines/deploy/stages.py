@@ -43,7 +43,7 @@ def build_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, Any
 
 
 def candidate_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
-    """Start the release on the staging port and wait until it is ready."""
+    """Start the release in the idle slot behind the gateway and wait until it is ready."""
     from . import release
 
     return release.start_candidate(rel, s or get_settings())
@@ -81,7 +81,7 @@ def end_stage(owner: str, s: Settings | None = None) -> bool:
 
 
 def switch_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
-    """Serve the release on the public port and stop the old server (restores it on failure)."""
+    """Move the public port to the release with no gap; the old slot is drained and stopped."""
     from . import release
 
     return release.switch(rel, s or get_settings())
