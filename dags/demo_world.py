@@ -19,7 +19,7 @@ DEMO_WORLD = Asset("tailor://demo-world")
     tags=["tailor", "synth"],
     params={
         "seed": Param(0, type="integer", description="same seed and options give the same bytes"),
-        "products": Param(240, type="integer", minimum=10),
+        "products": Param(480, type="integer", minimum=10),
         "scenes": Param(200, type="integer", minimum=0),
         "out": Param("", type="string", description="output directory; empty = settings' demo world"),
     },

@@ -59,6 +59,11 @@ class Embedder(FrozenPrefixMixin, nn.Module):
                                       nn.Linear(n, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, self.dim))
         else:
             self.proj = nn.Sequential(nn.BatchNorm1d(n), nn.Linear(n, self.dim))
+        # training only: cosine classifier over the product taxonomy's categories on the
+        # embedding (``category_loss`` > 0), so that same-category items sit together
+        cats = list(cfg_get(config, "categories", None) or [])
+        self.category_head = nn.Linear(self.dim, len(cats), bias=False) if cats and float(
+            cfg_get(config, "category_loss", 0.0)) > 0 else None
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen part: normalisation, stem and the first ``freeze_blocks`` stages."""
@@ -71,6 +76,12 @@ class Embedder(FrozenPrefixMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_prefix(self.prefix(x))
+
+
+def category_logits(model: Embedder, emb: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
+    """Cosine-similarity logits of unit embeddings against the (normalised) category weights
+    (the auxiliary loss of training: it pulls each category together in the metric space)."""
+    return scale * emb @ F.normalize(model.category_head.weight, dim=1).t()
 
 
 def metric_loss(config: Mapping[str, Any]):
@@ -90,5 +101,6 @@ def metric_loss(config: Mapping[str, Any]):
 def build_embedder(config: Mapping[str, Any]) -> nn.Module:
     """Embedder from ``config``: backbone, pretrained, pretrained_hub, freeze_blocks, dim,
     the descriptor (see :class:`models._common.Descriptor`), inputs (the descriptor groups
-    read; default all), head_hidden (0: one linear projection), dropout."""
+    read; default all), head_hidden (0: one linear projection), dropout; categories and
+    category_loss (> 0: a cosine classifier over the categories, used in training only)."""
     return Embedder(config)

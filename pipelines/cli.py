@@ -168,7 +168,7 @@ def synth_cmd(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option(help="output directory (default: the demo world)")] = None,
     seed: Annotated[int, typer.Option(help="random seed: same seed and options, same bytes")] = 0,
-    products: Annotated[int, typer.Option(help="number of catalog products")] = 240,
+    products: Annotated[int, typer.Option(help="number of catalog products")] = 480,
     scenes: Annotated[int, typer.Option(help="number of street scenes")] = 200,
     long_tail: Annotated[float, typer.Option(help="Zipf exponent of category frequencies")] = 1.1,
     label_noise: Annotated[float, typer.Option(help="share of products with a wrong listed label")] = 0.03,
@@ -317,7 +317,7 @@ def models_rollback_cmd(
 @bench_app.command("synth")
 def bench_synth_cmd(
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    products: Annotated[int, typer.Option()] = 240,
+    products: Annotated[int, typer.Option()] = 480,
     scenes: Annotated[int, typer.Option()] = 200,
 ) -> None:
     """Time world generation and print images/s."""

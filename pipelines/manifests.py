@@ -41,7 +41,7 @@ COMMON_COLUMNS = ("image", "split", "source", "repeat", "weight")
 MODEL_COLUMNS: dict[str, tuple[str, ...]] = {
     "detector": ("boxes", "width", "height"),
     "parser": ("label_png", "width", "height"),
-    "tagger": ("bbox", "category"),  # + one column per attribute head
+    "tagger": ("bbox", "identity", "category"),  # + one column per attribute head
     "embedder": ("bbox", "identity", "category", "role"),
 }
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pipelines import registry
+from pipelines.train import metrics as M
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,10 @@ def test_constant_tagger_is_rejected(dev_set: Path) -> None:
     df = _test_rows(dev_set, "tagger")
     cfg = task.prepare({"crop_size": 32, "seed": 0, "feature_cache": False}, df)
     targets = TaggerDataset(df, False, 0, cfg).targets
-    majority = {h: int(np.bincount(t[t >= 0]).argmax()) for h, t in targets.items() if (t >= 0).any()}
+    # the majority class with each product counted once, as the evaluation counts them
+    ident = df["identity"].to_numpy()
+    majority = {h: int(np.bincount(t[t >= 0], weights=M.group_weights(ident[t >= 0])).argmax())
+                for h, t in targets.items() if (t >= 0).any()}
     metrics, _ = task.evaluate(_ConstantTagger(cfg["heads"], majority), df, cfg, None)
     assert metrics["acc_min"] <= metrics["baseline_acc_min"] + 1e-12
     for h in majority:
@@ -244,3 +248,16 @@ def test_all_background_parser_is_rejected(dev_set: Path) -> None:
         assert not ok
         assert any(r.startswith("miou=") and "does not beat the all-background baseline" in r for r in reasons)
         assert any(r.startswith("pixel_acc=") and "by 0.05" in r for r in reasons)
+
+
+def test_each_product_counts_once() -> None:
+    """A product seen in 8 crops weighs as much as one seen once: its crops' share of the
+    rows does not decide a head's accuracy (nor its baseline)."""
+    ident = np.array(["a"] * 8 + ["b", "c", None])
+    true = np.array([0] * 8 + [1, 1, 1])
+    pred = np.array([1] * 8 + [1, 1, 1])  # wrong on every crop of a, right elsewhere
+    w = M.group_weights(ident)
+    assert w.sum() == pytest.approx(1.0) and w[0] == pytest.approx(1 / 8 / 4) and w[-1] == pytest.approx(1 / 4)
+    assert M.weighted_accuracy(true, pred, w) == pytest.approx(3 / 4)  # per crop: 3 / 11
+    assert M.weighted_majority_accuracy(true, w) == pytest.approx(3 / 4)  # class 1 holds 3 of 4 products
+    assert M.majority_accuracy(true) == pytest.approx(8 / 11)

@@ -115,7 +115,7 @@ def test_tiny_training_run(name: str, small_set: Path, tmp_path: Path) -> None:
     if name == "embedder":  # the metric loss is noisy over a few steps
         # uniform class draws: this synthetic-only set has no large same-category classes
         # for the size-weighted draw to favour, only products of 1-3 crops
-        over.update(lr=0.001, max_steps_per_epoch=6, class_size_power=0.0)
+        over.update(lr=0.001, max_steps_per_epoch=12, class_size_power=0.0)
     t0 = time.perf_counter()
     res = train_model(name, small_set, tmp_path / name, overrides=over, progress=False)
     assert time.perf_counter() - t0 < 120

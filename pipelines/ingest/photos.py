@@ -120,7 +120,7 @@ def photo_manifest_rows(photos_dir: Path, labels_csv: Path | None = None, limit:
                                 "width": width, "height": height}
         bbox = json.dumps([round(v, 1) for v in box])
         implied = IMPLIED.get(cat, {}) if cat else {}
-        tag.append({**base, "bbox": bbox, "box_source": how, "category": cat,
+        tag.append({**base, "bbox": bbox, "box_source": how, "category": cat, "identity": None,
                     **{a: implied.get(a) for a in ATTRIBUTES}})
         emb.append({**base, "bbox": bbox, "box_source": how, "category": cat, "identity": None, "role": "shop"})
         if cat is not None:

@@ -1,4 +1,5 @@
-"""Embedder task: M-per-class batches, metric loss with hard-pair mining, retrieval metrics."""
+"""Embedder task: M-per-class batches, metric loss with hard-pair mining (+ an auxiliary
+category loss), retrieval metrics."""
 
 from __future__ import annotations
 
@@ -28,9 +29,12 @@ class EmbedderDataset(CropDataset):
         labels = metric_labels(self.df)
         self.vocab = {lab: k for k, lab in enumerate(sorted(set(labels)))}
         self.labels = np.array([self.vocab[lab] for lab in labels], np.int64)
+        cats = list(cfg.get("categories") or [])
+        self.cats = np.array([cats.index(c) if c in cats else -1 for c in self.df["category"]], np.int64) \
+            if cats and "category" in self.df else np.full(len(self.df), -1, np.int64)
 
-    def target(self, i: int) -> int:
-        return int(self.labels[i])
+    def target(self, i: int):
+        return int(self.labels[i]), int(self.cats[i])
 
     def __getitem__(self, idx: int):
         i, x = self.crop(idx)
@@ -77,6 +81,14 @@ class MPerClassBatches(torch.utils.data.Sampler):
 
 
 class EmbedderTask(CropTask):
+    def prepare(self, cfg, frame):
+        """The category vocabulary of the auxiliary category loss (``category_loss`` > 0)."""
+        from models.taxonomy import CATEGORIES
+
+        if float(cfg.get("category_loss", 0.0)) > 0:
+            cfg["categories"] = list(CATEGORIES)
+        return cfg
+
     name = "embedder"
     # early stopping and the primary figure: both gated retrieval numbers together
     # (consumer-to-shop on synthetic products, same-category on real photos)
@@ -87,7 +99,8 @@ class EmbedderTask(CropTask):
     def loader(self, ds, cfg, train, epoch):
         if not train:
             return super().loader(ds, cfg, train, epoch)
-        item_labels = np.array([ds.labels[i] for i, _ in ds.items])
+        base = ds.base if hasattr(ds, "base") else ds
+        item_labels = np.array([base.labels[i] for i, _ in base.items])
         n_batches = max(1, len(ds) // int(cfg["batch_size"]))
         sampler = MPerClassBatches(item_labels, int(cfg.get("m_per_class", 4)), int(cfg["batch_size"]), n_batches,
                                    int(cfg["seed"]) * 1000 + epoch, float(cfg.get("class_size_power", 0.0)))
@@ -96,15 +109,34 @@ class EmbedderTask(CropTask):
                                            multiprocessing_context="fork" if workers else None)
 
     def step(self, model, batch, cfg):
+        """Multi-Similarity loss on identities (real photos: categories), plus
+        ``category_loss`` x a CosFace-style cross-entropy of the embedding against the
+        taxonomy's categories: measured on the demo's val split, real-photo same-category
+        precision@5 0.73-0.77 without it, 0.80-0.82 with weight 1 and margin 0.2."""
         from models.embedder import metric_loss
 
         if not hasattr(self, "_loss"):
             self._loss = metric_loss(cfg)
         loss_fn, miner = self._loss
-        x, y = batch
+        x, (y, cat) = batch
         emb = self.forward(model, x, cfg)
         pairs = miner(emb, y)
-        return loss_fn(emb, y, pairs), {}
+        loss = loss_fn(emb, y, pairs)
+        parts = {"metric": float(loss.detach())}
+        w = float(cfg.get("category_loss", 0.0))
+        known = cat >= 0
+        if w > 0 and getattr(model, "category_head", None) is not None and bool(known.any()):
+            from models.embedder import category_logits
+
+            logits = category_logits(model, emb[known], float(cfg.get("category_scale", 16.0)))
+            margin = float(cfg.get("category_margin", 0.0))  # CosFace: the true class must win by it
+            if margin:
+                logits = logits - float(cfg.get("category_scale", 16.0)) * margin * torch.nn.functional.one_hot(
+                    cat[known], logits.shape[1])
+            ce = torch.nn.functional.cross_entropy(logits, cat[known])
+            loss = loss + w * ce
+            parts["category"] = float(ce.detach())
+        return loss, parts
 
     def embed(self, model, df, cfg) -> np.ndarray:
         outs, _ = self.outputs(model, df, cfg)

@@ -152,6 +152,32 @@ def majority_accuracy(true: np.ndarray) -> float:
     return float(np.bincount(true.astype(np.int64) - true.min()).max() / true.size)
 
 
+def group_weights(groups: Any) -> np.ndarray:
+    """Per-row weights under which every group (a product) counts once: 1 / its row count.
+    A row without a group (None/NaN/"") is a group of its own."""
+    keys = [g if isinstance(g, str) and g else f"#row{i}" for i, g in enumerate(groups)]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    w = np.array([1.0 / counts[k] for k in keys])
+    return w / max(len(counts), 1)
+
+
+def weighted_accuracy(true: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> float:
+    """Accuracy with row ``weights`` summing to 1 (:func:`group_weights`: per product)."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    return float(np.sum(weights * (true == pred)) / max(np.sum(weights), 1e-12)) if true.size else float("nan")
+
+
+def weighted_majority_accuracy(true: np.ndarray, weights: np.ndarray) -> float:
+    """Best weighted accuracy of a constant prediction (the majority class under ``weights``)."""
+    true = np.asarray(true, dtype=np.int64)
+    if true.size == 0:
+        return float("nan")
+    per_class = np.bincount(true - true.min(), weights=weights)
+    return float(per_class.max() / max(np.sum(weights), 1e-12))
+
+
 def random_recall_at_k(q_ids: list[Any], g_ids: list[Any], k: int) -> float:
     """Expected Recall@k of a random ranking of the gallery: a query with r relevant items
     among G is hit with probability 1 - C(G-r, k) / C(G, k)."""

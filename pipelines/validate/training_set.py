@@ -214,10 +214,11 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
         base = {"image": rel, "split": split_of[pid], "source": source, "bbox": None,
                 "category": cat_of[pid], "label": label_of[pid]}
         attrs = attrs_of.get(pid, {}) if source != "photos" else IMPLIED.get(cat_of[pid], {})
-        frames["tagger"].append({**base, **{k: attrs.get(k) for k in names}})
         # Real photos only know their category: no identity for metric learning.
         sku = sku_of.get(pid)
         identity = (str(sku) if isinstance(sku, str) and sku else pid) if source != "photos" else None
+        # the tagger keeps the identity too: its evaluation counts each product once
+        frames["tagger"].append({**base, "identity": identity, **{k: attrs.get(k) for k in names}})
         frames["embedder"].append({**base, "identity": identity, "role": r.role})
     return frames
 
