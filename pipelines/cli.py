@@ -12,6 +12,8 @@ import typer
 
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.deploy.cli import (
+    bench_load_command,
+    bench_photos_command,
     bench_serve_command,
     deploy_command,
     deploy_rollback_command,
@@ -72,6 +74,8 @@ deploy_app.command("run")(deploy_command)
 deploy_app.command("status")(deploy_status_command)
 deploy_app.command("rollback")(deploy_rollback_command)
 bench_app.command("serve")(bench_serve_command)
+bench_app.command("load")(bench_load_command)
+bench_app.command("photos")(bench_photos_command)
 index_app = typer.Typer(help="The faiss IVF-PQ product index: build, update, search.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 index_app.command("build")(index_build_command)

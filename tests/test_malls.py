@@ -566,6 +566,23 @@ def test_photo_mall_from_fabricated_folder(tmp_path: Path) -> None:
         assert img.content == (tmp_path / "images" / "b2.jpg").read_bytes()
 
 
+def test_held_out_photos_are_never_served(tmp_path: Path) -> None:
+    """The demo's photo mall keeps a seeded share of the photos out of its shop: exactly the
+    ones ``held_out_photos`` names, for checking the endpoint on photos in no catalog."""
+    from pipelines.malls.photos import held_out_photos
+
+    (tmp_path / "images").mkdir()
+    ids = [f"p{i:03d}" for i in range(200)]
+    for i in ids:
+        Image.new("RGB", (10, 10), "red").save(tmp_path / "images" / f"{i}.jpg", "JPEG")
+    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f"{i},T-Shirt\n" for i in ids))
+    held = {f.stem for f, _ in held_out_photos(tmp_path, share=0.1)}
+    served = set(build_photo_mall(tmp_path, holdout=0.1).listings)
+    assert 5 <= len(held) <= 40 and held.isdisjoint(served) and held | served == set(ids)
+    assert set(build_photo_mall(tmp_path).listings) == set(ids)  # no holdout unless asked
+    assert held != {f.stem for f, _ in held_out_photos(tmp_path, seed=1, share=0.1)}
+
+
 @pytest.mark.shared_data
 def test_photo_mall_serves_real_photos(photo_mall: MallServer) -> None:
     root = shared_photos_dir()

@@ -169,43 +169,6 @@ def _hostile_pickle(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps({"state_dict": _RunsCode(marker)}))
 
 
-def test_registered_models_load_weights_only_and_refuse_a_replaced_artifact(store: Settings, training_set: Path,
-                                                                            tmp_path: Path) -> None:
-    """The champion's artifacts are overwritten with pickles that would run code: the pickle
-    flavour is never read, and the weights file no longer matches the hash recorded at
-    registration, so nothing loads and nothing runs."""
-    from mlflow import MlflowClient
-
-    from bentos import _adapters as A
-    from models import checkpoint
-
-    cfg = A.resolve_config("tagger", "demo")
-    model = A.build_model("tagger", cfg).eval()
-    res = _Result(model=model, metrics=_m(0.6), config=cfg, input_example=None)
-    info = registry.log_training_run("tagger", res, training_set, "snap-1", s=store)
-    uri = info["model_uri"]
-    loaded = registry.load_version(uri, s=store)
-    assert type(loaded) is type(model)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
-
-    run_dir = Path(MlflowClient(tracking_uri=store.mlflow_tracking_uri).get_run(info["run_id"]).info.artifact_uri
-                   .removeprefix("file://"))
-    marker = tmp_path / "pwned"
-    flavour = list(run_dir.parent.parent.rglob("model.pth"))  # the pickle flavour: replaced, and never read
-    assert flavour
-    for pth in flavour:
-        _hostile_pickle(pth, marker)
-    assert type(registry.load_version(uri, s=store)) is type(model)
-    _hostile_pickle(run_dir / registry.WEIGHTS_DIR / checkpoint.FILE, marker)
-    with pytest.raises(checkpoint.UntrustedModel, match="replaced after registration"):
-        registry.load_version(uri, s=store)
-    import pickle
-
-    with pytest.raises(pickle.UnpicklingError):  # and with no hash to compare, weights_only still refuses it
-        checkpoint.load(run_dir / registry.WEIGHTS_DIR / checkpoint.FILE)
-    assert not marker.exists()
-
-
 def test_bundle_models_load_only_with_their_recorded_hash(tmp_path: Path) -> None:
     from bentos import _adapters as A
     from models import checkpoint

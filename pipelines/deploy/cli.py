@@ -60,3 +60,37 @@ def bench_serve_command(
     report = bench_serve(bundle=bundle, world=world, duration_s=duration, n_requests=requests, echo=typer.echo)
     if out:
         Path(out).write_text(json.dumps(report, indent=2))
+
+
+def bench_load_command(
+    duration: Annotated[float, typer.Option(help="seconds of mixed load")] = 600.0,
+    rate: Annotated[float, typer.Option(help="requests per second (every 3rd a bad input)")] = 4.0,
+    out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here")] = None,
+) -> None:
+    """Good photos mixed with the bad-input set on the deployed endpoint: requests, 5xx, peak RSS, p99."""
+    from pipelines.deploy.loadrun import bench_load
+
+    try:
+        report = bench_load(duration_s=duration, rate=rate, echo=typer.echo)
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2))
+    if report["5xx"] or not report["rss_within_bound"]:
+        raise typer.Exit(1)
+
+
+def bench_photos_command(
+    out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here")] = None,
+) -> None:
+    """Held-out real photos (in no catalog) on the deployed endpoint: category accuracy, same-category P@5."""
+    from pipelines.deploy.photocheck import bench_photos
+
+    try:
+        report = bench_photos(echo=typer.echo)
+    except RuntimeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2))

@@ -26,6 +26,31 @@ def _images_dir(photos_dir: Path) -> Path:
     return sub if sub.is_dir() else photos_dir
 
 
+#: share of the photos the demo's photo mall never serves: real garment photos that are in no
+#: catalog, index or training split, for checking the deployed endpoint (``tailor bench photos``)
+HOLDOUT_SHARE = 0.05
+
+
+def is_held_out(image_id: str, seed: int = 0, share: float = HOLDOUT_SHARE) -> bool:
+    """Whether the photo ``image_id`` is held out of the photo mall (a seeded hash of its id)."""
+    return share > 0 and stable_hash(seed, "holdout", Path(image_id).stem) < share
+
+
+def held_out_photos(photos_dir: Path, labels_csv: Path | None = None, seed: int = 0,
+                    share: float = HOLDOUT_SHARE, image_col: str = "image",
+                    label_col: str = "label", ext: str = ".jpg") -> list[tuple[Path, str]]:
+    """``(file, label)`` of the photos :func:`build_photo_mall` leaves out with ``holdout=share``."""
+    photos_dir = Path(photos_dir)
+    img_dir = _images_dir(photos_dir)
+    out = []
+    for row in read_labels(Path(labels_csv) if labels_csv else photos_dir / "labels.csv", image_col, label_col):
+        image_id = row[image_col].strip()
+        file = img_dir / (image_id if Path(image_id).suffix else f"{image_id}{ext}")
+        if file.is_file() and is_held_out(image_id, seed, share):
+            out.append((file, row[label_col]))
+    return out
+
+
 def read_labels(labels_csv: Path, image_col: str = "image", label_col: str = "label",
                 limit: int | None = None) -> list[dict[str, str]]:
     """Rows of the labels CSV in file order (first ``limit`` rows if given)."""
@@ -45,12 +70,13 @@ def read_labels(labels_csv: Path, image_col: str = "image", label_col: str = "la
 def build_photo_mall(photos_dir: Path, labels_csv: Path | None = None, name: str = "photos",
                      image_col: str = "image", label_col: str = "label", *, seed: int = 0,
                      limit: int | None = None, faults: FaultConfig | None = None,
-                     ext: str = ".jpg", **mall_kwargs: Any) -> Mall:
+                     ext: str = ".jpg", holdout: float = 0.0, **mall_kwargs: Any) -> Mall:
     """A JSON-LD mall with one product per photo in ``photos_dir``.
 
     ``labels_csv`` defaults to ``photos_dir/labels.csv``. Title, brand and price are
     deterministic functions of the image id; other CSV columns become attributes.
     Rows whose photo file is missing are skipped. ``limit`` serves only the first N rows.
+    ``holdout`` > 0 leaves that share of the photos out (:func:`is_held_out`).
     """
     photos_dir = Path(photos_dir)
     labels_csv = Path(labels_csv) if labels_csv is not None else photos_dir / "labels.csv"
@@ -61,7 +87,7 @@ def build_photo_mall(photos_dir: Path, labels_csv: Path | None = None, name: str
         file = img_dir / image_id
         if not file.suffix:
             file = img_dir / f"{image_id}{ext}"
-        if not file.is_file():
+        if not file.is_file() or is_held_out(image_id, seed, holdout):
             continue
         label = row[label_col]
         h = stable_hash(seed, "photo", image_id)

@@ -259,14 +259,15 @@ def serve_forever(world: Path | None, photos: Path | None, labels: Path | None, 
     Prints one ``name -> URL`` line per mall. Ports are consecutive from ``base_port``
     in the order demo-jsonld, demo-microdata, demo-css, photos (as in config/malls.yaml).
     """
-    from pipelines.malls.photos import build_photo_mall
+    from pipelines.malls.photos import HOLDOUT_SHARE, build_photo_mall
     from pipelines.malls.site import build_demo_malls
 
     malls: list[Mall] = []
     if world is not None:
         malls += build_demo_malls(Path(world), seed=seed, faults=faults)
     if photos is not None:
-        malls.append(build_photo_mall(Path(photos), labels, seed=seed))
+        # a few photos stay out of every catalog: the endpoint is checked on them
+        malls.append(build_photo_mall(Path(photos), labels, seed=seed, holdout=HOLDOUT_SHARE))
     if not malls:
         raise ValueError("nothing to serve: give a world and/or a photos folder")
     stop = threading.Event()
