@@ -151,7 +151,8 @@ def services(s: Settings | None = None) -> dict[str, Service]:
     }
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -194,7 +195,7 @@ def read_pid_file(path: Path) -> int | None:
     except (OSError, ValueError, TypeError, KeyError):
         return None
     now = process_start_time(pid)
-    if now is None or abs(now - started) > 0.5 or not _pid_alive(pid):
+    if now is None or abs(now - started) > 0.5 or not pid_alive(pid):
         return None
     return pid
 
@@ -283,7 +284,7 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
     if wait:
         deadline = time.monotonic() + svc.startup_timeout_s
         while not _healthy(svc, s):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 tail = svc.log_file(s).read_text(errors="replace")[-3000:]
                 svc.pid_file(s).unlink(missing_ok=True)
                 raise RuntimeError(f"{name} exited during start-up; log tail:\n{tail}")
@@ -309,7 +310,7 @@ def stop(svc: str | Service, s: Settings | None = None, timeout_s: float = 30.0)
             return True
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.2)
     return True

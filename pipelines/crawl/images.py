@@ -150,13 +150,13 @@ def sweep_temp_files(root: Path) -> list[Path]:
     Malls are crawled by concurrent processes sharing the store, so a temp file whose writer
     (the pid in its name) is alive is left alone.
     """
-    from pipelines.services import process_start_time
+    from pipelines.services import pid_alive
 
     removed = []
     for tmp in Path(root).glob("*/.*.tmp"):
         parts = tmp.name.split(".")
         pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is not None and process_start_time(pid) is not None:
+        if pid is not None and pid_alive(pid):  # a zombie (killed, not yet reaped) is dead
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
