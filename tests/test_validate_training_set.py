@@ -143,3 +143,19 @@ def test_latest_training_set_goes_by_recorded_creation_time_not_mtime(tmp_path: 
     later = os.stat(root / "new" / "training_set.json").st_mtime + 3600
     os.utime(root / "old" / "training_set.json", (later, later))  # the old one touched last
     assert latest_training_set(s).name == "new"
+
+
+def test_the_index_finds_an_image_for_every_catalog_product(built: dict) -> None:
+    """The search index embeds each catalog product's first shop shot: the training set's
+    catalog names it, relative to the training set's data root. (Through the embedder
+    manifest instead, whose identities are SKUs and whose real photos have none, it found
+    no product of a crawled catalog at all, and the demo's index build failed.)"""
+    import pandas as pd
+
+    from pipelines.index.embed import catalog_images
+
+    cat = pd.read_parquet(built["ts"] / "catalog.parquet")
+    df = catalog_images(built["ts"] / "catalog.parquet")
+    assert len(df) == cat["image"].notna().sum() > 0.9 * len(cat)
+    assert set(df["product_id"]) == set(cat.loc[cat["image"].notna(), "product_id"])
+    assert all(Path(p).is_file() for p in df["image"])

@@ -126,7 +126,8 @@ def catalog_images(catalog: Path, images_root: Path | None = None):
     """DataFrame ``product_id, category, image`` (absolute image path), one row per image to embed.
 
     Resolution order (the training-set layout may carry the image either way):
-    1. an ``image`` column in the catalog (relative to ``images_root``);
+    1. an ``image`` column in the catalog (relative to ``images_root``, else to the data
+       root of the training set the catalog belongs to: validation writes it);
     2. ``images.parquet`` beside the catalog (``product_id``, and ``image`` or crawl-snapshot
        ``sha256``/``ext`` blobs under ``images_root/images``), the first image per product
        by ``position`` / ``role == shop``;
@@ -145,7 +146,11 @@ def catalog_images(catalog: Path, images_root: Path | None = None):
         cat["category"] = "unknown"
     cat = cat.drop_duplicates("product_id")
     if "image" in cat.columns:
-        imgs = cat[["product_id", "image"]]
+        imgs = cat.loc[cat["image"].notna(), ["product_id", "image"]]
+        if images_root is None and (catalog.parent / "training_set.json").exists():
+            from pipelines.manifests import read_training_set
+
+            root = Path(read_training_set(catalog.parent)["data_root_abs"])
     elif (catalog.parent / "images.parquet").exists():
         imgs = pd.read_parquet(catalog.parent / "images.parquet")
         if "image" not in imgs.columns:

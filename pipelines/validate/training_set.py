@@ -136,7 +136,9 @@ def build_training_set(run_dir: Path, out: Path | None = None, s: Settings | Non
         df.to_parquet(stage / "manifests" / f"{model}.parquet", index=False)
         counts[model] = {sp: int((df["split"] == sp).sum()) for sp in SPLITS}
         counts[model]["train_draws"] = int(df.loc[df["split"] == "train", "repeat"].sum())
-    catalog.assign(split=catalog["product_id"].map(split_of)).to_parquet(stage / "catalog.parquet", index=False)
+    catalog.assign(split=catalog["product_id"].map(split_of),
+                   image=catalog["product_id"].map(_primary_images(images, snapshot, data_root_abs))
+                   ).to_parquet(stage / "catalog.parquet", index=False)
     quarantine.to_parquet(stage / "quarantine.parquet", index=False)
     meta = {
         "format": 1, "id": ts_id, "snapshot_id": _snapshot_id(snapshot, s),
@@ -175,6 +177,17 @@ def _snapshot_id(snapshot: Path, s: Settings) -> str:
 
 def _source_of(mall: str, cfg: dict[str, Any]) -> str:
     return "photos" if source_of(mall, cfg) == "photos" else mall
+
+
+def _primary_images(images: pd.DataFrame, snapshot: Path, root: Path) -> dict[str, str]:
+    """product -> its first shop shot (by position), relative to the training set's data root:
+    the image the search index embeds for it (:func:`pipelines.index.embed.catalog_images`)."""
+    df = images.copy()
+    df["_worn"] = (df["role"] != "shop").astype(int) if "role" in df.columns else 0
+    order = ["product_id", "_worn"] + (["position"] if "position" in df.columns else [])
+    first = df.sort_values(order, kind="stable").drop_duplicates("product_id")
+    return {r.product_id: os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
+            for r in first.itertuples(index=False)}
 
 
 def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[str, str],
