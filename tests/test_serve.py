@@ -375,7 +375,10 @@ def test_image_models_are_batch_invariant(serve_bundle: Path, small_world: Path)
         assert len(det_1["boxes"]) == len(det_b["boxes"]) > 0
         # the same detections (equal scores may come out in another order) ...
         assert np.allclose(sorted(det_1["scores"]), sorted(det_b["scores"]), atol=1e-6)
-        assert sorted(np.round(det_1["boxes"], 1).tolist()) == sorted(np.round(det_b["boxes"], 1).tolist())
+        # (each box has its twin within 0.05 px: rounding both to 0.1 px split 213.35 into 213.3 / 213.4)
+        b1, bb = np.asarray(det_1["boxes"]), np.asarray(det_b["boxes"])
+        assert all(np.abs(bb - b).max(axis=1).min() <= 0.05 for b in b1)
+        assert all(np.abs(b1 - b).max(axis=1).min() <= 0.05 for b in bb)
         # ... so the same best box, the crop the index and the service take
         assert det_1["boxes"][0] == pytest.approx(det_b["boxes"][0], abs=1e-3)
         assert (lab_1 == lab_b).mean() > 0.999 and lab_1.shape == (img.height, img.width)
