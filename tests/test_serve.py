@@ -9,32 +9,23 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bentos._io import BadInput, Limits, decode_image, parse_category, parse_k
+from pipelines.deploy.loadrun import jpeg_bytes
+from pipelines.deploy.loadrun import png_bomb as _png_bomb
 
 
 def jpeg(size=(120, 90), color=(200, 40, 40)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, "JPEG")
-    return buf.getvalue()
+    return jpeg_bytes(size, color, quality=75)
 
 
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
-    buf = io.BytesIO()
-    Image.new("1", (8, 8)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr: ihdr + 17])) & 0xFFFFFFFF
-    data[ihdr + 17: ihdr + 21] = struct.pack(">I", crc)
-    return bytes(data)
+    return _png_bomb(width, height)
 
 
 @pytest.fixture(scope="session")

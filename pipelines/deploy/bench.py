@@ -54,20 +54,9 @@ class _Server:
 
     def rss_mb(self) -> float:
         """Resident memory of the server's whole process tree, MiB."""
-        import psutil
+        from .loadrun import tree_rss_mb
 
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total / 2**20
+        return tree_rss_mb(self.pid)
 
     def stop(self) -> None:
         from pipelines import services

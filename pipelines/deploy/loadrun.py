@@ -34,7 +34,8 @@ import numpy as np
 RSS_BOUND_MB = 3072.0
 
 
-def _jpeg(size: tuple[int, int], color: tuple[int, int, int] = (180, 60, 60), quality: int = 85) -> bytes:
+def jpeg_bytes(size: tuple[int, int], color: tuple[int, int, int] = (180, 60, 60), quality: int = 85) -> bytes:
+    """A plain JPEG of ``size`` (bench and tests build their inputs with it)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -42,8 +43,8 @@ def _jpeg(size: tuple[int, int], color: tuple[int, int, int] = (180, 60, 60), qu
     return buf.getvalue()
 
 
-def _png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
+def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -68,10 +69,10 @@ def bad_inputs(max_bytes: int = 10 * 2**20) -> list[tuple[str, bytes | Callable[
         ("empty", b""),
         ("text", b"definitely not an image"),
         ("pickle", b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01."),
-        ("truncated_jpeg", _jpeg((400, 400))[:700]),
-        ("png_bomb", _png_bomb()),
-        ("too_many_pixels", _jpeg((4200, 3000), quality=30)),  # 12.6 MP > the 12 MP cap
-        ("extreme_aspect", _jpeg((2200, 100))),
+        ("truncated_jpeg", jpeg_bytes((400, 400))[:700]),
+        ("png_bomb", png_bomb()),
+        ("too_many_pixels", jpeg_bytes((4200, 3000), quality=30)),  # 12.6 MP > the 12 MP cap
+        ("extreme_aspect", jpeg_bytes((2200, 100))),
         ("over_byte_cap", over),
         ("over_byte_cap_chunked", chunked),
     ]
@@ -88,6 +89,24 @@ def good_photos(world: Path, photos: Path | None, n: int = 48) -> list[tuple[str
     return [(f.name, f.read_bytes()) for f in files]
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` and all its descendants, MiB (0 when it is gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
 class RssSampler:
     """Peak resident memory of a process tree, sampled every ``every_s`` in a thread."""
 
@@ -98,20 +117,7 @@ class RssSampler:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def rss_mb(self) -> float:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total / 2**20
+        return tree_rss_mb(self.pid)
 
     def _run(self) -> None:
         while not self._stop.is_set():
