@@ -94,10 +94,11 @@ def _is_outage(failure: dict) -> bool:
     return failure["kind"] != "http" or not failure.get("status") or int(failure["status"]) >= 500
 
 
-def _completeness(run: Store, max_error_rate: float) -> tuple[bool, str | None]:
+def _completeness(run: Store, errors: int, max_error_rate: float) -> tuple[bool, str | None]:
     """Whether a finished run saw the whole mall, and if not, why.
 
-    Incomplete: a limit or the time budget cut it short; robots.txt denied everything or no
+    ``errors``: the run's outage failures (:func:`_is_outage`). Incomplete: a limit or the
+    time budget cut it short; robots.txt denied everything or no
     page was fetched (mall down); or more than ``max_error_rate`` of the requests (pages and images) failed
     with 5xx, a timeout or a network error (an outage mid-crawl). 404/410 are answers, not
     errors: they are how a removed product shows.
@@ -109,7 +110,6 @@ def _completeness(run: Store, max_error_rate: float) -> tuple[bool, str | None]:
     pages = run.count("pages")
     if pages == 0:
         return False, "no page fetched (robots.txt denied everything or the mall is down)"
-    errors = sum(1 for f in run.failures() if _is_outage(f))
     asked = pages + run.count("images") + errors
     rate = errors / asked
     if rate > max_error_rate:
@@ -129,12 +129,13 @@ def finalise_mall(mall: str, run_db: Path, state_db: Path, max_error_rate: float
             return run.get_meta("finalise_counts", {})
         # A crawl that fetched no page at all (mall down, robots.txt unreachable: fail closed)
         # proves nothing about absence either: keep the mall's products, not_visited.
-        complete, why = _completeness(run, max_error_rate)
+        outages = [f for f in run.failures() if _is_outage(f)]
+        complete, why = _completeness(run, len(outages), max_error_rate)
         run.set_meta("incomplete_reason", why)
+        # a page that answered 5xx / timed out this run says nothing about its product either
+        unreachable = {f["url"] for f in outages}
         seen = run.products(mall)
         prev = st.products(mall)
-        # a page that answered 5xx / timed out this run says nothing about its product either
-        unreachable = {f["url"] for f in run.failures() if _is_outage(f)}
         carried = 0
         rows = []
         for pid, p in prev.items():

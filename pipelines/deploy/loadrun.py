@@ -209,17 +209,16 @@ def load_mixed(url: str, server_pid: int, good: list[tuple[str, bytes]], duratio
 def bench_load(duration_s: float = 600.0, rate: float = 4.0, echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """The mixed load run against the deployed endpoint (the gateway's public port); the
     sampled process is the live Bento slot."""
-    from pipelines import services as svcs
     from pipelines.settings import get_settings
 
-    from .release import _slot_service, live_slot, read_state
+    from .release import live_slot, read_state, slot_pid
 
     s = get_settings()
     state = read_state(s)
     slot = live_slot(state)
     if not slot:
         raise RuntimeError("nothing is deployed: run `tailor deploy run` (or `make demo`) first")
-    pid = svcs._read_pid(_slot_service(slot, s), s)
+    pid = slot_pid(slot, s)
     if pid is None:
         raise RuntimeError(f"the live slot {slot} is not running: `tailor up` brings it back")
     good = good_photos(Path(s.demo_world_dir), s.demo_photos_dir)

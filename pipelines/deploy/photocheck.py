@@ -16,6 +16,7 @@ and a grid of the first queries with the category answered and the top-5 product
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -80,8 +81,6 @@ def _grid(rows: list[tuple[Path, str, str | None, list[dict]]], path: Path, size
                 canvas.paste(tile(im, f"{cat} -> {pred}", (0, 160, 0) if pred == cat else (200, 0, 0)), (0, y * size))
             for x, m in enumerate(matches, start=1):
                 try:
-                    import io
-
                     img = Image.open(io.BytesIO(client.get(m["image_url"]).content)) if m.get("image_url") else None
                 except (httpx.HTTPError, OSError):
                     img = None

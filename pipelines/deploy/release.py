@@ -127,8 +127,13 @@ def _slot_service(slot: str, s: Settings) -> svcs.Service:
     return _named(f"bento-{slot}", slot_port(slot, s), s)
 
 
+def slot_pid(slot: str, s: Settings) -> int | None:
+    """The pid of the Bento server running in ``slot`` (None: nothing runs there)."""
+    return svcs._read_pid(_slot_service(slot, s), s)
+
+
 def _slot_running(slot: str, s: Settings) -> bool:
-    return svcs._read_pid(_slot_service(slot, s), s) is not None
+    return slot_pid(slot, s) is not None
 
 
 def live_slot(state: dict[str, Any]) -> str | None:
@@ -305,8 +310,7 @@ def _go_live(release: dict[str, Any], s: Settings, event: str, **info: Any) -> s
     previous, old_slot = state.get("current"), live_slot(state)
     slot = idle_slot(state)
     if release.get("slot") != slot or not _slot_running(slot, s):
-        stop_service(_slot_service(slot, s), s)
-        start_service(server_service(f"bento-{slot}", release, slot_port(slot, s), s), s)
+        release = start_candidate(release, s)  # not started by a candidate stage (a bare switch)
     if not _search_ok(s.url(slot_port(slot, s))):
         raise RuntimeError(f"release {release['id']} answers /readyz but not /search in slot {slot}")
     ensure_gateway(s)
@@ -442,7 +446,7 @@ def status(s: Settings | None = None) -> dict[str, Any]:
                     "upstream": (gw or {}).get("upstream"), "in_flight": (gw or {}).get("in_flight")}
     for slot in SLOTS:
         port = slot_port(slot, s)
-        pid = svcs._read_pid(_slot_service(slot, s), s)
+        pid = slot_pid(slot, s)
         info: dict[str, Any] = {"pid": pid, "url": s.url(port), "ready": False}
         if pid:
             try:

@@ -99,8 +99,7 @@ class EmbedderTask(CropTask):
     def loader(self, ds, cfg, train, epoch):
         if not train:
             return super().loader(ds, cfg, train, epoch)
-        base = ds.base if hasattr(ds, "base") else ds
-        item_labels = np.array([base.labels[i] for i, _ in base.items])
+        item_labels = np.array([ds.labels[i] for i, _ in ds.items])
         n_batches = max(1, len(ds) // int(cfg["batch_size"]))
         sampler = MPerClassBatches(item_labels, int(cfg.get("m_per_class", 4)), int(cfg["batch_size"]), n_batches,
                                    int(cfg["seed"]) * 1000 + epoch, float(cfg.get("class_size_power", 0.0)))
