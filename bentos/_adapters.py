@@ -211,10 +211,9 @@ def build_flat_index(embedder: Any, products: list[dict[str, Any]], image_of: di
                      score_min: float | None = None) -> Path:
     """Embed each product's shop image and write a :class:`FlatIndex` directory.
 
-    Each image is cropped as the service crops a query (``detector``'s best box at
-    ``score_min``, default ``search.detector_score_min``, else the whole image; see
-    :mod:`pipelines.garments`), so a catalog image sent as a query finds itself. Products
-    without a readable image are skipped.
+    Each image is a product shot embedded whole (``detector=None``, the crop policy of
+    :mod:`pipelines.garments`), or cropped to ``detector``'s best box at ``score_min``
+    (default ``search.detector_score_min``). Products without a readable image are skipped.
     """
     from PIL import Image
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.garments import crop_box, select_garments
+from pipelines.garments import TRAIN_CONTEXT, garment_crop, select_garments
 
 from . import _adapters as A
 
@@ -92,11 +92,13 @@ class SearchEngine:
     ``crop_fn`` defaults to running tagger + embedder in this process; the BentoML service
     passes its batching worker instead. ``image_fn`` likewise defaults to detector + parser
     on this one photo; the service passes a :class:`bentos.batching.MicroBatcher` over
-    :meth:`image_models`. ``score_min`` and ``max_garments`` come from ``config/serving.yaml``.
+    :meth:`image_models`. ``score_min``, ``max_garments`` and ``crop_context`` come from
+    ``config/serving.yaml``.
     """
 
     def __init__(self, bundle: Bundle, crop_fn: CropFn | None = None, score_min: float = 0.3,
-                 max_garments: int = 8, image_fn: ImageFn | None = None, work_side: int = WORK_SIDE) -> None:
+                 max_garments: int = 8, image_fn: ImageFn | None = None, work_side: int = WORK_SIDE,
+                 crop_context: float | None = None) -> None:
         from models.taxonomy import APPLICABLE, CATEGORIES
 
         self.bundle = bundle
@@ -105,6 +107,11 @@ class SearchEngine:
         self.score_min = score_min
         self.max_garments = max_garments
         self.work_side = int(work_side)
+        if crop_context is None:  # the service passes its config's; in-process callers get the same
+            from bentos._io import load_config
+
+            crop_context = float(load_config()["search"].get("crop_context", TRAIN_CONTEXT))
+        self.crop_context = float(crop_context)
         self.categories = tuple(CATEGORIES)
         self.applicable = APPLICABLE
         # A garment's parsing class is its category's index in the parser's own classes
@@ -149,7 +156,10 @@ class SearchEngine:
         for g in garments:
             g["work_box"] = g["box"]
             g["box"] = [min(v * f, float(W if i % 2 == 0 else H)) for i, v in enumerate(g["box"])]
-        crops = A.crop_batch([crop_box(image, g["box"]) for g in garments], self.crop_size)
+        # Each garment drawn as the crop models were trained on it, from the photo's own pixels;
+        # the whole-photo fallback is drawn as a shop shot (and as the index draws catalog shots).
+        crops = np.stack([garment_crop(image, None if whole else g["box"], self.crop_size,
+                                       TRAIN_CONTEXT if whole else self.crop_context) for g in garments])
         tags, emb = self.crop_fn(crops)
         t["tag_embed"] = time.perf_counter()
         for g, tg in zip(garments, tags, strict=True):

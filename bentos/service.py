@@ -124,7 +124,8 @@ class Tailor:
         bundle = Bundle.load(bundle_dir())
         search = CONFIG["search"]
         engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
-                              max_garments=int(search["max_garments"]), work_side=int(search.get("work_side", 1024)))
+                              max_garments=int(search["max_garments"]), work_side=int(search.get("work_side", 1024)),
+                              crop_context=float(search.get("crop_context", 0.1)))
         if BATCHING:
             # Detector + parser are most of a request's CPU: batch them across requests too.
             from bentos.batching import MicroBatcher

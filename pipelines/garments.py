@@ -1,12 +1,14 @@
 """The crop policy shared by the search service and the index: which garments a photo holds
-and which pixels each one's embedding sees.
+and which pixels the tagger and the embedder see for each.
 
-Retrieval only works when a catalog image and the same image sent as a query are embedded
-from the same crop. The service detects garments and embeds each box; so the index embeds
-each catalog image through the same detector with the same threshold and rounding
-(:func:`catalog_crop`): the best box when one clears the threshold, else the whole image
-(the service's fallback for a photo in which nothing is detected). Both sides call these
-functions, so the two cannot drift apart.
+- A query photo's garments are the detector's boxes (:func:`select_garments`); each is drawn
+  as the crop models were trained on it (:func:`garment_crop`: the box grown by a context
+  margin, aspect kept, on grey), and a photo with no box is one garment, the whole photo.
+- A catalog image is a product shot, the shop side of the embedder's consumer-to-shop
+  training: the index embeds it whole (:func:`garment_crop` with no box), as every shop shot
+  was drawn in training, so its vector does not depend on where a detector happens to cut a
+  product photo. (``config/index.yaml`` ``embed.crop_with`` can still crop catalog images
+  with the detector's best box, :func:`catalog_crop`.)
 """
 
 from __future__ import annotations
@@ -31,12 +33,28 @@ def select_garments(det: dict[str, Any], width: int, height: int, score_min: flo
     return out[:max_garments]
 
 
-def crop_box(image: Any, box: list[float]) -> Any:
-    """The PIL crop of ``box`` (x1, y1, x2, y2), rounded to whole pixels the same way everywhere."""
-    return image.crop(tuple(int(round(v)) for v in box))
+#: Box context of the crop models' training crops (:func:`pipelines.train.data.load_crop`):
+#: the box grown by 10 % of its size; a whole image is drawn at 1 / (1 + context) on grey.
+TRAIN_CONTEXT = 0.1
 
 
-def catalog_crop(image: Any, det: dict[str, Any], score_min: float) -> Any:
-    """What the index embeds for one catalog image: the best detected garment, else the whole image."""
+def garment_crop(image: Any, box: list[float] | None, size: int, context: float = TRAIN_CONTEXT) -> Any:
+    """``size`` x ``size`` uint8 array of one garment as the crop models see it: the box
+    (x1, y1, x2, y2; None = the whole image) grown by ``context`` of its size, aspect kept,
+    drawn on grey (:func:`pipelines.train.data.square_crop`, the training crops' function)."""
+    import numpy as np
+
+    from pipelines.train.data import square_crop
+
+    xywh = None if box is None else [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+    return np.asarray(square_crop(image.convert("RGB"), xywh, size, context=context), dtype=np.uint8)
+
+
+def catalog_crop(image: Any, det: dict[str, Any], score_min: float, size: int, context: float) -> Any:
+    """What the index embeds for one catalog image under ``embed.crop_with``: its best detected
+    garment drawn as the service draws a query's garment (``context``), else the whole image
+    drawn as a shop shot: exactly the service's crop of the same photo, so it finds itself."""
     found = select_garments(det, image.size[0], image.size[1], score_min, 1)
-    return crop_box(image, found[0]["box"]) if found else image
+    if found:
+        return garment_crop(image, found[0]["box"], size, context)
+    return garment_crop(image, None, size, TRAIN_CONTEXT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -191,9 +192,11 @@ def test_register_in_mlflow_and_load_champion(tmp_path, pixels) -> None:
     assert np.array_equal(loaded.index.search(v[:5], 10)[1], index.search(v[:5], 10)[1])
 
 
-def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pixels) -> None:
+def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pixels, monkeypatch) -> None:
     """Deploy bundles the ``tailor-index@champion`` only when it was built with the champion
-    embedder on the champion detector's crops; otherwise it refuses, naming the fix."""
+    embedder (on whole catalog shots, the default; or on the champion detector's crops when
+    ``embed.crop_with`` names it); otherwise it refuses, naming the fix."""
+    from pipelines.deploy import bundle
     from pipelines.deploy.bundle import champion_index
     from pipelines.index.store import log_index, save_index
     from pipelines.settings import Settings
@@ -204,6 +207,15 @@ def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pix
     with pytest.raises(RuntimeError, match="no tailor-index@champion"):
         champion_index(champs, s)
     _, _, ids, index, meta = _built(tmp_path, pixels, n=120)
+    log_index(save_index(index, ids, {**meta, "embedder_version": "tailor-embedder/v2"}, out=tmp_path / "old"), s=s)
+    with pytest.raises(RuntimeError, match="built for tailor-embedder/v2, .*rebuild_index"):
+        champion_index(champs, s)
+    log_index(save_index(index, ids, {**meta, "embedder_version": "tailor-embedder/v3"}, out=tmp_path / "new"), s=s)
+    assert json.loads((champion_index(champs, s) / "meta.json").read_text())["embedder_version"] == "tailor-embedder/v3"
+    # catalog images cropped by the detector: the detector's version must match as well
+    monkeypatch.setattr(bundle, "catalog_crop_uri", lambda: "models:/tailor-detector@champion")
+    with pytest.raises(RuntimeError, match="champions are tailor-embedder/v3\\+crop:tailor-detector/v2"):
+        champion_index(champs, s)
     stale = {**meta, "embedder_version": "tailor-embedder/v3+crop:tailor-detector/v1"}
     log_index(save_index(index, ids, stale, out=tmp_path / "stale"), s=s)
     with pytest.raises(RuntimeError, match="built for tailor-embedder/v3\\+crop:tailor-detector/v1.*rebuild_index"):
@@ -254,3 +266,36 @@ def test_tuner_stops_when_recall_plateaus() -> None:
     assert len(recalls) < len(nprobe_grid(256))  # stopped early ...
     assert recalls[-1] - recalls[-4] < 0.003  # ... on a plateau
     assert result["recall"] == max(recalls) and index.nprobe == result["nprobe"]
+
+
+def test_catalog_shots_embed_whole_and_from_the_training_feature_cache(small_world: Path, tmp_path: Path,
+                                                                       monkeypatch):
+    """The default crop policy embeds a catalog image whole, drawn as training drew shop shots;
+    by file it reads the frozen trunk features training cached (computed and cached on a miss),
+    and gives the vectors the image path gives (fp16 cache: to 1e-2)."""
+    import torch
+
+    from pipelines.index.embed import embed_images, shot_embed_fn
+    from pipelines.settings import get_settings
+    from pipelines.train import build_model
+    from pipelines.train.config import resolve_config
+
+    monkeypatch.setenv("TAILOR_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    torch.manual_seed(0)
+    cfg = resolve_config("embedder", "demo", {"workers": 0})
+    model = build_model("embedder", cfg).eval()
+    fn = shot_embed_fn(model)
+    assert hasattr(fn, "embed_paths")
+    paths = sorted(str(p) for p in (small_world / "images" / "shop").glob("*.jpg"))[:6]
+    by_path = embed_images(paths, fn, progress=False)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(paths)  # cached on the miss
+    again = embed_images(paths, fn, progress=False)
+    np.testing.assert_allclose(again, by_path, atol=1e-6)
+    from PIL import Image
+
+    by_image = fn([Image.open(p).convert("RGB") for p in paths])
+    by_image /= np.linalg.norm(by_image, axis=1, keepdims=True)
+    np.testing.assert_allclose(by_path, by_image, atol=2e-2)
+    assert (by_path @ by_image.T).argmax(1).tolist() == list(range(len(paths)))
+    get_settings.cache_clear()

@@ -215,10 +215,13 @@ def test_select_garments_thresholds_clips_sorts_and_caps():
     assert [g["category"] for g in out] == ["top", "dress"]
     assert out[0]["box"] == [0.0, 10.0, 50.0, 60.0] and out[1]["box"] == [5.0, 5.0, 80.0, 95.0]
     assert len(select_garments(det, 80, 100, 0.3, 1)) == 1
-    img = Image.new("RGB", (80, 100))
-    assert catalog_crop(img, det, 0.3).size == (50, 50)
-    assert catalog_crop(img, {"boxes": [], "scores": [], "categories": []}, 0.3) is img
-
+    img = Image.new("RGB", (80, 100), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 10, 50, 60))  # the "top" box is blue
+    crop = catalog_crop(img, det, 0.3, 32, 0.0)
+    assert crop.shape == (32, 32, 3) and tuple(crop[16, 16]) == (0, 0, 255)
+    whole = catalog_crop(img, {"boxes": [], "scores": [], "categories": []}, 0.3, 32, 0.0)
+    # nothing detected: the whole image (red with its blue top), not the top alone
+    assert (whole == (255, 0, 0)).all(-1).sum() > 100 and (whole == (0, 0, 255)).all(-1).any()
 
 def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle: Path, small_world: Path,
                                                                     tmp_path: Path):

@@ -11,9 +11,9 @@ Layout of a bundle directory::
 build time and copies the artifacts, so a later promotion does not change a built bundle.
 :func:`fresh_bundle` makes one from freshly initialised (seeded, untrained) models and a
 small world's catalog: real components with meaningless weights, for tests and benchmarks
-before champions exist. Retrieval of a catalog product's own image still works with them,
-because the index holds the embedding of that image's own crop (the service's crop policy,
-:mod:`pipelines.garments`).
+before champions exist. Retrieval of a catalog product's own image still works with them:
+an untrained detector finds no garment, so the service embeds the whole photo, drawn as
+the index drew it (the crop policy, :mod:`pipelines.garments`).
 """
 
 from __future__ import annotations
@@ -76,14 +76,22 @@ def champion_index(champs: dict[str, dict[str, str]], s: Settings | None = None)
     if d is None:
         raise RuntimeError("no tailor-index@champion: run the rebuild_index DAG (or `tailor index build`) first")
     built_for = str(json.loads((d / "meta.json").read_text()).get("embedder_version"))
+    # Catalog shots embedded whole (the default) depend on the embedder only; cropped by a
+    # detector (``embed.crop_with``), on that detector too.
     want = crop_version(f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}",
-                        f"{registry.registered_name('detector')}/v{champs['detector']['version']}")
-    # The service always crops with the bundled detector, so an index of whole-image
-    # embeddings (``crop_with`` empty) would not match its queries either.
+                        f"{registry.registered_name('detector')}/v{champs['detector']['version']}"
+                        if catalog_crop_uri() else None)
     if built_for != want:
         raise RuntimeError(f"the champion index {d.name} was built for {built_for}, but the champions are {want}: "
                            "run the rebuild_index DAG so the index matches the models it will be served with")
     return d
+
+
+def catalog_crop_uri() -> str | None:
+    """:func:`pipelines.index.stages.catalog_crop_uri` of the index config in force."""
+    from pipelines.index.stages import catalog_crop_uri as uri
+
+    return uri()
 
 
 def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = None,
@@ -120,7 +128,8 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
         versions["index"] = f"flat-e{versions['embedder']}-d{versions['detector']}-{world.name}"
         A.build_flat_index(A.load_model(out / "models" / "embedder", weights["embedder"]), products, images,
                            out / "index", versions["index"],
-                           detector=A.load_model(out / "models" / "detector", weights["detector"]))
+                           detector=A.load_model(out / "models" / "detector", weights["detector"])
+                           if catalog_crop_uri() else None)
     manifest = _write_manifest(out, versions, "registry", {"champions": champs, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}
 
@@ -160,6 +169,6 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
     versions = {m: f"fresh-s{seed}" for m in MODELS}
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
     A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"],
-                       detector=loaded["detector"])
+                       detector=loaded["detector"] if catalog_crop_uri() else None)
     manifest = _write_manifest(out, versions, "fresh", {"world": str(world), "seed": seed, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}

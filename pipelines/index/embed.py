@@ -70,24 +70,81 @@ def crop_version(embedder: str, detector: str | None) -> str:
 
 def crop_embed_fn(embedder: Any, detector: Any | None, score_min: float | None = None
                   ) -> Callable[[list[Any]], np.ndarray]:
-    """Loaded models -> ``embed_fn``: each image is cropped by :func:`pipelines.garments.catalog_crop`
-    (the search service's crop policy) and embedded; ``detector=None`` embeds whole images.
-    ``score_min`` defaults to the service's ``search.detector_score_min``."""
+    """Loaded models -> ``embed_fn`` for catalog images.
+
+    ``detector=None`` (the default policy, :mod:`pipelines.garments`): each image is a
+    product shot, embedded whole as the embedder's training drew shop shots
+    (:func:`shot_embed_fn`). With a detector, each image is cropped to its best box
+    (:func:`pipelines.garments.catalog_crop`; ``score_min`` defaults to the service's
+    ``search.detector_score_min``) and embedded.
+    """
+    if detector is None:
+        return shot_embed_fn(embedder)
+    import torch
+
     from bentos._io import load_config as serving_config
     from pipelines.garments import catalog_crop
     from pipelines.train import predict
 
+    search = serving_config()["search"]
     if score_min is None:
-        score_min = float(serving_config()["search"]["detector_score_min"])
+        score_min = float(search["detector_score_min"])
+    context = float(search.get("crop_context", 0.1))
+    size = int(embedder.tailor_config.get("crop_size", 224))
+
+    @torch.no_grad()
+    def embed(images: list[Any]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, int(embedder.dim)), dtype=np.float32)
+        dets = predict("detector", detector, images)
+        crops = np.stack([catalog_crop(im, d, score_min, size, context) for im, d in zip(images, dets, strict=True)])
+        return _embed_arrays(embedder, crops)
+
+    return embed
+
+
+def _embed_arrays(embedder: Any, crops: np.ndarray) -> np.ndarray:
+    """The embedder on (N, S, S, 3) uint8 crops (as :func:`pipelines.garments.garment_crop` draws them)."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)
+        return embedder(x).numpy().astype(np.float32)
+
+
+def shot_embed_fn(embedder: Any) -> EmbedFn:
+    """``embed_fn`` of whole product shots, drawn as in training (:func:`pipelines.garments.garment_crop`).
+
+    It also carries ``embed_paths(paths, progress)``, which :func:`embed_images` prefers:
+    the embedder's frozen trunk output for a file is the very feature its training cached
+    (:func:`pipelines.train.features.prefix_features`, same crop, same key), so a catalog
+    that was in the training set costs only the trainable head, not a trunk pass per
+    product; files the cache lacks are computed (and cached) the same way.
+    """
+    import torch
+
+    from pipelines.garments import TRAIN_CONTEXT, garment_crop
+    from pipelines.train.features import cache_enabled, prefix_features
+
+    cfg = dict(getattr(embedder, "tailor_config", {}) or {})
+    size = int(cfg.get("crop_size", 224))
 
     def embed(images: list[Any]) -> np.ndarray:
         if not images:
             return np.zeros((0, int(embedder.dim)), dtype=np.float32)
-        if detector is not None:
-            dets = predict("detector", detector, images)
-            images = [catalog_crop(im, d, score_min) for im, d in zip(images, dets, strict=True)]
-        return np.asarray(predict("embedder", embedder, images), dtype=np.float32)
+        return _embed_arrays(embedder, np.stack([garment_crop(im, None, size, TRAIN_CONTEXT) for im in images]))
 
+    @torch.no_grad()
+    def embed_paths(paths: list[str], progress: bool = True) -> np.ndarray:
+        import pandas as pd
+
+        feats = prefix_features(embedder, pd.DataFrame({"image": paths, "bbox": [None] * len(paths)}), cfg,
+                                progress=progress)
+        out = [embedder.from_prefix(feats[i:i + 512]).numpy() for i in range(0, len(feats), 512)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, int(embedder.dim)), np.float32)
+
+    if cache_enabled(cfg) and hasattr(embedder, "from_prefix"):
+        embed.embed_paths = embed_paths  # type: ignore[attr-defined]
     return embed
 
 
@@ -223,9 +280,13 @@ def assign_ids(categories: list[str], known: dict[str, int] | None = None,
 
 def embed_images(paths: list[str], embed_fn: EmbedFn, batch_size: int = 64, progress: bool = True,
                  label: str = "embed") -> np.ndarray:
-    """Embed image files in batches (one batch of decoded images in memory at a time)."""
+    """Embed image files in batches (one batch of decoded images in memory at a time), or
+    through ``embed_fn.embed_paths`` where it has one (:func:`shot_embed_fn`: cached trunk features)."""
     from PIL import Image
 
+    if getattr(embed_fn, "embed_paths", None) is not None and paths:
+        x = np.asarray(embed_fn.embed_paths(list(paths), progress), dtype=np.float32)  # type: ignore[attr-defined]
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     out: list[np.ndarray] = []
     n = len(paths)
     for start in range(0, n, batch_size):

@@ -27,15 +27,22 @@ class NoChampion(RuntimeError):
     """A model the index is built with has no ``@champion`` yet: nothing to index with."""
 
 
+def catalog_crop_uri(cfg: dict[str, Any] | None = None) -> str | None:
+    """``embed.crop_with``: the detector that crops catalog images, or None (the default:
+    catalog images are product shots, embedded whole; see :mod:`pipelines.garments`)."""
+    cfg = load_config() if cfg is None else cfg
+    return (cfg.get("embed") or {}).get("crop_with") or None
+
+
 def _model_uris(embedder: str, cfg: dict[str, Any]) -> tuple[str, str | None]:
     """(embedder URI, cropping detector URI or None) for ``champion`` or an explicit ``models:/`` URI."""
     uri = "models:/tailor-embedder@champion" if embedder == "champion" else embedder
-    return uri, (cfg.get("embed") or {}).get("crop_with", "models:/tailor-detector@champion") or None
+    return uri, catalog_crop_uri(cfg)
 
 
 def make_embed_fn(embedder: str, cfg: dict[str, Any]) -> Any:
-    """``champion`` -> the registered ``tailor-embedder@champion`` on ``embed.crop_with``'s crops
-    (the search service's crop policy); ``pixels`` -> pixel projection."""
+    """``champion`` -> the registered ``tailor-embedder@champion`` on whole catalog shots (or
+    ``embed.crop_with``'s crops); ``pixels`` -> pixel projection."""
     from pipelines.index.embed import champion_embed_fn, pixel_embed_fn
 
     if embedder == "pixels":

@@ -121,8 +121,11 @@ def train_model(name: str, training_set: Path, out_dir: Path, profile: str = "de
     plots_dir = out_dir / "plots"
     metrics: dict[str, float] = {}
     plots: list[Path] = []
+    test_df = df[df["split"] == "test"].reset_index(drop=True)
     if evaluate:
-        metrics, plots = task.evaluate(model, df[df["split"] == "test"].reset_index(drop=True), cfg, plots_dir)
+        metrics, plots = task.evaluate(model, test_df, cfg, plots_dir)
+    else:
+        task.warm(model, test_df, cfg)
     plots.append(curves_png(run["history"], plots_dir / "curves.png"))
     (out_dir / "history.json").write_text(json.dumps(run["history"], indent=2))
     if evaluate:

@@ -34,6 +34,10 @@ class Task:
         """Called by :func:`fit` before any dataset is built (tasks whose datasets need the
         model, e.g. for cached frozen features, keep it)."""
 
+    def warm(self, model, df, cfg: dict[str, Any]) -> None:
+        """Called after training with the held-out rows (tasks with a feature cache fill it
+        now, so the evaluation tasks that run side by side do not each compute it)."""
+
     def prepare(self, cfg: dict[str, Any], frame) -> dict[str, Any]:
         """Fill data-derived settings (vocabularies) into ``cfg`` before building the model."""
         return cfg

@@ -93,6 +93,14 @@ class CropTask(Task):
         """The model on a batch: crops, or cached prefix features when caching is on."""
         return model.from_prefix(x) if self.cached(cfg) else model(x)
 
+    def warm(self, model, df, cfg) -> None:
+        """Cache the held-out crops' frozen features (the tagger and the embedder share them):
+        computed once here, in the sequential train tasks, instead of by both evaluation
+        tasks at once on the same cores."""
+        if self.cached(cfg) and len(df):
+            self.bind(model)
+            self.dataset(self.eval_rows(df, cfg), False, cfg)
+
     @torch.no_grad()
     def outputs(self, model, df, cfg):
         """``(outputs in row order, dataset)`` for evaluation (eval mode, no augmentation)."""

@@ -48,8 +48,8 @@ def _attribute_names() -> list[str]:
 
 def _columns(model: str) -> list[str]:
     cols = ["image", "split", "source", "repeat", "weight", *MODEL_COLUMNS[model]]
-    if model in ("tagger", "embedder"):
-        cols.append("label")  # the mall's own label (a real photo's: the real-photo head)
+    if model in ("tagger", "embedder", "detector"):
+        cols.append("label")  # the mall's own label (a real photo's: the real-photo head and metrics)
     if model == "tagger":
         cols += _attribute_names()
     return cols
@@ -57,7 +57,8 @@ def _columns(model: str) -> list[str]:
 
 def training_set_id(report: dict[str, Any], bal_cfg: dict[str, Any], val_cfg: dict[str, Any]) -> str:
     """``<validation run>-<hash of annotations + balancing + split and crop config>`` (deterministic)."""
-    h = hashlib.sha256(json.dumps([report.get("annotations_sha256"), bal_cfg, val_cfg.get("splits"), val_cfg.get("crops")],
+    h = hashlib.sha256(json.dumps([report.get("annotations_sha256"), bal_cfg, val_cfg.get("splits"), val_cfg.get("crops"),
+                                   val_cfg.get("product_shots")],
                                   sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{report['run']}-{h}"
 
@@ -95,6 +96,7 @@ def build_training_set(run_dir: Path, out: Path | None = None, s: Settings | Non
     cat_of = dict(zip(catalog["product_id"], catalog["category"], strict=True))
     split_of = assign_splits(groups, cat_of, fractions, seed)
     frames = _snapshot_rows(catalog, images, split_of, snapshot, data_root_abs, cfg)
+    _add_product_shot_boxes(frames, data_root_abs, cfg.get("product_shots") or {}, seed)
     if ann_dir is not None:
         _add_import_rows(frames, ann_dir, data_root_abs, catalog, split_of, quarantine,
                          fractions, seed, cfg)
@@ -234,6 +236,53 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
         frames["tagger"].append({**base, "identity": identity, **{k: attrs.get(k) for k in names}})
         frames["embedder"].append({**base, "identity": identity, "role": r.role})
     return frames
+
+
+def _add_product_shot_boxes(frames: dict[str, list[dict]], root: Path, spec: dict[str, Any], seed: int) -> None:
+    """Detector rows for product shots: one box per shot, where the garment stands out from
+    the shot's plain background (:func:`pipelines.ingest.photos.derive_box`).
+
+    A detector that has only seen street scenes cuts a product photo into spurious parts
+    (a sleeve, a collar), and the search service then tags and embeds a fragment. Measured
+    on the demo's val real photos (the top box cropped, tagged and searched): category
+    accuracy 0.60 -> 0.79 and same-category precision@5 0.61 -> 0.82 with these rows.
+    ``spec``: ``real_per_split`` caps the real photos per split (a seeded sample; they are
+    most of the catalog and cost detector epochs), ``shop_shots`` keeps the demo malls'
+    shots too. Rows keep each shot's product split, so no test product is trained on.
+    """
+    import random
+
+    from PIL import Image
+
+    from pipelines.ingest.photos import derive_box
+
+    if not spec or not spec.get("enabled", True):
+        return
+    caps = spec.get("real_per_split") or {}
+    by_split: dict[tuple[str, bool], list[dict]] = {}
+    for r in frames["tagger"]:
+        if r.get("bbox") is None and r.get("category"):
+            by_split.setdefault((r["split"], r["source"] == "photos"), []).append(r)
+    rng = random.Random(seed)
+    for (split, real), rows in sorted(by_split.items()):
+        if real:
+            rows = sorted(rows, key=lambda r: r["image"])
+            rows = rng.sample(rows, min(int(caps.get(split, len(rows))), len(rows)))
+        elif not spec.get("shop_shots", True):
+            continue
+        for r in rows:
+            try:
+                with Image.open(root / r["image"]) as im:
+                    W, H = im.size
+                    im.draft("RGB", (max(1, W // 4), max(1, H // 4)))  # JPEG DCT-domain downscale
+                    box, _ = derive_box(im)
+                    sx, sy = W / im.size[0], H / im.size[1]
+            except (OSError, ValueError):
+                continue  # an unreadable shot is already in the image checks' quarantine
+            bbox = [round(box[0] * sx, 1), round(box[1] * sy, 1), round(box[2] * sx, 1), round(box[3] * sy, 1)]
+            frames["detector"].append({"image": r["image"], "split": split, "source": r["source"], "width": W,
+                                       "height": H, "label": r.get("label"),
+                                       "boxes": json.dumps([{"bbox": bbox, "category": r["category"]}])})
 
 
 def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, catalog: pd.DataFrame,
