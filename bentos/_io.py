@@ -26,7 +26,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "limits": {"max_bytes": 10 * 1024 * 1024, "max_pixels": 12_000_000, "min_side": 8, "max_aspect": 10.0,
                "max_decodes": 2, "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"]},
     "search": {"k_default": 10, "k_max": 100, "detector_score_min": 0.3, "max_garments": 8, "work_side": 1024,
-               "crop_context": 0.3},
+               "crop_context": 0.3, "exact_photo_min": 0.97},
     "runtime": {"threads": 2, "timeout_s": 60, "batching": True, "max_batch_size": 32, "max_image_batch": 4,
                 "image_workers": 2, "max_latency_ms": 30000},
 }

@@ -84,6 +84,8 @@ class Match(BaseModel):
     currency: str | None = None
     category: str | None = None
     score: float = Field(description="cosine similarity of the garment crop and the product image")
+    exact: bool = Field(False, description="the photo sent is this product's own catalog photo (whole-photo "
+                                            "similarity at least search.exact_photo_min)")
 
 
 class Tag(BaseModel):

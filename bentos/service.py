@@ -125,7 +125,8 @@ class Tailor:
         search = CONFIG["search"]
         engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
                               max_garments=int(search["max_garments"]), work_side=int(search.get("work_side", 1024)),
-                              crop_context=float(search.get("crop_context", 0.1)))
+                              crop_context=float(search.get("crop_context", 0.1)),
+                              exact_photo_min=float(search.get("exact_photo_min", 0.0)))
         if BATCHING:
             # Detector + parser are most of a request's CPU: batch them across requests too.
             from bentos.batching import MicroBatcher

@@ -253,6 +253,36 @@ def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle
         assert top["matches"][0]["score"] > 0.999
 
 
+def test_catalog_photo_is_recognised_whole_when_its_garments_are_cropped(serve_bundle: Path, small_world: Path,
+                                                                          tmp_path: Path) -> None:
+    """The default policy indexes catalog shots whole; a detector that fires cuts the same
+    photo into boxes, yet the photo's own product leads its largest garment's matches,
+    marked exact; a photo that is not in the catalog gets no exact match."""
+    import torch
+
+    from bentos import _adapters as A
+    from bentos.engine import Bundle, SearchEngine
+
+    torch.set_num_threads(2)
+    bundle = Bundle.load(serve_bundle)
+    bundle.detector.score_thresh = 0.0
+    bundle.detector.tailor_config["predict_score_thresh"] = 0.0
+    products, images = A.world_catalog(small_world)
+    bundle.index = A.load_index(A.build_flat_index(bundle.embedder, products[:12], images, tmp_path / "ix", "t"))
+    engine = SearchEngine(bundle, score_min=0.0, max_garments=2, exact_photo_min=0.97)
+    for p in products[:3]:
+        with Image.open(images[p["product_id"]]) as im:
+            img = im.convert("RGB")
+        res = engine.search(img, k=3)
+        assert not res["fallback_whole_image"]
+        big = max(res["garments"], key=lambda g: (g["box"][2] - g["box"][0]) * (g["box"][3] - g["box"][1]))
+        assert big["matches"][0]["product_id"] == p["product_id"] and big["matches"][0]["exact"]
+        assert len(big["matches"]) == 3 and len({m["product_id"] for m in big["matches"]}) == 3
+    with Image.open(images[products[20]["product_id"]]) as im:  # a product the index does not hold
+        res = engine.search(im.convert("RGB"), k=3)
+    assert not any(m.get("exact") for g in res["garments"] for m in g["matches"])
+
+
 def test_bundle_with_a_registry_format_index_serves_product_cards(serve_bundle: Path, small_world: Path,
                                                                   tmp_path: Path):
     """A deployed bundle holds a ``pipelines.index`` version (faiss IVF + id map + product

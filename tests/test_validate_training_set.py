@@ -126,6 +126,20 @@ def test_real_photo_rows_carry_taxonomy_category_and_implied_attributes(tmp_path
     assert emb["identity"].isna().all() and set(emb["label"]) == set(labels)
     cat = pd.read_parquet(ts / "catalog.parquet")
     assert set(cat.loc[cat["label"] == "Longsleeve", "category"]) == {"longsleeve"}
+    # product shots are detector rows too: one derived box inside the photo, the shot's own
+    # category and split (no test product trained on), at most the configured photos per split
+    from pipelines.validate.config import load_validation_config
+
+    caps = load_validation_config()["product_shots"]["per_split"]
+    det = load_manifest(ts, "detector")
+    assert len(det) and (det["source"] == "photos").all()
+    truth = {r.image: (r.category, r.split) for r in tag.itertuples(index=False)}
+    for r in det.itertuples(index=False):
+        (box,) = json.loads(r.boxes)
+        x, y, w, h = box["bbox"]
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= r.width + 0.5 and y + h <= r.height + 0.5
+        assert (box["category"], r.split) == truth[r.image] and r.label in labels
+    assert all((det["split"] == sp).sum() <= n for sp, n in caps.items())
 
 
 def test_latest_training_set_goes_by_recorded_creation_time_not_mtime(tmp_path: Path) -> None:
