@@ -229,9 +229,13 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- app
 def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, k_default: int = 10,
                categories: tuple[str, ...] = (), catalog_images: Path | None = None,
-               is_ready: Callable[[], bool] | None = None) -> FastAPI:
+               is_ready: Callable[[], bool] | None = None, get_store: Callable[[], Any] | None = None,
+               get_catalog: Callable[[], Any] | None = None,
+               config: dict[str, dict[str, Any]] | None = None) -> FastAPI:
     """The FastAPI app. ``get_engine`` returns the :class:`~bentos.engine.SearchEngine`
-    (a FastAPI dependency, so the BentoML service and tests can supply their own)."""
+    (a FastAPI dependency, so the BentoML service and tests can supply their own).
+    ``get_store`` (a :class:`~bentos.closet.store.ClosetStore`) and ``get_catalog`` (a
+    :class:`~bentos.catalog.CatalogView`) add the shopper routes of :mod:`bentos.shopper`."""
     app = FastAPI(
         title="Tailor visual search", version=API_VERSION,
         description="Search fashion products by photo: detected garments with box, mask, tags and "
@@ -306,6 +310,12 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
         return {"versions": engine.bundle.versions, "api_version": API_VERSION, "categories": list(categories),
                 "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels, "k_max": k_max}}
 
+    if get_store is not None and get_catalog is not None:
+        from .shopper import add_shopper_routes
+
+        add_shopper_routes(app, get_engine, get_store, get_catalog, limits,
+                           config or {"search": {"k_max": k_max}}, categories, _ERRORS)
+
     @app.get("/demo", include_in_schema=False)
     async def demo() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=DEMO_HEADERS)
@@ -318,14 +328,16 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
 
 
 def build_app(get_engine: Callable[[], Any], config: dict[str, dict[str, Any]], catalog_images: Path | None = None,
-              is_ready: Callable[[], bool] | None = None) -> FastAPI:
+              is_ready: Callable[[], bool] | None = None, get_store: Callable[[], Any] | None = None,
+              get_catalog: Callable[[], Any] | None = None) -> FastAPI:
     """:func:`create_app` from the serving config, wrapped in :class:`UploadGuard`."""
     from models.taxonomy import CATEGORIES
 
     from ._io import limits_from_config
+    from .shopper import UPLOAD_PATHS
 
     limits = limits_from_config(config)
     app = create_app(get_engine, limits, int(config["search"]["k_max"]), int(config["search"]["k_default"]),
-                     tuple(CATEGORIES), catalog_images, is_ready)
-    app.add_middleware(UploadGuard, limits=limits)
+                     tuple(CATEGORIES), catalog_images, is_ready, get_store, get_catalog, config)
+    app.add_middleware(UploadGuard, limits=limits, paths=("/search", *UPLOAD_PATHS))
     return app

@@ -143,6 +143,27 @@ class SearchEngine:
 
     def search(self, image: Any, k: int = 10, category: str | None = None) -> dict[str, Any]:
         """Garments of ``image`` (a decoded RGB PIL image) with tags, masks and ``k`` matches."""
+        a = self.analyze(image, photo_row=self.exact_photo_min > 0)
+        garments, emb, photo_emb, t = a["garments"], a["embeddings"], a["photo_embedding"], a["t"]
+        hits = self.bundle.index.search(emb, k, category=category)
+        if photo_emb is not None:
+            self._exact_photo(garments, hits, photo_emb, k, category)
+        t["search"] = time.perf_counter()
+        for g, matches in zip(garments, hits, strict=True):
+            g["matches"] = matches
+        garments.sort(key=lambda g: -g["score"])
+        order = ["start", "detect_parse", "tag_embed", "search"]
+        timings = {f"{b}": round((t[b] - t[a]) * 1000, 1) for a, b in zip(order, order[1:], strict=False)}
+        timings["total"] = round((t["search"] - t["start"]) * 1000, 1)
+        return {"garments": garments, "versions": self.bundle.versions, "timings_ms": timings,
+                "image": a["image"], "fallback_whole_image": a["fallback_whole_image"]}
+
+    def analyze(self, image: Any, photo_row: bool = False) -> dict[str, Any]:
+        """Detect, parse, tag and embed the garments of ``image`` without searching:
+        ``{"garments" (box, score, category, tags, mask), "embeddings" (N, D), "photo_embedding"
+        ((1, D) whole-photo vector when ``photo_row`` and something was detected, else None),
+        "image", "fallback_whole_image", "t" (perf_counter marks)}``. Garments keep the
+        detector's order (the embeddings' row order)."""
         t = {"start": time.perf_counter()}
         W, H = image.size
         # The detector and the parser see at most work_side pixels a side (they resize to
@@ -167,7 +188,8 @@ class SearchEngine:
                               TRAIN_CONTEXT if whole else self.crop_context) for g in garments]
         # The catalog embeds each product shot whole, so a catalog photo sent as a query is
         # recognised by its whole-photo vector: one more crop, drawn as the index drew it.
-        photo_row = not whole and self.exact_photo_min > 0
+        photo_row = photo_row and not whole
+        photo_emb = None
         if photo_row:
             crops.append(garment_crop(image, None, self.crop_size, TRAIN_CONTEXT))
         tags, emb = self.crop_fn(np.stack(crops))
@@ -188,20 +210,21 @@ class SearchEngine:
                          if h not in _NOT_ATTRIBUTES and h in allowed}
             g["mask"] = encode_mask(self._mask(labels, g))  # at the working size
             del g["work_box"]
-        hits = self.bundle.index.search(emb, k, category=category)
-        if photo_row:
-            self._exact_photo(garments, hits, photo_emb, k, category)
-        t["search"] = time.perf_counter()
-        for g, matches in zip(garments, hits, strict=True):
-            g["matches"] = matches
             g["box"] = [round(v, 1) for v in g["box"]]
             g["score"] = round(float(g["score"]), 4)
-        garments.sort(key=lambda g: -g["score"])
-        order = ["start", "detect_parse", "tag_embed", "search"]
-        timings = {f"{b}": round((t[b] - t[a]) * 1000, 1) for a, b in zip(order, order[1:], strict=False)}
-        timings["total"] = round((t["search"] - t["start"]) * 1000, 1)
-        return {"garments": garments, "versions": self.bundle.versions, "timings_ms": timings,
-                "image": {"width": W, "height": H}, "fallback_whole_image": whole}
+        return {"garments": garments, "embeddings": emb, "photo_embedding": photo_emb,
+                "image": {"width": W, "height": H}, "fallback_whole_image": whole, "t": t}
+
+    def describe(self, image: Any) -> dict[str, Any]:
+        """The main garment of a photo of one garment (a closet photo): the largest detected
+        box, or the whole photo when nothing is detected. ``{category, category_score, tags,
+        embedding (D,), box}``."""
+        a = self.analyze(image)
+        gs = a["garments"]
+        j = max(range(len(gs)), key=lambda i: (gs[i]["box"][2] - gs[i]["box"][0]) * (gs[i]["box"][3] - gs[i]["box"][1]))
+        g = gs[j]
+        return {"category": g["category"], "category_score": g["category_score"], "tags": g["tags"],
+                "embedding": a["embeddings"][j], "box": None if a["fallback_whole_image"] else g["box"]}
 
     def _exact_photo(self, garments: list[dict[str, Any]], hits: list[list[dict[str, Any]]], photo_emb: np.ndarray,
                      k: int, category: str | None) -> None:

@@ -3,7 +3,8 @@
 Two services in one Bento:
 
 * ``Tailor`` (public): the FastAPI app of :mod:`bentos.api` (``POST /search``, demo page,
-  ``/info``) mounted at ``/``; BentoML adds ``/healthz``, ``/readyz`` (which calls
+  ``/info``, and the shopper routes of :mod:`bentos.shopper`: closet, look, attribute
+  search) mounted at ``/``; BentoML adds ``/healthz``, ``/readyz`` (which calls
   ``__is_ready__`` and checks the dependency) and the OpenAPI spec (``/docs.json``, UI at
   ``/``). It runs detector + parser (batched across concurrent requests by a
   :class:`bentos.batching.MicroBatcher` when batching is on) and the index search.
@@ -101,9 +102,23 @@ def _ready() -> bool:
         return False
 
 
+def _store() -> Any:
+    return bentoml.get_current_service().store
+
+
+def _catalog() -> Any:
+    from bentos._io import BadInput
+
+    catalog = bentoml.get_current_service().catalog
+    if catalog is None:
+        raise BadInput(503, "no_attributes", "the served index has no catalog attributes: rebuild the index")
+    return catalog
+
+
 _bundle = bundle_dir()
 app = build_app(
-    _engine, CONFIG, catalog_images=_bundle / "index" / "images", is_ready=_ready)
+    _engine, CONFIG, catalog_images=_bundle / "index" / "images", is_ready=_ready, get_store=_store,
+    get_catalog=_catalog)
 
 
 @bentoml.service(name="tailor-search", workers=1, resources={"cpu": str(THREADS)},
@@ -117,11 +132,20 @@ class Tailor:
     def __init__(self) -> None:
         from PIL import Image
 
+        from bentos.catalog import CatalogView, NoAttributes
+        from bentos.closet.store import ClosetStore
         from bentos.engine import Bundle, SearchEngine
 
         _threads()
         self.engine = None
         bundle = Bundle.load(bundle_dir())
+        # Closets live outside the bundle (settings: closet_db_url, closet_dir), so every
+        # release serves the same closets; migrations are applied before the first request.
+        self.store = ClosetStore.from_settings()
+        try:
+            self.catalog = CatalogView(bundle.directory / "index", bundle.versions["index"])
+        except NoAttributes:
+            self.catalog = None
         search = CONFIG["search"]
         engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
                               max_garments=int(search["max_garments"]), work_side=int(search.get("work_side", 1024)),

@@ -1,4 +1,4 @@
-"""Rebuild or update the search index: plan -> embed -> build (or incremental update) -> register.
+"""Rebuild or update the search index: plan -> embed -> build (or incremental update) -> attributes -> register.
 
 Scheduled on ``champions`` (a new embedder: full rebuild), ``training-set`` and ``catalog``
 (new/removed products: incremental update, or a rebuild when the coarse quantizer drifted),
@@ -61,6 +61,12 @@ def rebuild_index():
 
         return build_stage(spec)
 
+    @task
+    def attributes(info: dict) -> dict:
+        from pipelines.index.stages import attributes_stage
+
+        return attributes_stage(info)
+
     @task(outlets=[SEARCH_INDEX])
     def register(info: dict, outlet_events=None) -> dict:
         from pipelines.index.stages import register_stage
@@ -70,7 +76,7 @@ def rebuild_index():
                                              "index_dir": res["index_dir"]}
         return {k: res.get(k) for k in ("version", "model_uri", "index_dir", "mode", "recall")}
 
-    register(build(embed(plan())))
+    register(attributes(build(embed(plan()))))
 
 
 rebuild_index()

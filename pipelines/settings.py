@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="derived, re-computable data (frozen-trunk features)")
     expectations_dir: Path | None = Field(None, description="Great Expectations project")
     dvc_remote: str | None = Field(None, description="default DVC remote (path or URL)")
+    closet_dir: Path | None = Field(None, description=(
+        "shoppers' closets: uploaded images, content-addressed (default <var_dir>/closet)"))
+    closet_db_url: str | None = Field(None, description=(
+        "SQLAlchemy URL of the closet/users database (default: SQLite file in closet_dir; "
+        "a postgresql+psycopg:// URL switches to Postgres with no code change)"))
     photos_dir: Path | None = Field(None, description=(
         "real garment photos served as the demo's photo mall when the folder exists "
         "(default: ../shared/datasets/clothing-photos beside the project root)"))
@@ -75,6 +80,8 @@ class Settings(BaseSettings):
         self.expectations_dir = self.expectations_dir or r / "expectations"
         # Outside the DVC-tracked tree and git-ignored; object storage in production.
         self.dvc_remote = self.dvc_remote or str(r / ".dvc-storage")
+        self.closet_dir = self.closet_dir or self.var_dir / "closet"
+        self.closet_db_url = self.closet_db_url or f"sqlite:///{self.closet_dir / 'closet.db'}"
         self.photos_dir = self.photos_dir or r.parent / "shared" / "datasets" / "clothing-photos"
         return self
 

@@ -29,7 +29,7 @@ def test_rebuild_index_dag_build_then_update(tmp_path: Path) -> None:
             "recall_target": 0.95}
     res = run_dag_test(env, "rebuild_index", conf, tmp_path)
     assert res["state"].endswith("success"), res
-    assert set(res["tis"]) == {"plan", "embed", "build", "register"}
+    assert set(res["tis"]) == {"plan", "embed", "build", "attributes", "register"}
     extras = [e["extra"] for e in res["events"] if e["extra"] and "version" in e["extra"]]
     assert extras and extras[-1]["version"] == "1"
     first = Path(extras[-1]["index_dir"])
@@ -47,6 +47,11 @@ def test_rebuild_index_dag_build_then_update(tmp_path: Path) -> None:
     assert extras[-1]["version"] == "2"
     meta2 = json.loads((Path(extras[-1]["index_dir"]) / "meta.json").read_text())
     assert meta2["kind"] == "update" and meta2["added"] == 6 and meta2["removed"] == 5 and meta2["ntotal"] == 121
+    # The attributes task laid out every product of the new version (no tagger: pixel embedder).
+    attrs = pd.read_parquet(Path(extras[-1]["index_dir"]) / "attributes.parquet")
+    assert len(attrs) == 121 and set(attrs["product_id"]) == set(pd.read_parquet(cat)["product_id"].astype(str))
+    assert attrs[["x", "y"]].notna().all().all() and attrs["color"].isna().all()
+    assert meta2["attributes"]["n"] == 121 and meta2["attributes"]["tagger_version"] is None
     # Serving loads exactly the champion version.
     from pipelines.index.store import load_index
     from pipelines.settings import Settings

@@ -94,6 +94,21 @@ def catalog_crop_uri() -> str | None:
     return uri()
 
 
+def flat_index_attributes(index_dir: Path, image_of: dict[str, Path], tagger: Any, tagger_version: str) -> None:
+    """Catalog tags and map (:func:`pipelines.index.attributes.write_attributes`) for a flat
+    index directory, from the vectors and product rows it holds."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.index.attributes import write_attributes
+
+    index_dir = Path(index_dir)
+    lines = (index_dir / "products.jsonl").read_text().splitlines()
+    cards = pd.DataFrame([json.loads(line) for line in lines if line.strip()])
+    write_attributes(index_dir, cards, [str(image_of[p]) for p in cards["product_id"]],
+                     np.load(index_dir / "vectors.npy"), tagger, tagger_version, progress=False, use_cache=False)
+
+
 def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = None,
                  s: Settings | None = None) -> dict[str, Any]:
     """Resolve the champions, copy their MLflow models and the index built for them into ``out``.
@@ -130,6 +145,8 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
                            out / "index", versions["index"],
                            detector=A.load_model(out / "models" / "detector", weights["detector"])
                            if catalog_crop_uri() else None)
+        flat_index_attributes(out / "index", images, A.load_model(out / "models" / "tagger", weights["tagger"]),
+                              str(versions["tagger"]))
     manifest = _write_manifest(out, versions, "registry", {"champions": champs, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}
 
@@ -170,5 +187,6 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
     A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"],
                        detector=loaded["detector"] if catalog_crop_uri() else None)
+    flat_index_attributes(out / "index", images, loaded["tagger"], versions["tagger"])
     manifest = _write_manifest(out, versions, "fresh", {"world": str(world), "seed": seed, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}

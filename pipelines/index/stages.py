@@ -1,4 +1,4 @@
-"""Index stages for the ``rebuild_index`` DAG and the CLI: plan -> embed -> build/update -> register.
+"""Index stages for the ``rebuild_index`` DAG and the CLI: plan -> embed -> build/update -> attributes -> register.
 
 Each stage takes and returns small JSON-able dicts of paths, so Airflow passes only those
 through XCom. Vectors travel as ``.npy`` files in a work directory under ``var/index-work``.
@@ -170,6 +170,35 @@ def build_stage(spec: dict[str, Any]) -> dict[str, Any]:
             "k_factor": index.k_factor}
 
 
+def champion_tagger() -> tuple[Any | None, str | None]:
+    """(``tailor-tagger@champion`` ready for inference, its version) or (None, None) when no
+    tagger has been promoted yet."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.index.embed import resolve_model_uri
+    from pipelines.registry import load_version
+    from pipelines.train import inference_ready
+
+    try:
+        version, uri = resolve_model_uri("models:/tailor-tagger@champion")
+    except MlflowException:
+        return None, None
+    return inference_ready(load_version(uri)), version
+
+
+def attributes_stage(info: dict[str, Any]) -> dict[str, Any]:
+    """Tag every product of the new index version with the champion tagger and lay the
+    catalog out in 2-D (:mod:`pipelines.index.attributes`), stored in the version's directory.
+    An index built with the pixel embedder gets the map but no tags."""
+    from pipelines.index.attributes import index_attributes
+
+    cfg = load_config()
+    tagger, version = champion_tagger() if info["embedder"] != "pixels" else (None, None)
+    summary = index_attributes(Path(info["index_dir"]), Path(info["catalog"]), make_embed_fn(info["embedder"], cfg),
+                               tagger, version)
+    return {**info, "tagger_version": version, "attributes": summary["n"]}
+
+
 def register_stage(info: dict[str, Any]) -> dict[str, Any]:
     """Log and register the new version in MLflow and move ``tailor-index@champion`` to it."""
     from pipelines.index.store import log_index
@@ -180,4 +209,4 @@ def register_stage(info: dict[str, Any]) -> dict[str, Any]:
 
 def run_all(params: dict[str, Any]) -> dict[str, Any]:
     """The whole DAG in-process (the CLI's ``tailor index build|update``)."""
-    return register_stage(build_stage(embed_stage(plan_stage(params))))
+    return register_stage(attributes_stage(build_stage(embed_stage(plan_stage(params)))))
