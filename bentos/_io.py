@@ -27,6 +27,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                "max_decodes": 2, "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"]},
     "search": {"k_default": 10, "k_max": 100, "detector_score_min": 0.3, "max_garments": 8, "work_side": 1024,
                "crop_context": 0.3, "exact_photo_min": 0.97},
+    "look": {"covered_min": 0.35, "products": 6},
     "runtime": {"threads": 2, "timeout_s": 60, "batching": True, "max_batch_size": 32, "max_image_batch": 4,
                 "image_workers": 2, "max_latency_ms": 30000},
 }

@@ -307,7 +307,11 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
 
     @app.get("/info", summary="Served versions and input limits")
     async def info(engine: Any = Depends(get_engine)) -> dict[str, Any]:
+        from models.taxonomy import APPLICABLE, ATTRIBUTES
+
         return {"versions": engine.bundle.versions, "api_version": API_VERSION, "categories": list(categories),
+                "attributes": {h: list(v) for h, v in ATTRIBUTES.items()},
+                "applicable": {c: list(v) for c, v in APPLICABLE.items()},
                 "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels, "k_max": k_max}}
 
     if get_store is not None and get_catalog is not None:

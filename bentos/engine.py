@@ -203,11 +203,7 @@ class SearchEngine:
             g["detector_category"] = g["category"]
             if g["category"] is None:
                 g["score"] = float(tg["category"][1])
-            g["category"] = tg["category"][0]
-            g["category_score"] = round(float(tg["category"][1]), 4)
-            allowed = self.applicable.get(g["category"], ("color", "pattern"))
-            g["tags"] = {h: {"value": v, "score": round(float(p), 4)} for h, (v, p) in tg.items()
-                         if h not in _NOT_ATTRIBUTES and h in allowed}
+            g.update(self._tagged(tg))
             g["mask"] = encode_mask(self._mask(labels, g))  # at the working size
             del g["work_box"]
             g["box"] = [round(v, 1) for v in g["box"]]
@@ -215,16 +211,27 @@ class SearchEngine:
         return {"garments": garments, "embeddings": emb, "photo_embedding": photo_emb,
                 "image": {"width": W, "height": H}, "fallback_whole_image": whole, "t": t}
 
+    def _tagged(self, tg: dict[str, tuple[str, float]]) -> dict[str, Any]:
+        """The tagger's answer for one crop: category, its probability and the tags that
+        apply to that category."""
+        category = tg["category"][0]
+        allowed = self.applicable.get(category, ("color", "pattern"))
+        return {"category": category, "category_score": round(float(tg["category"][1]), 4),
+                "tags": {h: {"value": v, "score": round(float(p), 4)} for h, (v, p) in tg.items()
+                         if h not in _NOT_ATTRIBUTES and h in allowed}}
+
     def describe(self, image: Any) -> dict[str, Any]:
-        """The main garment of a photo of one garment (a closet photo): the largest detected
-        box, or the whole photo when nothing is detected. ``{category, category_score, tags,
-        embedding (D,), box}``."""
-        a = self.analyze(image)
-        gs = a["garments"]
-        j = max(range(len(gs)), key=lambda i: (gs[i]["box"][2] - gs[i]["box"][0]) * (gs[i]["box"][3] - gs[i]["box"][1]))
-        g = gs[j]
-        return {"category": g["category"], "category_score": g["category_score"], "tags": g["tags"],
-                "embedding": a["embeddings"][j], "box": None if a["fallback_whole_image"] else g["box"]}
+        """A photo of one garment (a closet photo), drawn whole as a product shot - the shop
+        side of the embedder's consumer-to-shop training, as the catalog's photos are:
+        ``{category, category_score, tags, embedding (D,), box: None}``.
+
+        Measured on the demo's val street scenes (``tailor bench look``): closet photos
+        embedded whole tell owned look garments from others better than the detector's
+        largest box of them (balanced accuracy 0.67 vs 0.64).
+        """
+        crop = garment_crop(image, None, self.crop_size, TRAIN_CONTEXT)
+        tags, emb = self.crop_fn(crop[None])
+        return {**self._tagged(tags[0]), "embedding": emb[0], "box": None}
 
     def _exact_photo(self, garments: list[dict[str, Any]], hits: list[list[dict[str, Any]]], photo_emb: np.ndarray,
                      k: int, category: str | None) -> None:

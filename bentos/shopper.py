@@ -158,7 +158,7 @@ def add_shopper_routes(app: FastAPI, get_engine: Callable[[], Any], get_store: C
     from models.taxonomy import APPLICABLE, ATTRIBUTES
 
     look_cfg = config.get("look") or {}
-    covered_min = float(look_cfg.get("covered_min", 0.6))
+    covered_min = float(look_cfg.get("covered_min", 0.35))
     look_k = int(look_cfg.get("products", 6))
     k_max = int(config["search"]["k_max"])
     decode_slots = asyncio.Semaphore(max(1, limits.max_decodes))

@@ -13,6 +13,7 @@ import typer
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.deploy.cli import (
     bench_load_command,
+    bench_look_command,
     bench_photos_command,
     bench_serve_command,
     deploy_command,
@@ -76,12 +77,18 @@ deploy_app.command("rollback")(deploy_rollback_command)
 bench_app.command("serve")(bench_serve_command)
 bench_app.command("load")(bench_load_command)
 bench_app.command("photos")(bench_photos_command)
+bench_app.command("look")(bench_look_command)
 index_app = typer.Typer(help="The faiss IVF-PQ product index: build, update, search.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 index_app.command("build")(index_build_command)
 index_app.command("update")(index_update_command)
 index_app.command("search")(index_search_command)
 bench_app.command("index")(bench_index_command)
+
+from bentos.closet.cli import closet_app, users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
+app.add_typer(closet_app, name="closet")
 
 # Stage commands whose modules keep heavy imports inside the functions.
 app.command("crawl")(crawl_command)
@@ -347,6 +354,8 @@ def demo_cmd(
     """Run the embedded default end to end and print the URLs and a real search result."""
     import time
 
+    import httpx
+
     from pipelines import demo, services, versioning
     from pipelines.synth import WorldConfig, generate_world, preview
     from pipelines.validate.annotations import import_annotations
@@ -376,7 +385,9 @@ def demo_cmd(
         try:
             demo.run_chain(s, say=typer.echo)
             typer.echo(demo.format_result(demo.street_search(world, s)))
-        except (RuntimeError, TimeoutError) as exc:
+            token, token_file = demo.demo_user(s)
+            typer.echo(f"      {demo.closet_look(world, token, s)}")
+        except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
             # Keep going: whatever runs is still worth showing (Airflow has the details).
             chain_error = str(exc)
             typer.secho(f"      chain stopped: {chain_error}", fg=typer.colors.RED, err=True)
@@ -387,6 +398,8 @@ def demo_cmd(
     if chain and not chain_error:
         typer.echo(f"Search endpoint: {s.url(s.bento_port, '/search')}  demo page: {s.url(s.bento_port, '/demo')}  "
                    f"OpenAPI: {s.url(s.bento_port, '/docs.json')}")
+        typer.echo(f"Closet API token of user 'demo' (paste it into the demo page): {token}  (also in {token_file}; "
+                   "more users: `tailor users add NAME`)")
     elif chain:
         # nothing new was deployed: say so rather than print a URL that may not answer
         typer.echo("Search endpoint: not deployed by this run (see 'chain stopped' above; "

@@ -125,3 +125,47 @@ def format_result(res: dict[str, Any], limit: int = 3) -> str:
             lines.append(f"    -> {m['product_id']} {m['title']!r} ({m['mall']}, {m['price']} {m['currency']}) "
                          f"score {m['score']:.3f}")
     return "\n".join(lines)
+
+
+def demo_user(s: Settings | None = None, name: str = "demo") -> tuple[str, Path]:
+    """The demo shopper: created on the first run, a fresh token on later ones (only hashes
+    are stored, so an old token cannot be shown again). The token is also written to
+    ``<closet_dir>/demo-token.txt`` (owner-only) for the demo page's token field."""
+    from bentos.closet.store import ClosetStore
+
+    s = s or get_settings()
+    store = ClosetStore.from_settings(s)
+    try:
+        token = store.add_user(name)
+    except ValueError:
+        token = store.rotate_token(name)
+    out = Path(s.closet_dir) / f"{name}-token.txt"  # type: ignore[arg-type]
+    out.touch(mode=0o600, exist_ok=True)
+    out.chmod(0o600)
+    out.write_text(token + "\n")
+    return token, out
+
+
+def closet_look(world: Path, token: str, s: Settings | None = None) -> str:
+    """Exercise the deployed shopper routes once: put one shop photo of ``world`` into the
+    demo closet (if empty), then complete the look of a street scene. Returns a summary line."""
+    import httpx
+
+    s = s or get_settings()
+    auth = {"Authorization": f"Bearer {token}"}
+    base = s.url(s.bento_port)
+    items = httpx.get(f"{base}/closet/items", headers=auth, timeout=60)
+    items.raise_for_status()
+    added = ""
+    if items.json()["count"] == 0:
+        shot = sorted((world / "images" / "shop").glob("*.jpg"))[0]
+        r = httpx.post(f"{base}/closet/items", headers=auth, files={"image": (shot.name, shot.read_bytes(), "image/jpeg")},
+                       timeout=120)
+        r.raise_for_status()
+        added = f"closet: added {shot.name} as {r.json()['category']}; "
+    scene = sorted((world / "images" / "street").glob("*.jpg"))[0]
+    r = httpx.post(f"{base}/look", headers=auth, files={"image": (scene.name, scene.read_bytes(), "image/jpeg")},
+                   timeout=120)
+    r.raise_for_status()
+    gs = r.json()["garments"]
+    return added + f"look {scene.name}: " + ", ".join(f"{g['category']} {g['status']}" for g in gs)

@@ -36,3 +36,44 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway Postgres server (Debian's postgresql binaries) on a free loopback port,
+    as ``postgresql+psycopg://`` URL; stopped and deleted after the session. Postgres
+    refuses to run as root, so as root it runs as the ``postgres`` system user."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("postgresql binaries missing: apt-get install -y postgresql")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="tailor-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+    data = root / "data"
+    run = lambda *argv: subprocess.run([*as_user, *argv], check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "tailor", "--no-sync", "-E", "UTF8")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start postgres: {exc.stderr}")
+    try:
+        yield f"postgresql+psycopg://tailor@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

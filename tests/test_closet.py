@@ -18,11 +18,25 @@ def _analysis(category: str = "t-shirt", color: str = "red", seed: int = 0) -> A
                     {"tagger": "1", "embedder": "2"})
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ClosetStore:
-    s = ClosetStore(f"sqlite:///{tmp_path / 'closet.db'}", tmp_path / "images")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ClosetStore:
+    """The same store on the embedded SQLite file and on a real Postgres server: only the
+    URL differs (``closet_db_url``)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'closet.db'}"
+    else:
+        import sqlalchemy
+
+        base = request.getfixturevalue("postgres_url")
+        db = f"closet_{request.node.name.split('[')[0][-40:]}".lower()
+        with sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+        url = base.rsplit("/", 1)[0] + f"/{db}"
+    s = ClosetStore(url, tmp_path / "images")
     s.migrate()
-    return s
+    yield s
+    s.engine.dispose()
 
 
 def test_migrations_create_the_models_tables(store: ClosetStore):
@@ -31,6 +45,7 @@ def test_migrations_create_the_models_tables(store: ClosetStore):
     from bentos.closet.schema import Base
 
     assert store.revision() == "0001"
+    assert store.engine.dialect.name in ("sqlite", "postgresql")
     insp = inspect(store.engine)
     for name, table in Base.metadata.tables.items():
         assert {c["name"] for c in insp.get_columns(name)} == set(table.columns.keys())
@@ -258,3 +273,54 @@ def test_catalog_attributes_were_tagged_by_the_bundles_tagger(serve_bundle: Path
     for _, row in attrs.iterrows():  # only the heads that apply to the product's category are set
         for head in ("color", "pattern", "sleeve", "neckline", "length"):
             assert bool(pd.notna(row[head])) == (head in APPLICABLE.get(row["category"], ())), (row["category"], head)
+
+
+@pytest.mark.services
+def test_the_settings_url_alone_moves_the_closet_to_postgres(postgres_url: str, tmp_path: Path):
+    from pipelines.settings import Settings
+
+    store = ClosetStore.from_settings(Settings(root=tmp_path, closet_db_url=postgres_url))
+    assert store.engine.dialect.name == "postgresql" and store.revision() == "0001"
+    assert store.user_for_token(store.add_user(f"pg-{tmp_path.name}")) is not None
+    assert not (tmp_path / "var" / "closet" / "closet.db").exists()
+    store.engine.dispose()
+
+
+def test_users_and_retag_commands(serve_bundle: Path, small_world: Path, tmp_path: Path,  # noqa: F811
+                                  monkeypatch: pytest.MonkeyPatch):
+    """``tailor users add/list/revoke`` and ``tailor closet retag`` on the settings' store:
+    re-tagging with a bundle's models replaces model answers and keeps hand corrections."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.settings import get_settings
+
+    monkeypatch.setenv("TAILOR_CLOSET_DIR", str(tmp_path / "closet"))
+    get_settings.cache_clear()
+    try:
+        run = CliRunner().invoke
+        added = run(app, ["users", "add", "cli-user"])
+        assert added.exit_code == 0, added.output
+        token = added.output.strip().splitlines()[-1]
+        store = ClosetStore.from_settings()
+        assert store.user_for_token(token).name == "cli-user"
+        assert "cli-user\tactive\t0 items" in run(app, ["users", "list"]).output
+        uid = store.user_id("cli-user")
+        img = (small_world / "images" / "shop" / "p00003.jpg").read_bytes()
+        stale = Analysis("hat", 0.1, {"color": {"value": "pink", "score": 0.1}, "pattern": {"value": "dots", "score": 0.1}},
+                         _analysis().embedding, None, {"tagger": "old"})
+        item = store.add_item(uid, img, "jpg", stale)
+        store.update_item(uid, item["id"], tags={"pattern": "floral"})
+        res = run(app, ["closet", "retag", "--bundle", str(serve_bundle)])
+        assert res.exit_code == 0, res.output
+        after = store.get_item(uid, item["id"])
+        assert after["model_versions"]["tagger"] == "fresh-s0"
+        assert after["tags"]["pattern"] == {"value": "floral", "score": 1.0, "source": "user"}
+        assert after["tags"].get("color", {}).get("source", "model") == "model"
+        _, vecs = store.embeddings(uid)
+        assert vecs.shape[1] != 8  # the bundle's embedder replaced the stale 8-d vector
+        assert run(app, ["users", "revoke", "cli-user"]).exit_code == 0
+        assert store.user_for_token(token) is None
+        assert run(app, ["users", "revoke", "nobody"]).exit_code == 2
+    finally:
+        get_settings.cache_clear()

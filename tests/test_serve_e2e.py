@@ -4,6 +4,7 @@ driven in headless Debian chromium (screenshot kept under test-artifacts/)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,12 +24,18 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def server(serve_bundle: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def closet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served closets (TAILOR_CLOSET_DIR of the server), never the project's var/."""
+    return tmp_path_factory.mktemp("closets")
+
+
+@pytest.fixture(scope="module")
+def server(serve_bundle: Path, closet_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     port = free_port()
     home = tmp_path_factory.mktemp("bentoml-home")
     log = (tmp_path_factory.mktemp("serve-log") / "serve.log").open("wb")
     env = {**os.environ, "TAILOR_BUNDLE_DIR": str(serve_bundle), "BENTOML_HOME": str(home),
-           "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(PROJECT_ROOT)}
+           "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(PROJECT_ROOT), "TAILOR_CLOSET_DIR": str(closet_dir)}
     bentoml = str(Path(sys.executable).parent / "bentoml")
     proc = subprocess.Popen([bentoml, "serve", "bentos.service:Tailor", "--host", "127.0.0.1", "--port", str(port)],
                             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -155,3 +162,119 @@ def test_demo_page_policy_and_link_protocols(server: str, small_world: Path):
             assert card.locator("img").get_attribute("src") is None
         finally:
             browser.close()
+
+
+def _all_blob(images, timeout_s: float = 30.0) -> None:  # noqa: ANN001
+    """Wait until every image of the locator shows a blob: URL (closet photos are fetched
+    with the bearer token). Polled from Python: the page's CSP forbids evaluated strings."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        srcs = [images.nth(i).get_attribute("src") or "" for i in range(images.count())]
+        if srcs and all(s.startswith("blob:") for s in srcs):
+            return
+        assert time.monotonic() < deadline, srcs
+        time.sleep(0.2)
+
+
+def _wait_attr(page, attr: str, status: str, timeout_s: float = 60.0) -> None:  # noqa: ANN001
+    """Wait until the page sets ``attr`` on <body> (done or error); the status line explains a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not page.get_attribute("body", attr):
+        assert time.monotonic() < deadline, f"{attr} never set; status: {page.locator(status).text_content()!r}"
+        time.sleep(0.2)
+
+
+def _browser(pw):  # noqa: ANN001, ANN202
+    return pw.chromium.launch(executable_path=str(CHROMIUM),
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def test_shopper_views_in_chromium(server: str, small_world: Path, closet_dir: Path):
+    """My closet (upload, browse by category, correct, delete), Complete the look (covered
+    and missing garments outlined, closet item and shop cards beside them) and Browse by
+    attributes (filters, map, similar by attributes), driven in the demo page."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    from bentos.closet.store import ClosetStore
+
+    store = ClosetStore(f"sqlite:///{closet_dir / 'closet.db'}", closet_dir / "images")
+    token = store.add_user("browser")
+    shots = small_world / "images" / "shop"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(f"{server}/demo")
+            page.wait_for_selector("body[data-shopper=ready]", timeout=30_000)
+            page.fill("#token", token)
+            page.dispatch_event("#token", "change")
+            # -- My closet: two uploads, grouped by category, shown with their photos
+            page.click("#tabs button[data-view=closet]")
+            for pid in ("p00020", "p00031"):
+                page.set_input_files("#closet-file", str(shots / f"{pid}.jpg"))
+                expect(page.locator("#closet-status")).to_have_text(re.compile("^added"), timeout=60_000)
+            page.wait_for_selector("body[data-closet='2']", timeout=30_000)
+            _all_blob(page.locator("#closet .item img"))
+            assert page.locator("#closet .item").count() == 2
+            page.screenshot(path=str(ARTIFACTS / "closet.png"), full_page=True)
+            # correct the first item's category by hand
+            first = page.locator("#closet .item").first
+            item_id = first.get_attribute("data-id")
+            first.locator("select[data-head=category]").select_option("blazer")
+            expect(page.locator("#closet-status")).to_have_text("corrected category", timeout=30_000)
+            assert page.locator("#closet .closet-group[data-category=blazer] .item").count() == 1
+            got = store.get_item(store.user_id("browser"), item_id)
+            assert got["category"] == "blazer" and got["category_source"] == "user"
+            # -- Complete the look with a photo the closet holds (covered) ...
+            store.update_item(store.user_id("browser"), item_id, category=got["category"])
+            page.click("#tabs button[data-view=look]")
+            page.set_input_files("#look-file", str(shots / "p00031.jpg"))
+            _wait_attr(page, "data-look", "#look-status")
+            assert page.get_attribute("body", "data-look") == "done", page.locator("#look-status").text_content()
+            assert page.locator(".look-garment[data-status=covered]").count() >= 1
+            _all_blob(page.locator("img[data-owned]"))
+            page.screenshot(path=str(ARTIFACTS / "look-covered.png"), full_page=True)
+            # -- delete from the closet (the page, then the store agree)
+            page.click("#tabs button[data-view=closet]")
+            page.wait_for_selector("body[data-closet='2']", timeout=30_000)
+            for left in (1, 0):
+                page.locator("#closet .item button[data-delete]").first.click()
+                page.wait_for_selector(f"body[data-closet='{left}']", timeout=30_000)
+                assert len(store.list_items(store.user_id("browser"))) == left
+            assert not list((closet_dir / "images").rglob("*.jpg"))  # no item references them any more
+            # -- ... and the look again: nothing owned, every garment missing, with shop cards
+            page.click("#tabs button[data-view=look]")
+            page.evaluate("delete document.body.dataset.look")
+            page.set_input_files("#look-file", str(shots / "p00031.jpg"))
+            _wait_attr(page, "data-look", "#look-status")
+            assert page.get_attribute("body", "data-look") == "done", page.locator("#look-status").text_content()
+            missing = page.locator(".look-garment[data-status=missing]")
+            assert missing.count() >= 1 and page.locator(".look-garment[data-status=covered]").count() == 0
+            assert missing.first.locator(".card[href]").count() >= 1
+            page.screenshot(path=str(ARTIFACTS / "look-missing.png"), full_page=True)
+            # -- Browse by attributes: filter, page, map, similar by attributes
+            page.click("#tabs button[data-view=browse]")
+            page.wait_for_selector("body[data-browse=done]", timeout=30_000)
+            total = int(page.locator("#browse-status").text_content().split()[0])
+            assert total > 0 and page.locator("#products .card").count() == min(24, total)
+            cat = page.locator("#products .card .mall").first.text_content().split(" · ")[1]
+            page.evaluate("document.body.dataset.browse = ''")
+            page.select_option("#f-category", cat)
+            page.wait_for_selector("body[data-browse=done]", timeout=30_000)
+            cats = {t.split(" · ")[1] for t in page.locator("#products .card .mall").all_text_contents()}
+            assert cats == {cat}
+            page.set_input_files("#attr-file", str(shots / "p00010.jpg"))
+            page.wait_for_selector("body[data-browse=similar]", timeout=60_000)
+            assert page.locator("#products .card .shared").count() == 12
+            assert "your photo" in page.locator("#map-legend").text_content()
+            page.screenshot(path=str(ARTIFACTS / "browse-attributes.png"), full_page=True)
+        finally:
+            browser.close()
+    assert violations == []
+    for name in ("closet.png", "look-covered.png", "look-missing.png", "browse-attributes.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000

@@ -94,3 +94,22 @@ def bench_photos_command(
         raise typer.Exit(1) from None
     if out:
         Path(out).write_text(json.dumps(report, indent=2))
+
+
+def bench_look_command(
+    split: Annotated[str, typer.Option(help="val to choose look.covered_min, test to report it")] = "val",
+    bundle: Annotated[Path | None, typer.Option(help="bundle directory; default: the live release's")] = None,
+    training_set: Annotated[Path | None, typer.Option(help="training-set directory; default: the latest")] = None,
+) -> None:
+    """Complete-the-look on annotated street scenes: owned garments covered vs others missing per threshold."""
+    from pipelines.deploy.lookbench import bench_look
+    from pipelines.deploy.release import read_state, release_info
+    from pipelines.retrain import latest_training_set
+
+    if bundle is None:
+        current = read_state().get("current")
+        if not current:
+            typer.echo("nothing is deployed; pass --bundle", err=True)
+            raise typer.Exit(1)
+        bundle = Path(release_info(current)["bundle"])
+    bench_look(bundle, Path(training_set or latest_training_set()), split, echo=typer.echo)
