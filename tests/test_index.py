@@ -195,7 +195,8 @@ def test_register_in_mlflow_and_load_champion(tmp_path, pixels) -> None:
 def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pixels, monkeypatch) -> None:
     """Deploy bundles the ``tailor-index@champion`` only when it was built with the champion
     embedder (on whole catalog shots, the default; or on the champion detector's crops when
-    ``embed.crop_with`` names it); otherwise it refuses, naming the fix."""
+    ``embed.crop_with`` names it) and its catalog tags with the champion tagger; otherwise it
+    refuses, naming the fix."""
     from pipelines.deploy import bundle
     from pipelines.deploy.bundle import champion_index
     from pipelines.index.store import log_index, save_index
@@ -203,10 +204,16 @@ def test_bundle_takes_only_the_index_built_for_the_champion_models(tmp_path, pix
 
     s = Settings(root=tmp_path / "proj")
     s.ensure_dirs()
-    champs = {"embedder": {"version": "3"}, "detector": {"version": "2"}}
+    champs = {"embedder": {"version": "3"}, "detector": {"version": "2"}, "tagger": {"version": "4"}}
     with pytest.raises(RuntimeError, match="no tailor-index@champion"):
         champion_index(champs, s)
     _, _, ids, index, meta = _built(tmp_path, pixels, n=120)
+    # catalog tags from another tagger than the champion: attribute search would disagree with /search
+    old_tags = {**meta, "embedder_version": "tailor-embedder/v3", "attributes": {"tagger_version": "tailor-tagger/v3"}}
+    log_index(save_index(index, ids, old_tags, out=tmp_path / "old-tags"), s=s)
+    with pytest.raises(RuntimeError, match="catalog tags of tailor-tagger/v3, .*champion tagger is tailor-tagger/v4"):
+        champion_index(champs, s)
+    meta = {**meta, "attributes": {"tagger_version": "tailor-tagger/v4"}}
     log_index(save_index(index, ids, {**meta, "embedder_version": "tailor-embedder/v2"}, out=tmp_path / "old"), s=s)
     with pytest.raises(RuntimeError, match="built for tailor-embedder/v2, .*rebuild_index"):
         champion_index(champs, s)

@@ -84,6 +84,12 @@ def champion_index(champs: dict[str, dict[str, str]], s: Settings | None = None)
     if built_for != want:
         raise RuntimeError(f"the champion index {d.name} was built for {built_for}, but the champions are {want}: "
                            "run the rebuild_index DAG so the index matches the models it will be served with")
+    # Catalog tags (attribute search) come from the tagger the index was built with.
+    tagged_by = (json.loads((d / "meta.json").read_text()).get("attributes") or {}).get("tagger_version")
+    tagger = f"{registry.registered_name('tagger')}/v{champs['tagger']['version']}"
+    if tagged_by != tagger:
+        raise RuntimeError(f"the champion index {d.name} holds catalog tags of {tagged_by}, but the champion tagger "
+                           f"is {tagger}: run the rebuild_index DAG so attribute search uses the served tagger")
     return d
 
 
