@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-MODEL_NAMES = ("detector", "parser", "tagger", "embedder")
+from models import MODEL_NAMES  # noqa: F401  (re-exported: the bundle layout)
+
 PRODUCT_FIELDS = ("product_id", "title", "mall", "url", "image_url", "price", "currency", "category")
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from pipelines.assets import CATALOG
 from pipelines.versioning import DVC_POOL  # commits to DVC run one at a time
-
-CATALOG = Asset("tailor://catalog")
 
 
 @dag(

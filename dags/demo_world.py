@@ -6,9 +6,9 @@ Wiring only: each task calls one ``pipelines`` function and passes paths through
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-DEMO_WORLD = Asset("tailor://demo-world")
+from pipelines.assets import DEMO_WORLD
 
 
 @dag(

@@ -9,10 +9,9 @@ previous deployment keeps serving on the public port and the run fails with the 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-SEARCH_INDEX = Asset("tailor://search-index")
-DEPLOYMENT = Asset("tailor://search-deployment")
+from pipelines.assets import DEPLOYMENT, SEARCH_INDEX
 
 
 @dag(

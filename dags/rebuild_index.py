@@ -8,12 +8,9 @@ and runnable by hand with params. Publishes the Asset ``search-index`` with the 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-CHAMPIONS = Asset("tailor://champions")
-TRAINING_SET = Asset("tailor://training-set")
-CATALOG = Asset("tailor://catalog")
-SEARCH_INDEX = Asset("tailor://search-index")
+from pipelines.assets import CATALOG, CHAMPIONS, SEARCH_INDEX, TRAINING_SET
 
 
 @dag(

@@ -11,12 +11,11 @@ gate promoted at least one model.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from models import MODEL_NAMES
+from pipelines.assets import CHAMPIONS, TRAINING_SET
 from pipelines.settings import get_settings
-
-TRAINING_SET = Asset("tailor://training-set")
-CHAMPIONS = Asset("tailor://champions")
 
 
 @dag(
@@ -27,7 +26,7 @@ CHAMPIONS = Asset("tailor://champions")
     max_active_runs=1,
     tags=["tailor", "models"],
     params={
-        "models": Param(["detector", "parser", "tagger", "embedder"], type="array",
+        "models": Param(list(MODEL_NAMES), type="array",
                         description="which models to retrain"),
         "profile": Param("demo", enum=["demo", "full"]),
         "epochs": Param(None, type=["null", "integer"], description="override the profile's epochs"),

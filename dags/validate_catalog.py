@@ -10,12 +10,10 @@ not updated; warnings pass and are printed.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from pipelines.assets import CATALOG, TRAINING_SET
 from pipelines.versioning import DVC_POOL  # commits to DVC run one at a time
-
-CATALOG = Asset("tailor://catalog")
-TRAINING_SET = Asset("tailor://training-set")
 
 
 @dag(

@@ -12,7 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 _REGISTRY: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
-_BUILTIN = ("detector", "parser", "tagger", "embedder")
+#: The four models of the platform, in pipeline order (detect -> parse -> tag -> search).
+#: Every other list of them (DAG params, bundles, manifests, the CLI) is this one.
+MODEL_NAMES: tuple[str, ...] = ("detector", "parser", "tagger", "embedder")
+_BUILTIN = MODEL_NAMES
 _loaded = False
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from models import MODEL_NAMES
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.deploy.cli import (
     bench_load_command,
@@ -257,7 +258,6 @@ def mall_serve_cmd(
 
 
 # --------------------------------------------------------------------------- models
-MODEL_NAMES = ("detector", "parser", "tagger", "embedder")
 
 
 @models_app.command("status")

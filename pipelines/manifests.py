@@ -35,7 +35,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-MODELS = ("detector", "parser", "tagger", "embedder")
+from models import MODEL_NAMES as MODELS
+
 SPLITS = ("train", "val", "test")
 COMMON_COLUMNS = ("image", "split", "source", "repeat", "weight")
 MODEL_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from models import MODEL_NAMES
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 CHAMPION = "champion"
@@ -499,7 +500,7 @@ def rollback(model: str, s: Settings | None = None) -> str:
     return previous
 
 
-def status(models: tuple[str, ...] = ("detector", "parser", "tagger", "embedder"),
+def status(models: tuple[str, ...] = MODEL_NAMES,
            s: Settings | None = None) -> list[dict[str, Any]]:
     """Each model's champion: version, metrics, snapshot, date (``None`` fields when there is none)."""
     from mlflow.exceptions import MlflowException

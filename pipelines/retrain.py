@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models import MODEL_NAMES as MODELS
 from pipelines.settings import Settings, get_settings
-
-MODELS = ("detector", "parser", "tagger", "embedder")
 
 
 def latest_training_set(s: Settings | None = None) -> Path:

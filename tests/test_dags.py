@@ -58,3 +58,41 @@ def test_every_dvc_committing_task_queues_in_the_dvc_pool() -> None:
     in_pool = {(d.dag_id, t.task_id) for d in bag.dags.values() for t in d.tasks if t.pool == DVC_POOL}
     # the tasks that commit data.dvc: the crawl's snapshot and the validated training set
     assert in_pool == {("crawl_malls", "publish"), ("validate_catalog", "version")}
+
+
+def _assets_of(condition):  # noqa: ANN001, ANN202
+    """The Assets of a schedule condition (an Asset, or AssetAny/AssetAll nesting them)."""
+    if condition is None:
+        return
+    if hasattr(condition, "uri"):
+        yield condition
+    for inner in getattr(condition, "objects", ()):
+        yield from _assets_of(inner)
+
+
+def test_the_asset_chain_is_closed() -> None:
+    """Every Asset a DAG is scheduled on is published by another DAG's task, every published
+    Asset is consumed or marked terminal, and all of them come from pipelines.assets."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipelines import assets
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    from airflow.sdk import Asset
+
+    known = {a.uri for a in vars(assets).values() if isinstance(a, Asset)}
+    consumed: dict[str, set[str]] = {}
+    published: dict[str, set[str]] = {}
+    for dag in bag.dags.values():
+        for asset in _assets_of(getattr(dag.timetable, "asset_condition", None)):
+            consumed.setdefault(asset.uri, set()).add(dag.dag_id)
+        for t in dag.tasks:
+            for out in t.outlets:
+                published.setdefault(out.uri, set()).add(dag.dag_id)
+    assert consumed and published
+    assert set(consumed) | set(published) <= known, "an Asset URI is spelled outside pipelines.assets"
+    assert set(consumed) <= set(published), f"scheduled on, never published: {set(consumed) - set(published)}"
+    assert set(published) - set(consumed) == {a.uri for a in assets.TERMINAL}
+    # the chain, end to end
+    assert consumed[assets.CATALOG.uri] == {"validate_catalog", "rebuild_index"}
+    assert consumed[assets.SEARCH_INDEX.uri] == {"deploy_bento"} and published[assets.CHAMPIONS.uri] == {"retrain_models"}

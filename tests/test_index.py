@@ -128,7 +128,9 @@ def test_incremental_add_remove(tmp_path, pixels) -> None:
     res = update_index(old, cat, tmp_path, pixels, out=tmp_path / "v2")
     assert res["rebuild"] == [] and res["added"] == 12 and res["removed"] == 3
     new = load_index(res["path"])
-    assert new.index.ntotal == len(v) - 3 + 12 and new.meta["parent"] == meta.get("version", new.meta["parent"])
+    first = load_index(old)
+    assert new.index.ntotal == len(v) - 3 + 12 and new.meta["parent"] == first.meta["version"]
+    assert new.meta["version"] != first.meta["version"]
     assert not removed & set(new.ids["product_id"])
     assert load_index(old).index.ntotal == len(v)  # the old version is untouched
     # A new product is found by its own image; a removed one never comes back.
@@ -138,8 +140,19 @@ def test_incremental_add_remove(tmp_path, pixels) -> None:
     assert new.search(q, k=3)[0][0]["product_id"] == "p1000"
     q0 = v[ids["product_id"] == "p0"]
     assert all(h["product_id"] not in removed for h in new.search(q0, k=20)[0])
-    # New ids stay category-contiguous and never reuse an old id.
+    # New ids stay category-contiguous and never reuse an old id (not even a removed one's);
+    # products that stayed keep theirs.
+    from pipelines.index.build import CATEGORY_SHIFT
+
     assert new.ids["vector_id"].is_unique
+    old_ids = dict(zip(first.ids["product_id"], first.ids["vector_id"], strict=True))
+    added = new.ids[new.ids["product_id"].isin(set(extra["product_id"]))]
+    assert len(added) == 12 and not set(added["vector_id"]) & set(old_ids.values())
+    kept = new.ids[~new.ids["product_id"].isin(set(extra["product_id"]))]
+    assert all(old_ids[p] == vid for p, vid in zip(kept["product_id"], kept["vector_id"], strict=True))
+    codes = new.meta["categories"]
+    assert all(int(vid) >> CATEGORY_SHIFT == codes[c] for vid, c in zip(new.ids["vector_id"], new.ids["category"],
+                                                                        strict=True))
     # Another embedder -> rebuild, nothing written.
     from pipelines.index.embed import pixel_embed_fn
 
@@ -188,7 +201,7 @@ def test_register_in_mlflow_and_load_champion(tmp_path, pixels) -> None:
     logged = log_index(path, s=s)
     assert logged["version"] == "1"
     loaded = load_index(champion_uri(), s=s)
-    assert loaded.meta["version"] == meta.get("version", loaded.meta["version"])
+    assert loaded.meta["version"] == load_index(path).meta["version"] and loaded.meta["version"].startswith("idx-")
     assert np.array_equal(loaded.index.search(v[:5], 10)[1], index.search(v[:5], 10)[1])
 
 

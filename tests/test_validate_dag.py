@@ -45,6 +45,13 @@ def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> Non
     assert len(sets) == 1
     meta = json.loads(sets[0].read_text())
     assert meta["validation"]["status"] in ("passed", "warning")
+    # The good run published the Asset `training-set` naming this training set; the failed
+    # run published nothing (the harness lists every event of the environment so far).
+    good_events = [e for e in res["good"]["events"] if e["uri"] == "tailor://training-set"]
+    assert len(good_events) == 1, res["good"]["events"]
+    assert Path(good_events[0]["extra"]["path"]).resolve() == sets[0].parent.resolve()
+    assert good_events[0]["extra"]["data_version"]
+    assert [e for e in res["bad"]["events"] if e["uri"] == "tailor://training-set"] == good_events
     tagger = pd.read_parquet(sets[0].parent / "manifests" / "tagger.parquet")
     assert len(tagger) > 0
     assert (root / "data.dvc").exists()

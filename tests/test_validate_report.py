@@ -70,11 +70,17 @@ def test_report_screenshot_in_headless_chromium(served) -> None:
         widths = page.evaluate("Array.from(document.querySelectorAll('.hist img')).map(i => i.naturalWidth)")
         assert all(w > 100 for w in widths), "histogram images did not load"
         page.screenshot(path=str(shot), full_page=True)
-        # The failing-expectation link leads to a GX validation page with the unexpected values.
-        page.locator("a", has_text="label_classes.min_examples").first.click() if page.locator(
-            "a", has_text="label_classes.min_examples").count() else None
-        page.goto(served["url"], wait_until="load")
-        page.locator("a", has_text="labels.label_in_vocabulary").count()
+        # A failed expectation's link leads to its GX validation page, which names its column
+        # and shows the values that failed it.
+        failed = [x for x in served["rep"]["results"] if not x["success"] and x.get("column")]
+        assert failed, "the fixture's mutations must fail an expectation on a column"
+        link = page.locator("td a", has_text=failed[0]["id"]).first
+        assert "validations" in (link.get_attribute("href") or "")
+        link.click()
+        page.wait_for_load_state("load")
+        assert "/validations/" in page.url and page.url.endswith(".html")
+        body = page.locator("body").inner_text()
+        assert failed[0]["column"] in body and "Unexpected" in body, body[:2000]
         browser.close()
     img = Image.open(shot).convert("RGB")
     assert img.width == 1280 and img.height > 600

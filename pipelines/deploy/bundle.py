@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models import MODEL_NAMES as MODELS
 from pipelines.settings import Settings, get_settings
-
-MODELS = ("detector", "parser", "tagger", "embedder")
 
 
 def _write_manifest(out: Path, versions: dict[str, str], source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
