@@ -15,7 +15,7 @@ from airflow.sdk import Param, dag, task
 
 from models import MODEL_NAMES
 from pipelines.assets import CHAMPIONS, TRAINING_SET
-from pipelines.settings import get_settings
+from pipelines.retrain import TRAIN_POOL
 
 
 @dag(
@@ -46,8 +46,9 @@ def retrain_models():
         return make_plan(params["models"], params["training_set"] or None, params["profile"],
                          params["epochs"], params["thresholds"])
 
-    @task(retries=2, retry_delay=pendulum.duration(seconds=10),
-          max_active_tis_per_dag=get_settings().train_slots)
+    # At most Settings.train_slots trainings at once: the pool `tailor up` sizes where the
+    # tasks run (not a CPU count read here, at parse time).
+    @task(retries=2, retry_delay=pendulum.duration(seconds=10), pool=TRAIN_POOL)
     def train(spec: dict) -> dict:
         from pipelines.retrain import train_stage
 

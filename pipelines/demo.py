@@ -6,7 +6,9 @@
 4. trigger ``crawl_malls`` through Airflow's REST API and follow the Asset-scheduled runs it
    sets off: ``validate_catalog`` → ``retrain_models`` (demo profile) → ``rebuild_index`` →
    ``deploy_bento``;
-5. print the URLs and one real search result for a street scene.
+5. search a street scene on the deployed endpoint, create the closet user ``demo``
+   (:func:`demo_user`), put one shop photo into its closet and complete the look of a street
+   scene against it (:func:`closet_look`), then print the URLs and the token.
 """
 
 from __future__ import annotations

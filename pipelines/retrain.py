@@ -16,6 +16,11 @@ from typing import Any
 from models import MODEL_NAMES as MODELS
 from pipelines.settings import Settings, get_settings
 
+#: The Airflow pool the training tasks queue in. ``tailor up`` sizes it with
+#: :attr:`pipelines.settings.Settings.train_slots` on the machine that runs the tasks, so the
+#: DAG file itself (parsed by the DAG processor, maybe elsewhere) never reads a CPU count.
+TRAIN_POOL = "tailor_train"
+
 
 def latest_training_set(s: Settings | None = None) -> Path:
     """The newest training set under ``data/training-sets`` (by its recorded creation time)."""

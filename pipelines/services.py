@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from pipelines.retrain import TRAIN_POOL
 from pipelines.settings import Settings, get_settings
 from pipelines.versioning import DVC_POOL
 
@@ -115,10 +116,13 @@ def services(s: Settings | None = None) -> dict[str, Service]:
             port=s.airflow_port,
             health_path="/api/v2/monitor/health",
             env=airflow_env(s),
-            # The pool that serialises DVC commands across DAGs (a task in a pool that does
-            # not exist is never scheduled): migrate the metadata DB, then create the pool.
+            # The pool that serialises DVC commands across DAGs and the one that caps
+            # concurrent trainings (a task in a pool that does not exist is never
+            # scheduled): migrate the metadata DB, then create or resize the pools.
             prepare=((_bin("airflow"), "db", "migrate"),
-                     (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time")),
+                     (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time"),
+                     (_bin("airflow"), "pools", "set", TRAIN_POOL, str(s.train_slots),
+                      "model trainings at once (Settings.train_slots)")),
         ),
         "mlflow": Service(
             name="mlflow",

@@ -1,4 +1,4 @@
-"""The one settings module: every path, port and URI in Tailor derives from here.
+"""The one settings module: every configurable path, port and URI of Tailor is a field here.
 
 Each field can be overridden by an environment variable named ``TAILOR_<FIELD>`` (for
 example ``TAILOR_DATA_DIR=/mnt/data``). Paths left unset derive from ``root`` so that a

@@ -48,13 +48,15 @@ def isolated_airflow(tmp_path: Path, root: Path, **extra_env: str) -> dict[str, 
     airflow = str(Path(sys.executable).parent / "airflow")
     mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert mig.returncode == 0, mig.stderr[-3000:]
+    from pipelines.retrain import TRAIN_POOL
     from pipelines.versioning import (
         DVC_POOL,  # as `tailor up` does: tasks in a missing pool never run
     )
 
-    pool = subprocess.run([airflow, "pools", "set", DVC_POOL, "1", "DVC commands"], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert pool.returncode == 0, pool.stderr[-3000:]
+    for name, slots in ((DVC_POOL, "1"), (TRAIN_POOL, "1")):
+        pool = subprocess.run([airflow, "pools", "set", name, slots, "as tailor up"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert pool.returncode == 0, pool.stderr[-3000:]
     return env
 
 

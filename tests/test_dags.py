@@ -96,3 +96,13 @@ def test_the_asset_chain_is_closed() -> None:
     # the chain, end to end
     assert consumed[assets.CATALOG.uri] == {"validate_catalog", "rebuild_index"}
     assert consumed[assets.SEARCH_INDEX.uri] == {"deploy_bento"} and published[assets.CHAMPIONS.uri] == {"retrain_models"}
+
+
+def test_training_tasks_queue_in_the_train_pool_not_a_parse_time_cpu_count() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pipelines.retrain import TRAIN_POOL
+
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["retrain_models"]
+    train = dag.get_task("train")
+    assert train.pool == TRAIN_POOL and train.max_active_tis_per_dag is None

@@ -65,6 +65,12 @@ def test_up_twice_then_down_twice(isolated: Settings) -> None:
     pool = httpx.get(s.url(s.airflow_port, f"/api/v2/pools/{DVC_POOL}"),
                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert pool.status_code == 200 and pool.json()["slots"] == 1, pool.text
+    # the training pool is sized where the tasks run (Settings.train_slots), not in the DAG file
+    from pipelines.retrain import TRAIN_POOL
+
+    pool = httpx.get(s.url(s.airflow_port, f"/api/v2/pools/{TRAIN_POOL}"),
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert pool.status_code == 200 and pool.json()["slots"] == s.train_slots, pool.text
     assert httpx.get(s.url(s.mlflow_port, "/health"), timeout=10).text.strip() == "OK"
 
     pids = {n: info["pid"] for n, info in services.status(s).items() if info["pid"]}
