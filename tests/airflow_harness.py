@@ -11,8 +11,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
 
 _DAG_TEST = """
 import json, sys
@@ -68,3 +72,10 @@ def run_dag_test(env: dict[str, str], dag_id: str, conf: dict, cwd: Path, timeou
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line, (proc.stdout[-3000:], proc.stderr[-5000:])
     return {**json.loads(line[7:]), "log": proc.stdout + proc.stderr}
+
+
+def events_of(res: dict, asset: Asset) -> list[dict]:
+    """The Asset events of ``res`` (a ``run_dag_test`` result) for ``asset``. Airflow stores a
+    URI in normal form (``tailor://training-set/``), so both sides are compared without the
+    trailing slash."""
+    return [e for e in res["events"] if e["uri"].rstrip("/") == asset.uri.rstrip("/")]

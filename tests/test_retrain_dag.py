@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow_harness import isolated_airflow, run_dag_test
+from pipelines.assets import CHAMPIONS
+from tests.airflow_harness import events_of, isolated_airflow, run_dag_test
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +89,16 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
     assert rejected, decisions
     for m in promoted:
         assert str(client.get_model_version_by_alias(f"tailor-{m}", "champion").version) == "1"
-    assert any(e["uri"].rstrip("/") == "tailor://champions" for e in res["events"]) == bool(promoted), res["events"]
+    assert bool(events_of(res, CHAMPIONS)) == bool(promoted), res["events"]
 
     # Same inputs, impossible thresholds: the retried chain resumes (no retraining), the
     # gate rejects, nothing is promoted, and no `champions` event is emitted.
     conf["thresholds"] = {m: {k: 2.0 for k in gate_cfg.thresholds[m]} for m in models}
-    before = sum(1 for e in res["events"] if e["uri"].rstrip("/") == "tailor://champions")
+    before = len(events_of(res, CHAMPIONS))
     res2 = run_dag_test(env, "retrain_models", conf, tmp_path)
     assert res2["state"].endswith("success"), res2
     assert res2["tis"]["publish"].endswith("skipped")
-    assert sum(1 for e in res2["events"] if e["uri"].rstrip("/") == "tailor://champions") == before
+    assert len(events_of(res2, CHAMPIONS)) == before
     for m in models:
         assert client.get_model_version_by_alias(f"tailor-{m}", "challenger").tags["gate.decision"] == "rejected"
     for m in promoted:

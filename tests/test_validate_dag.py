@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines.assets import TRAINING_SET
 from pipelines.settings import Settings
 from pipelines.validate.testing import fabricate_snapshot
-from tests.airflow_harness import isolated_airflow, run_dag_test
+from tests.airflow_harness import events_of, isolated_airflow, run_dag_test
 
 
 @pytest.mark.slow
@@ -47,11 +48,11 @@ def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> Non
     assert meta["validation"]["status"] in ("passed", "warning")
     # The good run published the Asset `training-set` naming this training set; the failed
     # run published nothing (the harness lists every event of the environment so far).
-    good_events = [e for e in res["good"]["events"] if e["uri"] == "tailor://training-set"]
+    good_events = events_of(res["good"], TRAINING_SET)
     assert len(good_events) == 1, res["good"]["events"]
     assert Path(good_events[0]["extra"]["path"]).resolve() == sets[0].parent.resolve()
     assert good_events[0]["extra"]["data_version"]
-    assert [e for e in res["bad"]["events"] if e["uri"] == "tailor://training-set"] == good_events
+    assert events_of(res["bad"], TRAINING_SET) == good_events
     tagger = pd.read_parquet(sets[0].parent / "manifests" / "tagger.parquet")
     assert len(tagger) > 0
     assert (root / "data.dvc").exists()
