@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Bento worker) would then recompile torch & co. from source (20-35 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup test test-slow test-all lint demo up down status lock clean
+.PHONY: help setup test test-slow test-cluster test-all lint demo up down status lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,11 +26,14 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/tailor init
 	@touch $@
 
-test: setup  ## run the default test suite (slow suites deselected)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+test: setup  ## run the default test suite (slow and cluster suites deselected)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
 test-slow: setup  ## only the slow suites: DAG runs end to end, deploy, demo-profile training
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow and not cluster" $(PYTEST_ARGS)
+
+test-cluster: setup  ## the cluster profile for real: Postgres, Redis, S3, Celery (needs redis-server)
+	$(BIN)/python -m pytest -m cluster -s $(PYTEST_ARGS) tests/cluster
 
 test-all: setup  ## every suite, slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

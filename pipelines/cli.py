@@ -5,6 +5,7 @@ the same function the Airflow DAGs call. Heavy modules are imported inside comma
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +28,7 @@ from pipelines.index.cli import (
     index_search_command,
     index_update_command,
 )
-from pipelines.settings import get_settings
+from pipelines.settings import Settings, get_settings
 from pipelines.validate.cli import (
     quality_report,
     validate_import_annotations,
@@ -122,48 +123,68 @@ def init_cmd() -> None:
 @app.command("up")
 def up_cmd(
     service: Annotated[list[str] | None, typer.Option("--service", "-s", help="airflow, mlflow, malls; repeatable")] = None,
+    cluster: Annotated[bool, typer.Option("--cluster", help=(
+        "the cluster profile: Postgres, Redis, an S3-compatible store, Airflow with the "
+        "CeleryExecutor and two workers, MLflow on Postgres + S3 (same as TAILOR_PROFILE=cluster)"))] = False,
 ) -> None:
-    """Start Airflow (standalone) and the MLflow server on 127.0.0.1; harmless when running."""
+    """Start Airflow and the MLflow server on 127.0.0.1; harmless when running."""
     from pipelines import services
 
-    names = service or ["airflow", "mlflow"]
-    unknown = set(names) - set(services.services())
+    s = _profile_settings(cluster)
+    names = services.expand(service or ["airflow", "mlflow"], s)
+    unknown = set(names) - set(services.services(s))
     if unknown:
-        _fail(f"unknown service(s) {sorted(unknown)}; choose from {sorted(services.services())}")
+        _fail(f"unknown service(s) {sorted(unknown)}; choose from {sorted(services.services(s))}")
     for name in names:
         typer.echo(f"starting {name} ...")
         try:
-            info = services.start(name)
+            info = services.start(name, s)
         except RuntimeError as exc:
             _fail(str(exc))
-        typer.echo(f"{name}: {'started' if info['started'] else 'already running'} at {info['url']} (pid {info['pid']})")
+        where = f" at {info['url']}" if info["url"] else ""
+        typer.echo(f"{name}: {'started' if info['started'] else 'already running'}{where} (pid {info['pid']})")
     if not service:  # the recorded current release serves again (after a reboot, a crash)
         from pipelines.deploy import release
 
         try:
-            back = release.ensure_serving()
+            back = release.ensure_serving(s)
         except (RuntimeError, OSError) as exc:
             _fail(f"the current release could not be started again: {exc}")
         if back:
-            typer.echo(f"search: brought back release {release.read_state()['current']} ({', '.join(back)})")
-    typer.echo(services.describe())
+            typer.echo(f"search: brought back release {release.read_state(s)['current']} ({', '.join(back)})")
+    typer.echo(services.describe(s))
+    if cluster and os.environ.get("TAILOR_PROFILE") != "cluster":
+        typer.echo("the cluster profile is up: `export TAILOR_PROFILE=cluster` so that other tailor "
+                   "commands (demo, models, closet ...) use it too")
+
+
+def _profile_settings(cluster: bool) -> Settings:
+    """The settings, switched to the cluster profile for this process when ``cluster``."""
+    if cluster and get_settings().profile != "cluster":
+        os.environ["TAILOR_PROFILE"] = "cluster"
+        get_settings.cache_clear()
+    return get_settings()
 
 
 @app.command("down")
 def down_cmd(
     service: Annotated[list[str] | None, typer.Option("--service", "-s", help="default: all")] = None,
 ) -> None:
-    """Stop the services Tailor started; harmless when nothing runs."""
+    """Stop the services Tailor started, of either profile; harmless when nothing runs."""
     from pipelines import services
 
-    for name in service or list(services.services()):
-        stopped = services.stop(name)
-        typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
+    s = get_settings()
     if not service:  # the search service (gateway and both slots) is part of "everything"
         from pipelines.deploy import release
 
-        for name, stopped in release.stop_all().items():
+        for name, stopped in release.stop_all(s).items():
             typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
+        for name, stopped in services.stop_everything(s).items():
+            typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
+        return
+    for name in services.expand(service, s):
+        stopped = services.stop(name, s)
+        typer.echo(f"{name}: {'stopped' if stopped else 'not running'}")
 
 
 @app.command("status")
@@ -348,6 +369,8 @@ def bench_synth_cmd(
 @app.command("demo")
 def demo_cmd(
     seed: Annotated[int, typer.Option(help="seed of the demo world")] = 0,
+    products: Annotated[int | None, typer.Option(help="catalog products of the world (default: the demo's 480)")] = None,
+    scenes: Annotated[int | None, typer.Option(help="street scenes of the world (default: the demo's 200)")] = None,
     chain: Annotated[bool, typer.Option(help="run crawl -> validate -> retrain -> index -> deploy through Airflow")] = True,
     skip_services: Annotated[bool, typer.Option(help="only generate the world")] = False,
 ) -> None:
@@ -367,12 +390,13 @@ def demo_cmd(
     versioning.ensure_initialised(s)
     world = s.demo_world_dir
     typer.echo(f"[1/5] synthetic world -> {world}")
-    generate_world(world, WorldConfig(seed=seed))
+    size = {k: v for k, v in (("n_products", products), ("n_scenes", scenes)) if v is not None}
+    generate_world(world, WorldConfig(seed=seed, **size))
     typer.echo(f"      contact sheet: {preview(world, world / 'preview.png')}")
     if skip_services:
         return
     typer.echo("[2/5] demo malls, MLflow, Airflow, data-quality report (first Airflow start migrates its DB)")
-    for name in ("malls", "mlflow", "airflow", "report"):
+    for name in services.expand(["malls", "mlflow", "airflow", "report"], s):
         try:
             info = services.start(name, s)
         except RuntimeError as exc:

@@ -69,6 +69,10 @@ def ensure_experiment(model: str, s: Settings | None = None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    if str(s.mlflow_tracking_uri).startswith(("http://", "https://")):
+        # Through a tracking server (the cluster profile): the server decides where artifacts
+        # go (its --artifacts-destination, object storage) and proxies them.
+        return client.create_experiment(name)
     location = (Path(s.mlflow_artifacts_dir) / name).resolve().as_uri()  # type: ignore[arg-type]
     return client.create_experiment(name, artifact_location=location)
 

@@ -56,6 +56,7 @@ def plan(models: list[str] | None, training_set: str | None, profile: str = "dem
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     ts = Path(training_set) if training_set else latest_training_set()
+    epochs = epochs or get_settings().train_epochs
     overrides = {"epochs": int(epochs)} if epochs else {}
     return [{"model": m, "training_set": str(ts), "profile": profile, "overrides": overrides,
              "thresholds": (thresholds or {}).get(m, {})} for m in chosen]

@@ -1,8 +1,11 @@
-"""Start and stop the embedded default's long-running services on loopback.
+"""Start and stop Tailor's long-running services on loopback.
 
-``tailor up`` starts ``airflow standalone`` (SQLite + LocalExecutor, dags folder ``dags/``,
-examples off) and an ``mlflow server``; ``tailor mall serve`` can run the demo malls in the
-background the same way. Each service runs detached in its own process group with a pid
+``tailor up`` starts, in the embedded default, ``airflow standalone`` (SQLite +
+LocalExecutor, dags folder ``dags/``, examples off) and an ``mlflow server``; in the cluster
+profile (``TAILOR_PROFILE=cluster``) the same two names stand for the groups of real
+servers in :data:`CLUSTER_GROUPS` (Postgres, Redis, an S3-compatible store, the Airflow
+components and two Celery workers: pipelines/cluster.py). ``tailor mall serve`` can run the
+demo malls in the background the same way. Each service runs detached in its own process group with a pid
 file and a log under ``var/run``; starting a running service or stopping a stopped one is
 a no-op, and a port held by some other process is reported instead of silently reused.
 """
@@ -11,17 +14,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import psutil
 
+from pipelines import cluster
 from pipelines.retrain import TRAIN_POOL
 from pipelines.settings import Settings, get_settings
 from pipelines.versioning import DVC_POOL
@@ -33,12 +40,20 @@ class Service:
 
     name: str
     argv: list[str]
-    port: int
-    health_path: str
+    port: int | None
+    health_path: str = "/"
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 240.0
     # commands run to completion (same env and umask) before the service is launched
     prepare: tuple[tuple[str, ...], ...] = ()
+    # how readiness is told: an HTTP answer below 500 on health_path, a TCP accept on the
+    # port, or (no port: Celery workers, the scheduler) the process still alive after a pause
+    health: Literal["http", "tcp", "process"] = "http"
+    # Python steps around the launch (given the settings): before it (initdb) and once the
+    # service is ready (create the databases, the bucket)
+    before: Callable[[Settings], None] | None = None
+    after: Callable[[Settings], None] | None = None
+    stop_signal: int = signal.SIGTERM
 
     def pid_file(self, s: Settings) -> Path:
         return Path(s.run_dir) / f"{self.name}.pid"  # type: ignore[arg-type]
@@ -81,7 +96,8 @@ def airflow_env(s: Settings) -> dict[str, str]:
         "AIRFLOW_HOME": str(s.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(s.dags_dir),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": str(s.airflow_executor),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": str(s.airflow_db_url),
         "AIRFLOW__API__HOST": s.host,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://{s.host}:{port}",
@@ -96,8 +112,10 @@ def airflow_env(s: Settings) -> dict[str, str]:
         # The project's own packages must import in task processes.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(s.root), os.environ.get("PYTHONPATH")])),
         "TAILOR_ROOT": str(s.root),
+        "TAILOR_PROFILE": s.profile,
         "MLFLOW_TRACKING_URI": str(s.mlflow_tracking_uri),
         **NO_USAGE_DATA,  # task processes use MLflow, DVC and GX
+        **(cluster.airflow_cluster_env(s) if s.is_cluster else {}),
     }
 
 
@@ -106,31 +124,99 @@ def airflow_password_file(s: Settings) -> Path:
     return Path(s.airflow_home) / "simple_auth_manager_passwords.json.generated"  # type: ignore[arg-type]
 
 
-def services(s: Settings | None = None) -> dict[str, Service]:
-    """The services ``tailor up`` knows, by name."""
+#: What ``airflow`` and ``mlflow`` stand for in the cluster profile, in start order.
+CLUSTER_GROUPS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("postgres", "s3", "mlflow"),
+    "airflow": ("postgres", "redis", "s3", "airflow-api", "airflow-scheduler", "airflow-dag-processor",
+                "airflow-triggerer", "airflow-workers"),
+}
+
+
+def expand(names: list[str], s: Settings | None = None, cluster: bool | None = None) -> list[str]:
+    """Service names for ``names``: in the cluster profile (or with ``cluster``) ``airflow``
+    and ``mlflow`` expand to the servers they need (:data:`CLUSTER_GROUPS`, workers one by
+    one); each name once."""
     s = s or get_settings()
-    return {
+    cluster = s.is_cluster if cluster is None else cluster
+    out: list[str] = []
+    for name in names:
+        parts = CLUSTER_GROUPS.get(name, (name,)) if cluster else (name,)
+        for part in parts:
+            subs = ([f"airflow-worker-{i}" for i in range(1, s.celery_workers + 1)]
+                    if part == "airflow-workers" else [part])
+            out += [p for p in subs if p not in out]
+    return out
+
+
+def _airflow_pools(s: Settings) -> tuple[tuple[str, ...], ...]:
+    """The pool that serialises DVC commands across DAGs and the one that caps concurrent
+    trainings (a task in a pool that does not exist is never scheduled): migrate the
+    metadata DB, then create or resize the pools."""
+    return ((_bin("airflow"), "db", "migrate"),
+            (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time"),
+            (_bin("airflow"), "pools", "set", TRAIN_POOL, str(s.train_slots),
+             "model trainings at once (Settings.train_slots)"))
+
+
+def cluster_services(s: Settings) -> dict[str, Service]:
+    """The cluster profile's servers (pipelines/cluster.py), each on 127.0.0.1."""
+    aenv = airflow_env(s)
+    pg = cluster.pg_bin() or Path("/usr/lib/postgresql/15/bin")
+    out = {
+        "postgres": Service(
+            name="postgres",
+            argv=[*cluster._as_postgres(), str(pg / "postgres"), "-D", str(s.postgres_dir), "-p", str(s.postgres_port),
+                  "-c", f"listen_addresses={s.host}", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+            port=s.postgres_port, health="tcp", before=cluster.init_postgres, after=cluster.create_databases,
+            stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM waits for every client to leave
+        ),
+        "redis": Service(name="redis", argv=[shutil.which("redis-server") or "redis-server", str(s.cluster_dir) + "/redis.conf"],
+                         port=s.redis_port, health="tcp", before=cluster.write_redis_conf),
+        "s3": Service(name="s3", argv=[_bin("moto_server"), "-H", s.host, "-p", str(s.s3_port)],
+                      port=s.s3_port, health="tcp", after=cluster.ensure_bucket),
+        "mlflow": Service(
+            name="mlflow",
+            argv=[_bin("mlflow"), "server", "--host", s.host, "--port", str(s.mlflow_port),
+                  "--artifacts-destination", str(s.mlflow_artifacts_uri), "--workers", "2"],
+            port=s.mlflow_port, health_path="/health",
+            # the backend URI carries the Postgres password: environment, not argv
+            env={"MLFLOW_BACKEND_STORE_URI": str(s.mlflow_backend_uri), **cluster.s3_env(s)},
+        ),
+        "airflow-api": Service(name="airflow-api", argv=[_bin("airflow"), "api-server"], port=s.airflow_port,
+                               health_path="/api/v2/monitor/health", env=aenv, prepare=_airflow_pools(s)),
+    }
+    for comp in ("scheduler", "dag-processor", "triggerer"):
+        out[f"airflow-{comp}"] = Service(name=f"airflow-{comp}", argv=[_bin("airflow"), comp], port=None,
+                                         health="process", env=aenv)
+    for i in range(1, s.celery_workers + 1):
+        out[f"airflow-worker-{i}"] = Service(
+            name=f"airflow-worker-{i}", port=None, health="process",
+            argv=[_bin("airflow"), "celery", "worker", "--celery-hostname", f"tailor-worker-{i}@%h",
+                  "--concurrency", str(s.worker_concurrency)],
+            env={**aenv, **cluster.worker_env(s, i)})
+    return out
+
+
+def services(s: Settings | None = None) -> dict[str, Service]:
+    """The services ``tailor up`` knows, by name (the cluster profile's servers too when it is on)."""
+    s = s or get_settings()
+    extra = cluster_services(s) if s.is_cluster else {}
+    embedded = {
         "airflow": Service(
             name="airflow",
             argv=[_bin("airflow"), "standalone"],
             port=s.airflow_port,
             health_path="/api/v2/monitor/health",
             env=airflow_env(s),
-            # The pool that serialises DVC commands across DAGs and the one that caps
-            # concurrent trainings (a task in a pool that does not exist is never
-            # scheduled): migrate the metadata DB, then create or resize the pools.
-            prepare=((_bin("airflow"), "db", "migrate"),
-                     (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time"),
-                     (_bin("airflow"), "pools", "set", TRAIN_POOL, str(s.train_slots),
-                      "model trainings at once (Settings.train_slots)")),
+            prepare=_airflow_pools(s),
         ),
-        "mlflow": Service(
+        "mlflow": extra.get("mlflow") or Service(
             name="mlflow",
             argv=[
                 _bin("mlflow"), "server",
                 "--host", s.host, "--port", str(s.mlflow_port),
-                "--backend-store-uri", str(s.mlflow_tracking_uri),
-                "--artifacts-destination", str(s.mlflow_artifacts_dir),
+                "--backend-store-uri", str(s.mlflow_backend_uri),
+                "--artifacts-destination", str(s.mlflow_artifacts_uri),
                 "--workers", "1",
             ],
             port=s.mlflow_port,
@@ -153,6 +239,9 @@ def services(s: Settings | None = None) -> dict[str, Service]:
             env={"TAILOR_ROOT": str(s.root)},
         ),
     }
+    # In the cluster profile `airflow` is the group of CLUSTER_GROUPS, not standalone.
+    return {**{k: v for k, v in extra.items() if k != "mlflow"},
+            **{k: v for k, v in embedded.items() if not (extra and k == "airflow")}}
 
 
 def pid_alive(pid: int) -> bool:
@@ -215,7 +304,13 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _healthy(svc: Service, s: Settings) -> bool:
+def _healthy(svc: Service, s: Settings, pid: int | None = None) -> bool:
+    if svc.health == "process" or svc.port is None:
+        # no port to ask: alive for a few seconds (past imports and config checks) is ready
+        started = process_start_time(pid) if pid else None
+        return started is not None and pid_alive(pid) and time.time() - started > 5.0  # type: ignore[arg-type]
+    if svc.health == "tcp":
+        return port_in_use(s.host, svc.port)
     try:
         r = httpx.get(s.url(svc.port, svc.health_path), timeout=2.0)
     except httpx.HTTPError:
@@ -231,8 +326,8 @@ def status(s: Settings | None = None) -> dict[str, dict]:
         pid = _read_pid(svc, s)
         out[name] = {
             "pid": pid,
-            "healthy": bool(pid) and _healthy(svc, s),
-            "url": s.url(svc.port),
+            "healthy": bool(pid) and _healthy(svc, s, pid),
+            "url": s.url(svc.port) if svc.port else "",
             "log": str(svc.log_file(s)),
         }
     return out
@@ -259,12 +354,14 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
     if pid is not None and not already_running_ok:
         raise RuntimeError(f"{name} is already running (pid file {svc.pid_file(s)}); stop it first")
     if pid is None:
-        if port_in_use(s.host, svc.port):
+        if svc.port is not None and port_in_use(s.host, svc.port):
             raise RuntimeError(
                 f"{name}: port {s.host}:{svc.port} is already in use by a process Tailor did not "
                 f"start; stop it or set TAILOR_{name.upper()}_PORT"
             )
         env = service_env(svc)
+        if svc.before is not None:
+            svc.before(s)
         for cmd in svc.prepare:
             done = subprocess.run(list(cmd), env=env, cwd=s.root, capture_output=True, text=True,
                                   timeout=svc.startup_timeout_s, umask=0o077)
@@ -287,7 +384,7 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
         started = False
     if wait:
         deadline = time.monotonic() + svc.startup_timeout_s
-        while not _healthy(svc, s):
+        while not _healthy(svc, s, pid):
             if not pid_alive(pid):
                 tail = svc.log_file(s).read_text(errors="replace")[-3000:]
                 svc.pid_file(s).unlink(missing_ok=True)
@@ -296,7 +393,25 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
                 stop(svc, s)
                 raise RuntimeError(f"{name} not healthy after {svc.startup_timeout_s:.0f}s; see {svc.log_file(s)}")
             time.sleep(1.0)
-    return {"name": name, "pid": pid, "started": started, "url": s.url(svc.port)}
+        if svc.after is not None:  # idempotent: databases, bucket
+            svc.after(s)
+    return {"name": name, "pid": pid, "started": started, "url": s.url(svc.port) if svc.port else ""}
+
+
+def stop_everything(s: Settings | None = None) -> dict[str, bool]:
+    """Stop every service either profile may have started here (the pid files tell which
+    run), Airflow and MLflow before the stores they write to; ``{name: was running}``."""
+    s = s or get_settings()
+    known = services(s)
+    stack = list(reversed(expand(["mlflow", "airflow"], s, cluster=True)))  # workers ... postgres
+    names = list(dict.fromkeys([*(n for n in [*known, "airflow"] if n not in stack), *stack]))
+    out = {}
+    for name in names:
+        # A cluster server while the embedded profile is on: its pid file is all stop needs.
+        svc = known.get(name) or Service(name=name, argv=[], port=None,
+                                         stop_signal=signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        out[name] = stop(svc, s)
+    return out
 
 
 def stop(svc: str | Service, s: Settings | None = None, timeout_s: float = 30.0) -> bool:
@@ -307,7 +422,7 @@ def stop(svc: str | Service, s: Settings | None = None, timeout_s: float = 30.0)
     svc.pid_file(s).unlink(missing_ok=True)
     if pid is None:
         return False
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+    for sig, wait_s in ((svc.stop_signal, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:

@@ -4,13 +4,27 @@ Each field can be overridden by an environment variable named ``TAILOR_<FIELD>``
 example ``TAILOR_DATA_DIR=/mnt/data``). Paths left unset derive from ``root`` so that a
 single ``TAILOR_ROOT`` relocates the whole embedded default. Nothing is created at import
 time; call :func:`Settings.ensure_dirs` where a command needs the directories.
+
+``TAILOR_PROFILE`` picks the shape of the platform (README, "Scaling out"):
+
+- ``embedded`` (default): Airflow standalone on SQLite with the LocalExecutor, MLflow on a
+  SQLite file with local artifacts, the DVC remote a local folder;
+- ``cluster``: Airflow on Postgres with the CeleryExecutor and a Redis broker, the MLflow
+  server on Postgres with its artifacts in S3-compatible object storage, the DVC remote in
+  that object storage and the closet on Postgres. ``tailor up --cluster`` starts all of it
+  on this machine (pipelines/cluster.py); pointing the URL fields below at managed services
+  moves it off the machine with no code change.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +39,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore")
 
     root: Path = Field(PROJECT_ROOT, description="project root")
+    profile: Literal["embedded", "cluster"] = Field("embedded", description=(
+        "embedded: SQLite, LocalExecutor, local files; cluster: Postgres, Celery + Redis, S3"))
     # Derived paths (None -> computed from root in _derive).
     data_dir: Path | None = Field(None, description="DVC-tracked data tree (data.dvc)")
     var_dir: Path | None = Field(None, description="git-ignored runtime state")
@@ -48,6 +64,35 @@ class Settings(BaseSettings):
         "real garment photos served as the demo's photo mall when the folder exists "
         "(default: ../shared/datasets/clothing-photos beside the project root)"))
 
+    # The cluster profile's stores. Unset, they point at the servers `tailor up --cluster`
+    # starts on this machine, with the credentials it generated into <var_dir>/cluster.
+    airflow_db_url: str | None = Field(None, description=(
+        "Airflow metadata DB (embedded: SQLite in airflow_home; cluster: Postgres database airflow)"))
+    airflow_executor: str | None = Field(None, description="LocalExecutor (embedded) or CeleryExecutor (cluster)")
+    celery_broker_url: str | None = Field(None, description="Celery broker (cluster: the local Redis)")
+    celery_result_backend: str | None = Field(None, description="Celery result backend (cluster: Postgres database airflow)")
+    mlflow_backend_uri: str | None = Field(None, description=(
+        "the MLflow server's backend store (embedded: the SQLite file; cluster: Postgres database mlflow)"))
+    mlflow_artifacts_uri: str | None = Field(None, description=(
+        "where the MLflow server keeps artifacts (embedded: mlflow_artifacts_dir; cluster: s3://<bucket>/mlflow)"))
+    s3_endpoint_url: str | None = Field(None, description=(
+        "S3-compatible endpoint for MLflow artifacts and the DVC remote (cluster: the local moto server; "
+        "unset on AWS S3 itself)"))
+    s3_bucket: str = Field("tailor", description="bucket of the cluster profile's object storage")
+    aws_access_key_id: str | None = Field(None, description="object-store key (cluster: generated)")
+    aws_secret_access_key: str | None = Field(None, description="object-store secret (cluster: generated)")
+    cluster_dir: Path | None = Field(None, description=(
+        "state of the local cluster: generated credentials, Redis and Postgres data (default <var_dir>/cluster)"))
+    postgres_dir: Path | None = Field(None, description=(
+        "Postgres data directory of the local cluster (default <cluster_dir>/postgres; as root, where "
+        "the postgres system user can reach it: /var/lib/postgresql/tailor-<hash of root>)"))
+    postgres_port: int = 15432
+    redis_port: int = 16379
+    s3_port: int = 19000
+    celery_workers: int = Field(2, ge=1, description="Celery worker processes `tailor up --cluster` starts")
+    worker_log_port: int = Field(8793, description="first Celery worker's log server port (one per worker)")
+    worker_concurrency: int = Field(2, ge=1, description="task slots per Celery worker")
+
     host: str = Field("127.0.0.1", description="bind address for every component")
     airflow_port: int = 8080
     mlflow_port: int = 5000
@@ -59,6 +104,9 @@ class Settings(BaseSettings):
 
     seed: int = Field(0, description="default seed for the demo world")
     demo_world: str = Field("demo", description="name of the embedded default world")
+    train_epochs: int | None = Field(None, ge=1, description=(
+        "cap every retrain's epochs when its run sets none (quick runs: the cluster suite); "
+        "unset: each profile's own"))
     train_parallel: int = Field(0, ge=0, description=(
         "training tasks that may run at once per retrain run; 0 = one per 2 CPU cores (each "
         "task uses 2 torch threads and DataLoader workers, so more only oversubscribes the CPU)"))
@@ -73,8 +121,17 @@ class Settings(BaseSettings):
         self.airflow_home = self.airflow_home or self.var_dir / "airflow"
         self.dags_dir = self.dags_dir or r / "dags"
         self.mlflow_dir = self.mlflow_dir or r / "mlflow"
-        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
         self.mlflow_artifacts_dir = self.mlflow_artifacts_dir or self.mlflow_dir / "artifacts"
+        self.cluster_dir = self.cluster_dir or self.var_dir / "cluster"
+        if self.profile == "cluster":
+            self._derive_cluster()
+        self.mlflow_backend_uri = (self.mlflow_backend_uri or self.mlflow_tracking_uri
+                                   or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}")
+        self.mlflow_artifacts_uri = self.mlflow_artifacts_uri or str(self.mlflow_artifacts_dir)
+        # Embedded: the CLI and tasks open the SQLite store directly (no server needed).
+        self.mlflow_tracking_uri = self.mlflow_tracking_uri or self.mlflow_backend_uri
+        self.airflow_db_url = self.airflow_db_url or f"sqlite:///{self.airflow_home / 'airflow.db'}"
+        self.airflow_executor = self.airflow_executor or "LocalExecutor"
         self.bentoml_home = self.bentoml_home or self.var_dir / "bentoml"
         self.cache_dir = self.cache_dir or self.var_dir / "cache"
         self.expectations_dir = self.expectations_dir or r / "expectations"
@@ -84,6 +141,36 @@ class Settings(BaseSettings):
         self.closet_db_url = self.closet_db_url or f"sqlite:///{self.closet_dir / 'closet.db'}"
         self.photos_dir = self.photos_dir or r.parent / "shared" / "datasets" / "clothing-photos"
         return self
+
+    def _derive_cluster(self) -> None:
+        """Unset cluster URLs point at the local cluster's servers, with its generated credentials."""
+        sec = cluster_secrets(Path(self.cluster_dir))  # type: ignore[arg-type]
+        pg = f"postgresql+psycopg://tailor:{sec['postgres_password']}@{self.host}:{self.postgres_port}"
+        redis = f"redis://:{sec['redis_password']}@{self.host}:{self.redis_port}"
+        self.airflow_db_url = self.airflow_db_url or f"{pg}/airflow"
+        self.airflow_executor = self.airflow_executor or "CeleryExecutor"
+        self.celery_broker_url = self.celery_broker_url or f"{redis}/0"
+        # results in Postgres (Airflow advises a database over Redis for them)
+        self.celery_result_backend = self.celery_result_backend or f"db+{pg}/airflow"
+        self.mlflow_backend_uri = self.mlflow_backend_uri or f"{pg}/mlflow"
+        self.mlflow_artifacts_uri = self.mlflow_artifacts_uri or f"s3://{self.s3_bucket}/mlflow"
+        # Clients talk to the MLflow server only; it holds the store's credentials and
+        # proxies artifacts (mlflow-artifacts:/), so tasks need no object-store keys for them.
+        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+        self.s3_endpoint_url = self.s3_endpoint_url or f"http://{self.host}:{self.s3_port}"
+        self.aws_access_key_id = self.aws_access_key_id or sec["s3_access_key"]
+        self.aws_secret_access_key = self.aws_secret_access_key or sec["s3_secret_key"]
+        self.dvc_remote = self.dvc_remote or f"s3://{self.s3_bucket}/dvc"
+        self.closet_db_url = self.closet_db_url or f"{pg}/closet"
+        if self.postgres_dir is None:
+            tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+            self.postgres_dir = (Path("/var/lib/postgresql") / f"tailor-{tag}" if os.geteuid() == 0
+                                 else Path(self.cluster_dir) / "postgres")  # type: ignore[arg-type]
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the cluster profile is on (Postgres, Celery + Redis, S3)."""
+        return self.profile == "cluster"
 
     # Typed accessors so callers don't have to assert the derived Optionals.
     @property
@@ -115,6 +202,35 @@ class Settings(BaseSettings):
         # operator's alone: other local users cannot read or list it.
         for d in (self.var_dir, self.mlflow_dir):
             os.chmod(d, 0o700)  # type: ignore[arg-type]
+
+
+def cluster_secrets(cluster_dir: Path) -> dict[str, str]:
+    """The local cluster's generated credentials (``<cluster_dir>/secrets.json``, mode 0600),
+    created on first use. They never leave ``var/`` (git-ignored): Postgres and Redis
+    passwords, the object store's key pair, Airflow's JWT secret and Fernet key."""
+    import base64
+
+    path = Path(cluster_dir) / "secrets.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    sec = {"postgres_password": secrets.token_urlsafe(18), "redis_password": secrets.token_urlsafe(18),
+           "s3_access_key": "tailor" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(24),
+           "jwt_secret": secrets.token_urlsafe(32),
+           "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
+    tmp = path.with_name(f".secrets.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(sec, fh)
+    try:  # two processes creating it at once: the first one's secrets win
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    tmp.unlink(missing_ok=True)
+    return json.loads(path.read_text())
 
 
 @functools.lru_cache(maxsize=1)

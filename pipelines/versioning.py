@@ -114,6 +114,14 @@ def ensure_initialised(s: Settings | None = None) -> Path:
     default_remote = str(root / ".dvc-storage")
     if s.dvc_remote and str(s.dvc_remote) != default_remote:
         dvc("remote", "add", "--local", "-d", "-f", "override", str(s.dvc_remote), s=s)
+        if str(s.dvc_remote).startswith("s3://"):
+            # Object storage (the cluster profile): endpoint and keys go to .dvc/config.local,
+            # which is git-ignored, like the generated credentials they come from.
+            opts = {"endpointurl": s.s3_endpoint_url, "access_key_id": s.aws_access_key_id,
+                    "secret_access_key": s.aws_secret_access_key}
+            for key, value in opts.items():
+                if value:
+                    dvc("remote", "modify", "--local", "override", key, str(value), s=s)
     data = Path(s.data_dir)  # type: ignore[arg-type]
     if not data.exists():
         if (root / "data.dvc").exists():
