@@ -346,6 +346,31 @@ def models_rollback_cmd(
 
 
 # --------------------------------------------------------------------------- benchmarks
+@bench_app.command("chain")
+def bench_chain_cmd(
+    out: Annotated[Path, typer.Option(help="working directory for the two project copies and their logs")] = Path(
+        "var/bench-chain"),
+    products: Annotated[int, typer.Option(help="catalog products of the small world")] = 120,
+    scenes: Annotated[int, typer.Option(help="street scenes of the small world")] = 60,
+    epochs: Annotated[int, typer.Option(help="epochs per model")] = 1,
+) -> None:
+    """Time the whole chain (`tailor demo`) on the embedded default and on the cluster profile,
+    on the same small world, one after the other; prints both and their ratio."""
+    from pipelines.chainbench import bench_chain
+
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()):
+        _fail(f"{out} is not empty: choose another --out or remove it")
+    res = bench_chain(out, products, scenes, epochs)
+    for profile, r in res.items():
+        dags = ", ".join(f"{k} {v}s" for k, v in r["dags"].items())
+        typer.echo(f"{profile:9s} exit {r['rc']}  {r['seconds']:.0f} s   ({dags})  log: {r['log']}")
+    if all(r["rc"] == 0 for r in res.values()):
+        typer.echo(f"cluster / embedded: {res['cluster']['seconds'] / res['embedded']['seconds']:.2f}x")
+    else:
+        _fail("a run failed: see its log")
+
+
 @bench_app.command("synth")
 def bench_synth_cmd(
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,

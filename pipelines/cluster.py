@@ -12,8 +12,9 @@ mlflow              ``mlflow server`` on Postgres, proxying artifacts to the obj
 airflow-api         Airflow's api-server (UI, REST API, the tasks' execution API)
 airflow-scheduler   with the ``CeleryExecutor``
 airflow-dag-processor, airflow-triggerer
-airflow-worker-N    ``celery_workers`` Celery workers (default 2), each reporting its own
-                    hostname (``tailor-worker-N``) in the task instances it runs
+airflow-worker-N    ``celery_workers`` Celery workers (default 2), each running one task at a
+                    time (solo pool) and reporting its own hostname (``tailor-worker-N``)
+                    in the task instances it runs
 ==================  =========================================================================
 
 Pointing the URL settings (``TAILOR_AIRFLOW_DB_URL``, ``TAILOR_CELERY_BROKER_URL``,
@@ -163,7 +164,12 @@ def airflow_cluster_env(s: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": str(s.airflow_executor),
         "AIRFLOW__CELERY__BROKER_URL": str(s.celery_broker_url),
         "AIRFLOW__CELERY__RESULT_BACKEND": str(s.celery_result_backend),
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(s.worker_concurrency),
+        # The solo pool: one task at a time per worker process, run from its main thread. A
+        # prefork child is a daemonic process, and a task forked from it cannot start the
+        # DataLoader worker processes the trainings use ("daemonic processes are not allowed
+        # to have children", apache/airflow#14896); the threads pool breaks Airflow's task
+        # supervisor (signals only work in the main thread). More slots = more workers.
+        "AIRFLOW__CELERY__POOL": "solo",
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.cluster.worker_hostname",
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
         "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],

@@ -191,8 +191,7 @@ def cluster_services(s: Settings) -> dict[str, Service]:
     for i in range(1, s.celery_workers + 1):
         out[f"airflow-worker-{i}"] = Service(
             name=f"airflow-worker-{i}", port=None, health="process",
-            argv=[_bin("airflow"), "celery", "worker", "--celery-hostname", f"tailor-worker-{i}@%h",
-                  "--concurrency", str(s.worker_concurrency)],
+            argv=[_bin("airflow"), "celery", "worker", "--celery-hostname", f"tailor-worker-{i}@%h"],
             env={**aenv, **cluster.worker_env(s, i)})
     return out
 

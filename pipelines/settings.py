@@ -89,9 +89,9 @@ class Settings(BaseSettings):
     postgres_port: int = 15432
     redis_port: int = 16379
     s3_port: int = 19000
-    celery_workers: int = Field(2, ge=1, description="Celery worker processes `tailor up --cluster` starts")
+    celery_workers: int = Field(2, ge=1, description=(
+        "Celery workers `tailor up --cluster` starts; each runs one task at a time (solo pool)"))
     worker_log_port: int = Field(8793, description="first Celery worker's log server port (one per worker)")
-    worker_concurrency: int = Field(2, ge=1, description="task slots per Celery worker")
 
     host: str = Field("127.0.0.1", description="bind address for every component")
     airflow_port: int = 8080

@@ -173,3 +173,29 @@ def test_runtime_state_is_private_to_the_operator(tmp_path) -> None:
             services.stop(svc, s, timeout_s=5)
     finally:
         os.umask(old)
+
+
+def test_cluster_groups_and_stop_order(tmp_path: Path) -> None:
+    """In the cluster profile `airflow`/`mlflow` stand for their servers (workers included);
+    `tailor down` stops Airflow before the stores it writes to, whichever profile is on."""
+    from pipelines import services
+    from pipelines.settings import Settings
+
+    c = Settings(root=tmp_path, profile="cluster", celery_workers=3)
+    names = services.expand(["mlflow", "airflow"], c)
+    assert names[:3] == ["postgres", "s3", "mlflow"]
+    assert names[-3:] == ["airflow-worker-1", "airflow-worker-2", "airflow-worker-3"]
+    assert "airflow" not in services.services(c)  # not standalone
+    env = services.services(c)["airflow-worker-2"].env
+    assert env["TAILOR_WORKER_NAME"] == "tailor-worker-2" and env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == c.airflow_db_url
+    # no password on any command line
+    secret = str(c.airflow_db_url).split(":")[2].split("@")[0]
+    assert all(secret not in " ".join(svc.argv) for svc in services.services(c).values())
+    e = Settings(root=tmp_path / "e")
+    assert services.expand(["airflow"], e) == ["airflow"]
+    stopped = services.stop_everything(e)  # nothing runs: every name reported, none stopped
+    order = list(stopped)
+    assert not any(stopped.values())
+    assert order.index("airflow-worker-1") < order.index("airflow-api") < order.index("mlflow") < order.index("postgres")
+    assert order.index("airflow") < order.index("postgres")
