@@ -19,21 +19,14 @@ from typing import Any
 
 import yaml
 
+from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT, Settings
 
-#: Ports a project copy needs (TAILOR_<NAME>_PORT); each copy gets free ones. The demo malls
-#: keep theirs (8001-8004): config/malls.yaml, which the crawl reads, names them.
-PORTS = ("POSTGRES", "REDIS", "S3", "MLFLOW", "AIRFLOW", "BENTO", "BENTO_STAGING", "BENTO_ALT", "REPORT",
-         "WORKER_LOG")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: Ports a project copy needs (TAILOR_<NAME>_PORT), with how many consecutive ones each
+#: takes (the demo malls: the crawl follows them, pipelines.crawl.config.load_config; the
+#: Celery workers' log servers); each copy gets free ones.
+PORTS = {"POSTGRES": 1, "REDIS": 1, "S3": 1, "MLFLOW": 1, "AIRFLOW": 1, "BENTO": 1, "BENTO_STAGING": 1,
+         "BENTO_ALT": 1, "REPORT": 1, "WORKER_LOG": 2, "MALL_BASE": 4}
 
 
 def copy_project(dest: Path) -> Path:
@@ -60,7 +53,7 @@ def project_env(root: Path, profile: str, epochs: int = 1) -> tuple[dict[str, st
     real photos would make it tens of minutes), every model ``epochs`` epochs."""
     tailor = {"TAILOR_ROOT": str(root), "TAILOR_PROFILE": profile, "TAILOR_TRAIN_EPOCHS": str(epochs),
               "TAILOR_PHOTOS_DIR": str(root / "no-photos"),
-              **{f"TAILOR_{name}_PORT": str(free_port()) for name in PORTS}}
+              **{f"TAILOR_{name}_PORT": str(free_port(run)) for name, run in PORTS.items()}}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "AIRFLOW", "MLFLOW_"))}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(tailor, PYTHONPATH=str(root))

@@ -53,7 +53,7 @@ def pg_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-def _as_postgres() -> list[str]:
+def as_postgres() -> list[str]:
     """Postgres refuses to run as root: as root, its commands run as the ``postgres`` user."""
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -88,7 +88,7 @@ def init_postgres(s: Settings) -> None:
     try:
         if os.geteuid() == 0:
             shutil.chown(fh.name, "postgres", "postgres")
-        done = subprocess.run([*_as_postgres(), str(pg_bin() / "initdb"), "-D", str(data), "-U", "tailor",  # type: ignore[operator]
+        done = subprocess.run([*as_postgres(), str(pg_bin() / "initdb"), "-D", str(data), "-U", "tailor",  # type: ignore[operator]
                                "--pwfile", fh.name, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
                               capture_output=True, text=True, timeout=300)
     finally:

@@ -142,8 +142,6 @@ def demo_user(s: Settings | None = None, name: str = "demo") -> tuple[str, Path]
     except ValueError:
         token = store.rotate_token(name)
     out = Path(s.closet_dir) / f"{name}-token.txt"  # type: ignore[arg-type]
-    # with the closet on Postgres nothing has created the folder yet
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.touch(mode=0o600, exist_ok=True)
     out.chmod(0o600)
     out.write_text(token + "\n")

@@ -165,7 +165,7 @@ def cluster_services(s: Settings) -> dict[str, Service]:
     out = {
         "postgres": Service(
             name="postgres",
-            argv=[*cluster._as_postgres(), str(pg / "postgres"), "-D", str(s.postgres_dir), "-p", str(s.postgres_port),
+            argv=[*cluster.as_postgres(), str(pg / "postgres"), "-D", str(s.postgres_dir), "-p", str(s.postgres_port),
                   "-c", f"listen_addresses={s.host}", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
             port=s.postgres_port, health="tcp", before=cluster.init_postgres, after=cluster.create_databases,
             stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM waits for every client to leave
@@ -294,6 +294,17 @@ def read_pid_file(path: Path) -> int | None:
 
 def _read_pid(svc: Service, s: Settings) -> int | None:
     return read_pid_file(svc.pid_file(s))
+
+
+def free_port(run: int = 1, host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now; with ``run`` > 1, the first of ``run``
+    consecutive free ports (the demo malls take consecutive ports)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port + run <= 65536 and not any(port_in_use(host, p) for p in range(port + 1, port + run)):
+            return port
 
 
 def port_in_use(host: str, port: int) -> bool:

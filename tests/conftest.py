@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
+from pipelines.services import free_port  # noqa: F401  (the tests' helper for ports)
 from pipelines.settings import PROJECT_ROOT
 
 pytest_plugins = ["pipelines.malls.testing"]
@@ -31,16 +31,6 @@ def shared_photos() -> Path:
     return SHARED_PHOTOS
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
 
 
 @pytest.fixture(scope="session")
@@ -48,18 +38,18 @@ def postgres_url():
     """A throwaway Postgres server (Debian's postgresql binaries) on a free loopback port,
     as ``postgresql+psycopg://`` URL; stopped and deleted after the session. Postgres
     refuses to run as root, so as root it runs as the ``postgres`` system user."""
-    import os
     import shutil
     import subprocess
     import tempfile
 
-    bindir = _pg_bin()
+    from pipelines.cluster import as_postgres, pg_bin
+
+    bindir = pg_bin()
     if bindir is None:
         pytest.skip("postgresql binaries missing: apt-get install -y postgresql")
-    as_user: list[str] = []
+    as_user = as_postgres()
     root = Path(tempfile.mkdtemp(prefix="tailor-pg-", dir="/tmp"))
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
+    if as_user:
         shutil.chown(root, "postgres", "postgres")
     port = free_port()
     data = root / "data"

@@ -24,6 +24,7 @@ from pipelines.malls import (
     load_world,
 )
 from pipelines.malls.testing import make_fake_world, running_malls
+from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT, Settings
 
 
@@ -389,21 +390,13 @@ def test_near_dup_groups_match_pairwise_hamming() -> None:
     assert len(set(_near_dup_groups(hashes, 4).values())) < len(hashes)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_outage_mid_crawl_marks_no_removals(tiny_world: Path, tmp_path: Path) -> None:
     """Issue 14, finding 4: product pages answering 5xx prove nothing about their products.
 
     Each such product is kept as it was (``not_visited``), not marked removed; a run whose
     error rate passes ``max_error_rate`` is incomplete as a whole, with the reason recorded."""
     good = _one_mall(tiny_world)
-    port = _free_port()  # the same mall, same URLs, before and during the outage
+    port = free_port()  # the same mall, same URLs, before and during the outage
     with running_malls([good], base_port=port) as server:
         first = load(run_crawl(server, tmp_path, out="a"))
     assert len(first["products"]) == len(good.listings) and not first["products"]["removed"].any()
@@ -424,3 +417,27 @@ def test_outage_mid_crawl_marks_no_removals(tiny_world: Path, tmp_path: Path) ->
     assert stats(info)["incomplete_reason"] is None
     assert stats(strict)["incomplete_reason"].startswith("error rate ")
     assert not load(strict)["products"]["removed"].any()
+
+
+def test_shipped_malls_follow_the_demo_mall_port(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`tailor mall serve` puts the demo malls on TAILOR_MALL_BASE_PORT: the shipped malls
+    file, as the crawl DAG loads it, points at those ports; any other file is left as written."""
+    from urllib.parse import urlsplit
+
+    from pipelines.crawl.config import SHIPPED_MALLS
+    from pipelines.settings import get_settings
+
+    written = [urlsplit(m.start_urls[0]).port for m in load_config(SHIPPED_MALLS).malls]
+    assert written == [8001, 8002, 8003, 8004]
+    monkeypatch.setenv("TAILOR_MALL_BASE_PORT", "9101")
+    get_settings.cache_clear()
+    try:
+        moved = load_config(SHIPPED_MALLS).malls
+        assert [urlsplit(m.start_urls[0]).port for m in moved] == [9101, 9102, 9103, 9104]
+        assert [urlsplit(m.sitemap).port for m in moved] == [9101, 9102, 9103, 9104]  # type: ignore[arg-type]
+        other = tmp_path / "malls.yaml"
+        other.write_text(SHIPPED_MALLS.read_text())
+        assert [urlsplit(m.start_urls[0]).port for m in load_config(other).malls] == written
+    finally:
+        monkeypatch.delenv("TAILOR_MALL_BASE_PORT")
+        get_settings.cache_clear()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -175,7 +176,7 @@ def test_runtime_state_is_private_to_the_operator(tmp_path) -> None:
         os.umask(old)
 
 
-def test_cluster_groups_and_stop_order(tmp_path) -> None:  # noqa: ANN001 - pytest's Path
+def test_cluster_groups_and_stop_order(tmp_path: Path) -> None:
     """In the cluster profile `airflow`/`mlflow` stand for their servers (workers included);
     `tailor down` stops Airflow before the stores it writes to, whichever profile is on."""
     from pipelines import services

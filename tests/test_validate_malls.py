@@ -15,6 +15,7 @@ from pipelines.crawl.config import Politeness, demo_config
 from pipelines.crawl.pipeline import crawl
 from pipelines.malls import build_demo_malls
 from pipelines.malls.testing import make_fake_world, running_malls
+from pipelines.services import free_port
 from pipelines.settings import Settings
 from pipelines.validate.checkpoint import validate_snapshot
 from pipelines.validate.testing import fabricate_snapshot
@@ -26,14 +27,6 @@ def _mall_results(rep: dict) -> dict[str, dict]:
 
 def _checks(rep: dict) -> dict[str, dict]:
     return {c["mall"]: c for c in rep["mall_checks"]}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.timeout(180)
@@ -50,7 +43,7 @@ def test_mall_down_fails_with_reason_healthy_crawl_passes(tmp_path: Path) -> Non
         urls = {m: server.url(m) for m in (jsonld.name, microdata.name)}
         good = crawl(demo_config(urls, Politeness.off()), out=tmp_path / "good", s=s, state=state)
         # The same malls again, one of them not served: nothing listens on its port.
-        down_urls = {**urls, microdata.name: f"http://127.0.0.1:{_free_port()}/"}
+        down_urls = {**urls, microdata.name: f"http://127.0.0.1:{free_port()}/"}
         down = crawl(demo_config(down_urls, Politeness.off()), out=tmp_path / "down", s=s, state=state)
     assert json.loads((Path(down["path"]) / "snapshot.json").read_text())["malls_requested"] == \
         sorted(urls)

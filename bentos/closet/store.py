@@ -65,6 +65,8 @@ class ClosetStore:
     def __init__(self, url: str, images_dir: Path) -> None:
         self.url = url
         self.images_dir = Path(images_dir)
+        # The store's folder exists once it is open, whatever the database (SQLite or Postgres).
+        self.images_dir.mkdir(parents=True, exist_ok=True)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, pool_pre_ping=True)

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.settings import PROJECT_ROOT, get_settings
+
 Extractor = Literal["jsonld", "microdata", "opengraph", "css"]
 #: Selectors the ``css`` extractor cannot work without.
 REQUIRED_CSS_SELECTORS = ("title", "images")
@@ -192,8 +194,34 @@ def parse_config(data: Any, source: str = "<config>") -> CrawlConfig:
         raise ConfigError(f"{source}: invalid crawl config:\n{_format_errors(exc, data)}") from None
 
 
+#: The project's own malls file. Its demo malls' URLs are written for the default demo-mall
+#: ports (:data:`SHIPPED_BASE_PORT` on); ``tailor mall serve`` moves the malls to
+#: ``TAILOR_MALL_BASE_PORT``, and loading this file moves their URLs along with them.
+SHIPPED_MALLS = PROJECT_ROOT / "config" / "malls.yaml"
+SHIPPED_BASE_PORT = 8001
+
+
+def _on_mall_ports(cfg: CrawlConfig, base_port: int) -> CrawlConfig:
+    """``cfg`` with every loopback URL on a shipped demo-mall port moved to ``base_port`` on."""
+    shift = base_port - SHIPPED_BASE_PORT
+    n = len(cfg.malls)
+
+    def moved(url: str | None) -> str | None:
+        parts = urlsplit(url) if url else None
+        if not parts or parts.hostname != "127.0.0.1" or not parts.port:
+            return url
+        if not SHIPPED_BASE_PORT <= parts.port < SHIPPED_BASE_PORT + n:
+            return url
+        return parts._replace(netloc=f"{parts.hostname}:{parts.port + shift}").geturl()
+
+    malls = [m.model_copy(update={"start_urls": [moved(u) for u in m.start_urls], "sitemap": moved(m.sitemap)})
+             for m in cfg.malls]
+    return cfg.model_copy(update={"malls": malls})
+
+
 def load_config(path: Path | str) -> CrawlConfig:
-    """Read and validate a malls YAML file."""
+    """Read and validate a malls YAML file (the shipped one on the demo malls' ports in force,
+    ``Settings.mall_base_port``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -203,7 +231,11 @@ def load_config(path: Path | str) -> CrawlConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    cfg = parse_config(data, str(path))
+    base = get_settings().mall_base_port
+    if base != SHIPPED_BASE_PORT and path.resolve() == SHIPPED_MALLS.resolve():
+        cfg = _on_mall_ports(cfg, base)
+    return cfg
 
 
 def demo_config(urls: dict[str, str], politeness: Politeness | None = None) -> CrawlConfig:
@@ -213,9 +245,7 @@ def demo_config(urls: dict[str, str], politeness: Politeness | None = None) -> C
     (photos / unknown names: JSON-LD), so tests and the benchmark crawl exactly what the
     shipped config describes, only at other ports.
     """
-    from pipelines.settings import PROJECT_ROOT
-
-    shipped = {m.name: m for m in load_config(PROJECT_ROOT / "config" / "malls.yaml").malls}
+    shipped = {m.name: m for m in load_config(SHIPPED_MALLS).malls}
     malls = []
     for name, base in urls.items():
         base = base.rstrip("/")

@@ -6,14 +6,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines.crawl.config import load_config
-from pipelines.settings import PROJECT_ROOT, get_settings
+from pipelines.crawl.config import SHIPPED_MALLS, load_config
+from pipelines.settings import get_settings
 
 
 def plan_crawl(params: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
     """One job per selected mall; the snapshot name is stable per DAG run (idempotent)."""
     s = get_settings()
-    malls_file = params.get("malls_file") or str(PROJECT_ROOT / "config" / "malls.yaml")
+    malls_file = params.get("malls_file") or str(SHIPPED_MALLS)
     cfg = load_config(malls_file).select(list(params.get("malls") or []))
     name = params.get("snapshot_name") or "crawl-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_")
     out = params.get("out") or str(Path(s.data_dir) / "snapshots" / name)  # type: ignore[arg-type]

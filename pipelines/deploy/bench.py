@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -29,12 +28,6 @@ import numpy as np
 from pipelines.settings import get_settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Server:
     """``bentoml serve`` of one bundle on a free port, started and stopped through the same
     :mod:`pipelines.services` mechanics as deployments (process group, pid file, log, health)."""
@@ -44,7 +37,7 @@ class _Server:
         from pipelines.deploy.release import server_service
 
         self.s = get_settings()
-        self.port = _free_port()
+        self.port = services.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         svc = server_service(f"bench-batching-{'on' if batching else 'off'}", {"bundle": str(bundle)},
                              self.port, self.s, startup_timeout_s=400)

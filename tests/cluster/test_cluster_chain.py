@@ -130,9 +130,11 @@ def _chain_records(s: Settings) -> dict[str, Any]:
 def test_chain_deployed_on_the_cluster(cluster_run: dict[str, Any]) -> None:
     for dag_id in CHAIN:
         assert any(r["state"] == "success" for r in cluster_run["runs"][dag_id]), (dag_id, cluster_run["runs"][dag_id])
-    # the crawl reached every mall (a catalog from nothing would still "run")
+    # the crawl reached every synthetic mall (a catalog from nothing would still "run"); the
+    # photo mall is not served in this run (TAILOR_PHOTOS_DIR points nowhere)
     stats = [json.loads(p.read_text()) for p in Path(cluster_run["root"], "data", "snapshots").glob("*/stats.json")]
-    assert stats and all(m["products"] > 0 for st in stats for m in st["malls"].values()), stats
+    yielded = {name for st in stats for name, m in st["malls"].items() if m["products"] > 0}
+    assert yielded >= {"demo-jsonld", "demo-microdata", "demo-css"}, stats
     assert "Search endpoint: http" in cluster_run["log"], cluster_run["log"][-3000:]
     print(f"\ncluster chain (tailor demo, 120 products, 60 scenes, 1 epoch): {cluster_run['elapsed_s']:.0f} s")
 
