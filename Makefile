@@ -38,7 +38,8 @@ test-cluster: setup  ## the cluster profile for real: Postgres, Redis, S3, Celer
 test-all: setup  ## every suite, slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: setup  ## ruff, including Airflow's AIR rules
+lint: setup  ## ruff (format and checks, including Airflow's AIR rules)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 demo: setup  ## the main job on the embedded default

@@ -67,7 +67,9 @@ def load_model(path: Path, expected_sha256: str | None) -> Any:
 
     path = Path(path)
     if not expected_sha256:
-        raise checkpoint.UntrustedModel(f"{path}: the bundle manifest records no weights hash for it; rebuild the bundle")
+        raise checkpoint.UntrustedModel(
+            f"{path}: the bundle manifest records no weights hash for it; rebuild the bundle"
+        )
     return inference_ready(checkpoint.load(path / checkpoint.FILE, path.name, expected_sha256))
 
 
@@ -92,8 +94,9 @@ def crop_batch(images: Sequence[Any], size: int) -> np.ndarray:
     embedder saw them in training (``square_crop`` with no context: the crop is the box)."""
     from pipelines.train.data import square_crop
 
-    return np.stack([np.asarray(square_crop(im.convert("RGB"), None, size, context=0.0), dtype=np.uint8)
-                     for im in images])
+    return np.stack(
+        [np.asarray(square_crop(im.convert("RGB"), None, size, context=0.0), dtype=np.uint8) for im in images]
+    )
 
 
 def _shares_prefix(tagger: Any, embedder: Any) -> bool:
@@ -107,7 +110,9 @@ def _shares_prefix(tagger: Any, embedder: Any) -> bool:
     return memo[key]
 
 
-def crop_forward(tagger: Any, embedder: Any, crops: np.ndarray) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
+def crop_forward(
+    tagger: Any, embedder: Any, crops: np.ndarray
+) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
     """Tagger + embedder on a uint8 crop batch; returns ``([{head: (value, prob)}], (N, D))``.
 
     Works on tensors (not PIL) so crops from many requests can be stacked into one batch.
@@ -169,8 +174,13 @@ class FlatIndex:
             scores = np.take_along_axis(sims, order, axis=1)
         out = []
         for srow, irow in zip(scores, ids, strict=True):
-            out.append([{**{f: self.products[i].get(f) for f in PRODUCT_FIELDS}, "score": float(s)}
-                        for s, i in zip(srow, irow, strict=True) if i >= 0])
+            out.append(
+                [
+                    {**{f: self.products[i].get(f) for f in PRODUCT_FIELDS}, "score": float(s)}
+                    for s, i in zip(srow, irow, strict=True)
+                    if i >= 0
+                ]
+            )
         return out
 
 
@@ -207,9 +217,16 @@ def load_index(directory: Path) -> Any:
     return _ExternalIndex(_load(d), d)
 
 
-def build_flat_index(embedder: Any, products: list[dict[str, Any]], image_of: dict[str, Path], out: Path,
-                     version: str, batch: int = 32, detector: Any | None = None,
-                     score_min: float | None = None) -> Path:
+def build_flat_index(
+    embedder: Any,
+    products: list[dict[str, Any]],
+    image_of: dict[str, Path],
+    out: Path,
+    version: str,
+    batch: int = 32,
+    detector: Any | None = None,
+    score_min: float | None = None,
+) -> Path:
     """Embed each product's shop image and write a :class:`FlatIndex` directory.
 
     Each image is a product shot embedded whole (``detector=None``, the crop policy of
@@ -247,7 +264,9 @@ def build_flat_index(embedder: Any, products: list[dict[str, Any]], image_of: di
     return out
 
 
-def world_catalog(world: Path, mall: str = "demo", base_url: str = "http://127.0.0.1:8001") -> tuple[list[dict[str, Any]], dict[str, Path]]:
+def world_catalog(
+    world: Path, mall: str = "demo", base_url: str = "http://127.0.0.1:8001"
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """Products of a synthetic world shaped like crawled products (title, mall, url, image_url,
     price, currency, category) and the path of each product's shop image."""
     from pipelines.synth import load_products
@@ -256,11 +275,17 @@ def world_catalog(world: Path, mall: str = "demo", base_url: str = "http://127.0
     for p in load_products(Path(world)):
         pid = p["product_id"]
         listed = p.get("listed") or {}
-        products.append({
-            "product_id": pid, "title": p.get("title") or pid, "mall": mall,
-            "url": f"{base_url}/product/{pid}", "image_url": f"{base_url}/images/shop/{pid}.jpg",
-            "price": p.get("price"), "currency": p.get("currency"),
-            "category": listed.get("category") or p.get("category"),
-        })
+        products.append(
+            {
+                "product_id": pid,
+                "title": p.get("title") or pid,
+                "mall": mall,
+                "url": f"{base_url}/product/{pid}",
+                "image_url": f"{base_url}/images/shop/{pid}.jpg",
+                "price": p.get("price"),
+                "currency": p.get("currency"),
+                "category": listed.get("category") or p.get("category"),
+            }
+        )
         images[pid] = Path(world) / "images" / "shop" / f"{pid}.jpg"
     return products, images

@@ -23,17 +23,41 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "serving.yaml"
 #: Config used when the Bento is built without the repo's config/ (a container).
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "limits": {"max_bytes": 10 * 1024 * 1024, "max_pixels": 12_000_000, "min_side": 8, "max_aspect": 10.0,
-               "max_decodes": 2, "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"]},
-    "search": {"k_default": 10, "k_max": 100, "detector_score_min": 0.3, "max_garments": 8, "work_side": 1024,
-               "crop_context": 0.3, "exact_photo_min": 0.97},
+    "limits": {
+        "max_bytes": 10 * 1024 * 1024,
+        "max_pixels": 12_000_000,
+        "min_side": 8,
+        "max_aspect": 10.0,
+        "max_decodes": 2,
+        "formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"],
+    },
+    "search": {
+        "k_default": 10,
+        "k_max": 100,
+        "detector_score_min": 0.3,
+        "max_garments": 8,
+        "work_side": 1024,
+        "crop_context": 0.3,
+        "exact_photo_min": 0.97,
+    },
     "look": {"covered_min": 0.35, "products": 6},
-    "runtime": {"threads": 2, "timeout_s": 60, "batching": True, "max_batch_size": 32, "max_image_batch": 4,
-                "image_workers": 2, "max_latency_ms": 30000},
+    "runtime": {
+        "threads": 2,
+        "timeout_s": 60,
+        "batching": True,
+        "max_batch_size": 32,
+        "max_image_batch": 4,
+        "image_workers": 2,
+        "max_latency_ms": 30000,
+    },
 }
 #: Content types that could carry a pickle; never accepted (BentoML's own pickle serde included).
-PICKLE_TYPES = ("application/vnd.bentoml+pickle", "application/python-pickle", "application/x-pickle",
-                "application/pickle")
+PICKLE_TYPES = (
+    "application/vnd.bentoml+pickle",
+    "application/python-pickle",
+    "application/x-pickle",
+    "application/pickle",
+)
 
 
 class BadInput(Exception):
@@ -94,26 +118,41 @@ def load_config(path: str | None = None) -> dict[str, dict[str, Any]]:
 def limits_from_config(cfg: dict[str, dict[str, Any]] | None = None) -> Limits:
     """:class:`Limits` from the serving config."""
     lim = (cfg or load_config())["limits"]
-    return Limits(int(lim["max_bytes"]), int(lim["max_pixels"]), int(lim["min_side"]),
-                  tuple(str(f).upper() for f in lim["formats"]), float(lim.get("max_aspect", 10.0)),
-                  int(lim.get("max_decodes", 2)))
+    return Limits(
+        int(lim["max_bytes"]),
+        int(lim["max_pixels"]),
+        int(lim["min_side"]),
+        tuple(str(f).upper() for f in lim["formats"]),
+        float(lim.get("max_aspect", 10.0)),
+        int(lim.get("max_decodes", 2)),
+    )
 
 
 def check_content_type(content_type: str | None) -> None:
     """Reject pickle payloads and anything that is not a multipart form (415)."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media in PICKLE_TYPES or "pickle" in media:
-        raise BadInput(415, "pickle_rejected", f"content type {media!r} is not accepted: pickle payloads are never deserialised")
+        raise BadInput(
+            415, "pickle_rejected", f"content type {media!r} is not accepted: pickle payloads are never deserialised"
+        )
     if media != "multipart/form-data":
-        raise BadInput(415, "unsupported_media_type",
-                       f"send a multipart/form-data form with an 'image' file field (got content type {media or 'none'!r})")
+        raise BadInput(
+            415,
+            "unsupported_media_type",
+            f"send a multipart/form-data form with an 'image' file field (got content type {media or 'none'!r})",
+        )
 
 
 def check_declared_size(content_length: str | None, limits: Limits) -> None:
     """Reject a request whose declared body is over the byte limit before reading it (413)."""
     if content_length and content_length.isdigit() and int(content_length) > limits.max_bytes + 64 * 1024:
         # 64 KiB slack: the multipart envelope and the other fields are not image bytes.
-        raise BadInput(413, "too_large", f"request body is {int(content_length)} bytes; the image limit is {limits.max_bytes} bytes", "image")
+        raise BadInput(
+            413,
+            "too_large",
+            f"request body is {int(content_length)} bytes; the image limit is {limits.max_bytes} bytes",
+            "image",
+        )
 
 
 def parse_k(raw: Any, k_max: int = 100, default: int = 10) -> int:
@@ -123,7 +162,9 @@ def parse_k(raw: Any, k_max: int = 100, default: int = 10) -> int:
     try:
         k = int(str(raw).strip())
     except ValueError:
-        raise BadInput(422, "invalid_k", f"k must be an integer between 1 and {k_max}, got {str(raw)[:40]!r}", "k") from None
+        raise BadInput(
+            422, "invalid_k", f"k must be an integer between 1 and {k_max}, got {str(raw)[:40]!r}", "k"
+        ) from None
     if not 1 <= k <= k_max:
         raise BadInput(422, "invalid_k", f"k must be between 1 and {k_max}, got {k}", "k")
     return k
@@ -135,7 +176,9 @@ def parse_category(raw: Any, categories: tuple[str, ...] | list[str]) -> str | N
         return None
     value = str(raw).strip().lower()
     if value not in categories:
-        raise BadInput(422, "invalid_category", f"category must be one of {list(categories)}, got {str(raw)[:40]!r}", "category")
+        raise BadInput(
+            422, "invalid_category", f"category must be one of {list(categories)}, got {str(raw)[:40]!r}", "category"
+        )
     return value
 
 
@@ -153,7 +196,9 @@ def decode_image(data: bytes | None, limits: Limits) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise BadInput(413, "too_large", f"image is {len(data)} bytes; the limit is {limits.max_bytes} bytes", "image")
     if data[:2] == b"\x80\x04" or data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x05"):
-        raise BadInput(400, "pickle_rejected", "the 'image' field holds a pickle; pickle payloads are never deserialised", "image")
+        raise BadInput(
+            400, "pickle_rejected", "the 'image' field holds a pickle; pickle payloads are never deserialised", "image"
+        )
     # Pillow raises DecompressionBombError only above 2x MAX_IMAGE_PIXELS; the explicit size
     # check below is the real limit, the module setting is a second line of defence.
     Image.MAX_IMAGE_PIXELS = max(limits.max_pixels, 1)
@@ -165,14 +210,24 @@ def decode_image(data: bytes | None, limits: Limits) -> Image.Image:
             img = Image.open(io.BytesIO(data), formats=list(limits.formats))
             w, h = img.size
             if w * h > limits.max_pixels:
-                raise BadInput(413, "too_many_pixels",
-                               f"image is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels} pixels "
-                               "(decompression bombs are rejected from their header)", "image")
+                raise BadInput(
+                    413,
+                    "too_many_pixels",
+                    f"image is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels} pixels "
+                    "(decompression bombs are rejected from their header)",
+                    "image",
+                )
             if min(w, h) < limits.min_side:
-                raise BadInput(400, "too_small", f"image is {w}x{h}; each side must be at least {limits.min_side} pixels", "image")
+                raise BadInput(
+                    400, "too_small", f"image is {w}x{h}; each side must be at least {limits.min_side} pixels", "image"
+                )
             if max(w, h) > limits.max_aspect * min(w, h):
-                raise BadInput(400, "extreme_aspect", f"image is {w}x{h}; the longer side may be at most "
-                               f"{limits.max_aspect:g} times the shorter", "image")
+                raise BadInput(
+                    400,
+                    "extreme_aspect",
+                    f"image is {w}x{h}; the longer side may be at most {limits.max_aspect:g} times the shorter",
+                    "image",
+                )
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = img.convert("RGB")
@@ -181,9 +236,15 @@ def decode_image(data: bytes | None, limits: Limits) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise BadInput(413, "decompression_bomb", f"image rejected as a decompression bomb: {exc}", "image") from None
     except UnidentifiedImageError:
-        raise BadInput(400, "not_an_image",
-                       f"the 'image' field is not a supported image (allowed formats: {', '.join(limits.formats)})", "image") from None
+        raise BadInput(
+            400,
+            "not_an_image",
+            f"the 'image' field is not a supported image (allowed formats: {', '.join(limits.formats)})",
+            "image",
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated / corrupt data as OSError ("image file is truncated").
-        raise BadInput(400, "corrupt_image", f"the image could not be decoded (truncated or corrupt): {exc}", "image") from None
+        raise BadInput(
+            400, "corrupt_image", f"the image could not be decoded (truncated or corrupt): {exc}", "image"
+        ) from None
     return rgb

@@ -47,10 +47,15 @@ log = logging.getLogger("tailor.api")
 #: script or style attribute, no plugins, no framing, no <base> rewrites. Product thumbnails
 #: come from the malls' own hosts, so images may be any http(s) URL (the page only ever sets
 #: http(s) sources, see safeUrl in static/app.js).
-DEMO_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' http: https: blob:; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-DEMO_HEADERS = {"Content-Security-Policy": DEMO_CSP, "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer"}
+DEMO_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' http: https: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+DEMO_HEADERS = {
+    "Content-Security-Policy": DEMO_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class _WithHeaders:
@@ -68,6 +73,8 @@ class _WithHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with)
+
+
 API_VERSION = "1.0"
 
 
@@ -84,8 +91,11 @@ class Match(BaseModel):
     currency: str | None = None
     category: str | None = None
     score: float = Field(description="cosine similarity of the garment crop and the product image")
-    exact: bool = Field(False, description="the photo sent is this product's own catalog photo (whole-photo "
-                                            "similarity at least search.exact_photo_min)")
+    exact: bool = Field(
+        False,
+        description="the photo sent is this product's own catalog photo (whole-photo "
+        "similarity at least search.exact_photo_min)",
+    )
 
 
 class Tag(BaseModel):
@@ -104,7 +114,8 @@ class Garment(BaseModel):
     category: str = Field(description="product-taxonomy category, from the tagger on the garment crop")
     category_score: float = Field(description="tagger probability of the category")
     detector_category: str | None = Field(
-        None, description="the detector's class for the box (None when the whole photo is the garment)")
+        None, description="the detector's class for the box (None when the whole photo is the garment)"
+    )
     tags: dict[str, Tag]
     mask: Mask
     matches: list[Match]
@@ -176,8 +187,9 @@ class UploadGuard:
         seen = 0
         over = False  # the body passed the budget: the answer is our 413, whatever the app says
         started = False
-        too_large = BadInput(413, "too_large", f"request body is over the image limit of {self.limits.max_bytes} bytes",
-                             "image").to_dict()
+        too_large = BadInput(
+            413, "too_large", f"request body is over the image limit of {self.limits.max_bytes} bytes", "image"
+        ).to_dict()
 
         async def counting_receive() -> Message:
             nonlocal seen, over
@@ -221,25 +233,38 @@ def connection_dropped(exc: BaseException) -> bool:
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 # --------------------------------------------------------------------------- app
-def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, k_default: int = 10,
-               categories: tuple[str, ...] = (), catalog_images: Path | None = None,
-               is_ready: Callable[[], bool] | None = None, get_store: Callable[[], Any] | None = None,
-               get_catalog: Callable[[], Any] | None = None,
-               config: dict[str, dict[str, Any]] | None = None) -> FastAPI:
+def create_app(
+    get_engine: Callable[[], Any],
+    limits: Limits,
+    k_max: int = 100,
+    k_default: int = 10,
+    categories: tuple[str, ...] = (),
+    catalog_images: Path | None = None,
+    is_ready: Callable[[], bool] | None = None,
+    get_store: Callable[[], Any] | None = None,
+    get_catalog: Callable[[], Any] | None = None,
+    config: dict[str, dict[str, Any]] | None = None,
+) -> FastAPI:
     """The FastAPI app. ``get_engine`` returns the :class:`~bentos.engine.SearchEngine`
     (a FastAPI dependency, so the BentoML service and tests can supply their own).
     ``get_store`` (a :class:`~bentos.closet.store.ClosetStore`) and ``get_catalog`` (a
     :class:`~bentos.catalog.CatalogView`) add the shopper routes of :mod:`bentos.shopper`."""
     app = FastAPI(
-        title="Tailor visual search", version=API_VERSION,
+        title="Tailor visual search",
+        version=API_VERSION,
         description="Search fashion products by photo: detected garments with box, mask, tags and "
-                    "similar catalog products. Errors are JSON `{\"error\": {code, message, field}}` with a 4xx status.",
+        'similar catalog products. Errors are JSON `{"error": {code, message, field}}` with a 4xx status.',
     )
 
     decode_slots = asyncio.Semaphore(max(1, limits.max_decodes))
@@ -261,25 +286,31 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail), "field": None}},
-                            status_code=exc.status_code)
+        return JSONResponse(
+            {"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail), "field": None}},
+            status_code=exc.status_code,
+        )
 
     @app.exception_handler(Exception)
     async def _server_error(_request: Any, exc: Exception) -> JSONResponse:
         # Valid input that the server could not serve: overload of the crop worker is a
         # retryable 503, anything else a 500 - both JSON, never an HTML/text body.
-        overloaded = (type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout")
-                      or connection_dropped(exc))
+        overloaded = type(exc).__name__ in ("ServiceUnavailable", "TimeoutError", "ReadTimeout") or connection_dropped(
+            exc
+        )
         status = 503 if overloaded else 500
         # The exception's text can hold paths, addresses or data: it goes to the service log
         # under an incident id, and the client gets only the id.
         incident = uuid.uuid4().hex[:12]
         log.error("incident %s: %s %s", incident, type(exc).__name__, exc, exc_info=exc)
-        message = ("the service is overloaded; retry shortly" if overloaded
-                   else "internal error") + f" (incident {incident})"
-        return JSONResponse({"error": {"code": "unavailable" if overloaded else "internal_error",
-                                       "message": message, "field": None}},
-                            status_code=status, headers={"Retry-After": "1"} if overloaded else None)
+        message = (
+            "the service is overloaded; retry shortly" if overloaded else "internal error"
+        ) + f" (incident {incident})"
+        return JSONResponse(
+            {"error": {"code": "unavailable" if overloaded else "internal_error", "message": message, "field": None}},
+            status_code=status,
+            headers={"Retry-After": "1"} if overloaded else None,
+        )
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, summary="Search products by photo")
     async def search(
@@ -309,21 +340,25 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
     async def info(engine: Any = Depends(get_engine)) -> dict[str, Any]:
         from models.taxonomy import APPLICABLE, ATTRIBUTES
 
-        return {"versions": engine.bundle.versions, "api_version": API_VERSION, "categories": list(categories),
-                "attributes": {h: list(v) for h, v in ATTRIBUTES.items()},
-                "applicable": {c: list(v) for c, v in APPLICABLE.items()},
-                "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels, "k_max": k_max}}
+        return {
+            "versions": engine.bundle.versions,
+            "api_version": API_VERSION,
+            "categories": list(categories),
+            "attributes": {h: list(v) for h, v in ATTRIBUTES.items()},
+            "applicable": {c: list(v) for c, v in APPLICABLE.items()},
+            "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels, "k_max": k_max},
+        }
 
     if get_store is not None and get_catalog is not None:
         from .shopper import add_shopper_routes
 
-        add_shopper_routes(app, get_engine, get_store, get_catalog, limits,
-                           config or {"search": {"k_max": k_max}}, categories, _ERRORS)
+        add_shopper_routes(
+            app, get_engine, get_store, get_catalog, limits, config or {"search": {"k_max": k_max}}, categories, _ERRORS
+        )
 
     @app.get("/demo", include_in_schema=False)
     async def demo() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=DEMO_HEADERS)
-
 
     app.mount("/static", _WithHeaders(StaticFiles(directory=STATIC_DIR), DEMO_HEADERS), name="static")
     if catalog_images is not None and Path(catalog_images).is_dir():
@@ -331,9 +366,14 @@ def create_app(get_engine: Callable[[], Any], limits: Limits, k_max: int = 100, 
     return app
 
 
-def build_app(get_engine: Callable[[], Any], config: dict[str, dict[str, Any]], catalog_images: Path | None = None,
-              is_ready: Callable[[], bool] | None = None, get_store: Callable[[], Any] | None = None,
-              get_catalog: Callable[[], Any] | None = None) -> FastAPI:
+def build_app(
+    get_engine: Callable[[], Any],
+    config: dict[str, dict[str, Any]],
+    catalog_images: Path | None = None,
+    is_ready: Callable[[], bool] | None = None,
+    get_store: Callable[[], Any] | None = None,
+    get_catalog: Callable[[], Any] | None = None,
+) -> FastAPI:
     """:func:`create_app` from the serving config, wrapped in :class:`UploadGuard`."""
     from models.taxonomy import CATEGORIES
 
@@ -341,7 +381,17 @@ def build_app(get_engine: Callable[[], Any], config: dict[str, dict[str, Any]], 
     from .shopper import UPLOAD_PATHS
 
     limits = limits_from_config(config)
-    app = create_app(get_engine, limits, int(config["search"]["k_max"]), int(config["search"]["k_default"]),
-                     tuple(CATEGORIES), catalog_images, is_ready, get_store, get_catalog, config)
+    app = create_app(
+        get_engine,
+        limits,
+        int(config["search"]["k_max"]),
+        int(config["search"]["k_default"]),
+        tuple(CATEGORIES),
+        catalog_images,
+        is_ready,
+        get_store,
+        get_catalog,
+        config,
+    )
     app.add_middleware(UploadGuard, limits=limits, paths=("/search", *UPLOAD_PATHS))
     return app

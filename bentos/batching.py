@@ -26,8 +26,9 @@ from typing import Any
 class MicroBatcher:
     """``batcher(item) -> result``, grouping concurrent calls into ``fn(items) -> results``."""
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 8, name: str = "batcher",
-                 workers: int = 1) -> None:
+    def __init__(
+        self, fn: Callable[[list[Any]], list[Any]], max_batch: int = 8, name: str = "batcher", workers: int = 1
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if workers < 1:

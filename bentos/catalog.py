@@ -73,13 +73,23 @@ class CatalogView:
         """Product ``i`` as the API returns it: card fields, ``category``, ``tags``, map point."""
         row = self.frame.iloc[i]
         price = _value(row.get("price"))
-        return {**{f: _value(row.get(f)) for f in CARD_FIELDS},
-                "price": None if price is None else float(price), "category": row["category"],
-                "tags": {h: row[h] for h in TAG_HEADS if _value(row.get(h)) is not None},
-                "x": float(row["x"]), "y": float(row["y"]), **extra}
+        return {
+            **{f: _value(row.get(f)) for f in CARD_FIELDS},
+            "price": None if price is None else float(price),
+            "category": row["category"],
+            "tags": {h: row[h] for h in TAG_HEADS if _value(row.get(h)) is not None},
+            "x": float(row["x"]),
+            "y": float(row["y"]),
+            **extra,
+        }
 
-    def filter(self, category: str | None = None, tags: dict[str, str | None] | None = None, limit: int = 24,
-               cursor: str | None = None) -> dict[str, Any]:
+    def filter(
+        self,
+        category: str | None = None,
+        tags: dict[str, str | None] | None = None,
+        limit: int = 24,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
         """Products of ``category`` whose tags equal every given value, ``limit`` per page."""
         sel = np.ones(len(self.frame), dtype=bool)
         if category:
@@ -89,13 +99,17 @@ class CatalogView:
                 sel &= (self.frame[head] == value).to_numpy()
         rows = np.flatnonzero(sel)
         start = decode_cursor(cursor, self.version) if cursor else 0
-        page = rows[start:start + limit]
+        page = rows[start : start + limit]
         nxt = start + limit if start + limit < len(rows) else None
-        return {"products": [self.card(int(i)) for i in page], "total": int(len(rows)),
-                "next_cursor": encode_cursor(nxt, self.version) if nxt is not None else None}
+        return {
+            "products": [self.card(int(i)) for i in page],
+            "total": int(len(rows)),
+            "next_cursor": encode_cursor(nxt, self.version) if nxt is not None else None,
+        }
 
-    def by_attributes(self, category: str, tags: dict[str, str], embedding: np.ndarray | None,
-                      k: int) -> list[dict[str, Any]]:
+    def by_attributes(
+        self, category: str, tags: dict[str, str], embedding: np.ndarray | None, k: int
+    ) -> list[dict[str, Any]]:
         """Top ``k`` products by how many tags they share with a garment (its category counts
         as one), ties broken by embedding cosine similarity."""
         shared = (self.frame["category"] == category).to_numpy().astype(np.int32)
@@ -111,9 +125,14 @@ class CatalogView:
         for i in order:
             row = self.frame.iloc[int(i)]
             same = [h for h, v in tags.items() if h in self.frame.columns and row[h] == v]
-            out.append(self.card(int(i), shared_tags=int(shared[i]), matching=(["category"] if row["category"] == category
-                                                                                else []) + same,
-                                 score=round(float(sims[i]), 4)))
+            out.append(
+                self.card(
+                    int(i),
+                    shared_tags=int(shared[i]),
+                    matching=(["category"] if row["category"] == category else []) + same,
+                    score=round(float(sims[i]), 4),
+                )
+            )
         return out
 
     def project(self, embedding: np.ndarray) -> list[float]:
@@ -124,8 +143,19 @@ class CatalogView:
     def map_points(self) -> dict[str, Any]:
         """Every product as a map point (id, x, y, category, title) plus the map's method."""
         f = self.frame
-        return {"method": self.map.get("method", "pca"), "explained_variance": self.map.get("explained_variance"),
-                "index_version": self.version,
-                "points": [{"product_id": p, "x": float(x), "y": float(y), "category": c, "title": t}
-                           for p, x, y, c, t in zip(f["product_id"], f["x"], f["y"], f["category"],
-                                                    f["title"] if "title" in f else f["product_id"], strict=True)]}
+        return {
+            "method": self.map.get("method", "pca"),
+            "explained_variance": self.map.get("explained_variance"),
+            "index_version": self.version,
+            "points": [
+                {"product_id": p, "x": float(x), "y": float(y), "category": c, "title": t}
+                for p, x, y, c, t in zip(
+                    f["product_id"],
+                    f["x"],
+                    f["y"],
+                    f["category"],
+                    f["title"] if "title" in f else f["product_id"],
+                    strict=True,
+                )
+            ],
+        }

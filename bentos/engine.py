@@ -96,9 +96,17 @@ class SearchEngine:
     ``config/serving.yaml``.
     """
 
-    def __init__(self, bundle: Bundle, crop_fn: CropFn | None = None, score_min: float = 0.3,
-                 max_garments: int = 8, image_fn: ImageFn | None = None, work_side: int = WORK_SIDE,
-                 crop_context: float | None = None, exact_photo_min: float | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        crop_fn: CropFn | None = None,
+        score_min: float = 0.3,
+        max_garments: int = 8,
+        image_fn: ImageFn | None = None,
+        work_side: int = WORK_SIDE,
+        crop_context: float | None = None,
+        exact_photo_min: float | None = None,
+    ) -> None:
         from models.taxonomy import APPLICABLE, CATEGORIES
 
         self.bundle = bundle
@@ -123,7 +131,9 @@ class SearchEngine:
         # (background, skin, hair, garments ...), which the parser model carries.
         classes = list(getattr(bundle.parser, "classes", None) or ())
         self.parsing_class = {c: i for i, c in enumerate(classes) if i >= 3}
-        self.crop_size = max(int(bundle.tagger.tailor_config["crop_size"]), int(bundle.embedder.tailor_config["crop_size"]))
+        self.crop_size = max(
+            int(bundle.tagger.tailor_config["crop_size"]), int(bundle.embedder.tailor_config["crop_size"])
+        )
 
     def image_models(self, images: list[Any]) -> list[tuple[dict[str, Any], np.ndarray]]:
         """Detector + parser on a batch of photos: ``[(detections, label map)]``."""
@@ -155,8 +165,13 @@ class SearchEngine:
         order = ["start", "detect_parse", "tag_embed", "search"]
         timings = {f"{b}": round((t[b] - t[a]) * 1000, 1) for a, b in zip(order, order[1:], strict=False)}
         timings["total"] = round((t["search"] - t["start"]) * 1000, 1)
-        return {"garments": garments, "versions": self.bundle.versions, "timings_ms": timings,
-                "image": a["image"], "fallback_whole_image": a["fallback_whole_image"]}
+        return {
+            "garments": garments,
+            "versions": self.bundle.versions,
+            "timings_ms": timings,
+            "image": a["image"],
+            "fallback_whole_image": a["fallback_whole_image"],
+        }
 
     def analyze(self, image: Any, photo_row: bool = False) -> dict[str, Any]:
         """Detect, parse, tag and embed the garments of ``image`` without searching:
@@ -184,8 +199,12 @@ class SearchEngine:
             g["box"] = [min(v * f, float(W if i % 2 == 0 else H)) for i, v in enumerate(g["box"])]
         # Each garment drawn as the crop models were trained on it, from the photo's own pixels;
         # the whole-photo fallback is drawn as a shop shot (and as the index draws catalog shots).
-        crops = [garment_crop(image, None if whole else g["box"], self.crop_size,
-                              TRAIN_CONTEXT if whole else self.crop_context) for g in garments]
+        crops = [
+            garment_crop(
+                image, None if whole else g["box"], self.crop_size, TRAIN_CONTEXT if whole else self.crop_context
+            )
+            for g in garments
+        ]
         # The catalog embeds each product shot whole, so a catalog photo sent as a query is
         # recognised by its whole-photo vector: one more crop, drawn as the index drew it.
         photo_row = photo_row and not whole
@@ -208,17 +227,29 @@ class SearchEngine:
             del g["work_box"]
             g["box"] = [round(v, 1) for v in g["box"]]
             g["score"] = round(float(g["score"]), 4)
-        return {"garments": garments, "embeddings": emb, "photo_embedding": photo_emb,
-                "image": {"width": W, "height": H}, "fallback_whole_image": whole, "t": t}
+        return {
+            "garments": garments,
+            "embeddings": emb,
+            "photo_embedding": photo_emb,
+            "image": {"width": W, "height": H},
+            "fallback_whole_image": whole,
+            "t": t,
+        }
 
     def _tagged(self, tg: dict[str, tuple[str, float]]) -> dict[str, Any]:
         """The tagger's answer for one crop: category, its probability and the tags that
         apply to that category."""
         category = tg["category"][0]
         allowed = self.applicable.get(category, ("color", "pattern"))
-        return {"category": category, "category_score": round(float(tg["category"][1]), 4),
-                "tags": {h: {"value": v, "score": round(float(p), 4)} for h, (v, p) in tg.items()
-                         if h not in _NOT_ATTRIBUTES and h in allowed}}
+        return {
+            "category": category,
+            "category_score": round(float(tg["category"][1]), 4),
+            "tags": {
+                h: {"value": v, "score": round(float(p), 4)}
+                for h, (v, p) in tg.items()
+                if h not in _NOT_ATTRIBUTES and h in allowed
+            },
+        }
 
     def describe(self, image: Any) -> dict[str, Any]:
         """A photo of one garment (a closet photo), drawn whole as a product shot - the shop
@@ -233,8 +264,14 @@ class SearchEngine:
         tags, emb = self.crop_fn(crop[None])
         return {**self._tagged(tags[0]), "embedding": emb[0], "box": None}
 
-    def _exact_photo(self, garments: list[dict[str, Any]], hits: list[list[dict[str, Any]]], photo_emb: np.ndarray,
-                     k: int, category: str | None) -> None:
+    def _exact_photo(
+        self,
+        garments: list[dict[str, Any]],
+        hits: list[list[dict[str, Any]]],
+        photo_emb: np.ndarray,
+        k: int,
+        category: str | None,
+    ) -> None:
         """When the whole photo is a catalog product's own photo (cosine >= ``exact_photo_min``),
         that product leads the matches of the photo's largest garment, marked ``exact``.
 
@@ -247,9 +284,13 @@ class SearchEngine:
         if not top or top[0]["score"] < self.exact_photo_min:
             return
         exact = {**top[0], "exact": True}
-        j = max(range(len(garments)), key=lambda i: (garments[i]["box"][2] - garments[i]["box"][0])
-                * (garments[i]["box"][3] - garments[i]["box"][1]))
-        hits[j][:] = [exact] + [m for m in hits[j] if m["product_id"] != exact["product_id"]][:k - 1]
+        j = max(
+            range(len(garments)),
+            key=lambda i: (
+                (garments[i]["box"][2] - garments[i]["box"][0]) * (garments[i]["box"][3] - garments[i]["box"][1])
+            ),
+        )
+        hits[j][:] = [exact] + [m for m in hits[j] if m["product_id"] != exact["product_id"]][: k - 1]
 
     def _mask(self, labels: np.ndarray, g: dict[str, Any]) -> np.ndarray:
         """The garment's pixels: parser pixels of its category inside its box, else any

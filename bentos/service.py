@@ -54,15 +54,19 @@ def _pack(tags: list[dict[str, tuple[str, float]]], emb: np.ndarray, vocab: dict
     return np.concatenate([emb.astype(np.float32), extra.reshape(len(tags), 2 * len(heads))], axis=1)
 
 
-def _unpack(packed: np.ndarray, vocab: dict[str, list[str]], dim: int) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
+def _unpack(
+    packed: np.ndarray, vocab: dict[str, list[str]], dim: int
+) -> tuple[list[dict[str, tuple[str, float]]], np.ndarray]:
     heads = sorted(vocab)
     emb = np.ascontiguousarray(packed[:, :dim], dtype=np.float32)
-    tags = [{h: (vocab[h][int(row[dim + 2 * j])], float(row[dim + 2 * j + 1])) for j, h in enumerate(heads)} for row in packed]
+    tags = [
+        {h: (vocab[h][int(row[dim + 2 * j])], float(row[dim + 2 * j + 1])) for j, h in enumerate(heads)}
+        for row in packed
+    ]
     return tags, emb
 
 
-@bentoml.service(name="tailor-crops", workers=1, resources={"cpu": str(THREADS)},
-                 traffic={"timeout": TIMEOUT_S})
+@bentoml.service(name="tailor-crops", workers=1, resources={"cpu": str(THREADS)}, traffic={"timeout": TIMEOUT_S})
 class TailorCrops:
     """Tagger + embedder on garment crops with adaptive batching across requests."""
 
@@ -77,8 +81,12 @@ class TailorCrops:
         size = max(int(self.tagger.tailor_config["crop_size"]), int(self.embedder.tailor_config["crop_size"]))
         self.infer(np.zeros((1, size, size, 3), np.uint8))  # warm-up
 
-    @bentoml.api(batchable=BATCHING, batch_dim=0, max_batch_size=int(RUNTIME["max_batch_size"]),
-                 max_latency_ms=int(RUNTIME["max_latency_ms"]))
+    @bentoml.api(
+        batchable=BATCHING,
+        batch_dim=0,
+        max_batch_size=int(RUNTIME["max_batch_size"]),
+        max_latency_ms=int(RUNTIME["max_latency_ms"]),
+    )
     def infer(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 crops -> (N, D + 2 * heads) float32 (see ``_pack``)."""
         from bentos import _adapters as A
@@ -117,12 +125,21 @@ def _catalog() -> Any:
 
 _bundle = bundle_dir()
 app = build_app(
-    _engine, CONFIG, catalog_images=_bundle / "index" / "images", is_ready=_ready, get_store=_store,
-    get_catalog=_catalog)
+    _engine,
+    CONFIG,
+    catalog_images=_bundle / "index" / "images",
+    is_ready=_ready,
+    get_store=_store,
+    get_catalog=_catalog,
+)
 
 
-@bentoml.service(name="tailor-search", workers=1, resources={"cpu": str(THREADS)},
-                 traffic={"timeout": TIMEOUT_S, "max_concurrency": 64})
+@bentoml.service(
+    name="tailor-search",
+    workers=1,
+    resources={"cpu": str(THREADS)},
+    traffic={"timeout": TIMEOUT_S, "max_concurrency": 64},
+)
 @bentoml.asgi_app(app, path="/")
 class Tailor:
     """Public search service (see module docstring)."""
@@ -147,16 +164,25 @@ class Tailor:
         except NoAttributes:
             self.catalog = None
         search = CONFIG["search"]
-        engine = SearchEngine(bundle, crop_fn=self._remote_crops, score_min=float(search["detector_score_min"]),
-                              max_garments=int(search["max_garments"]), work_side=int(search.get("work_side", 1024)),
-                              crop_context=float(search.get("crop_context", 0.1)),
-                              exact_photo_min=float(search.get("exact_photo_min", 0.0)))
+        engine = SearchEngine(
+            bundle,
+            crop_fn=self._remote_crops,
+            score_min=float(search["detector_score_min"]),
+            max_garments=int(search["max_garments"]),
+            work_side=int(search.get("work_side", 1024)),
+            crop_context=float(search.get("crop_context", 0.1)),
+            exact_photo_min=float(search.get("exact_photo_min", 0.0)),
+        )
         if BATCHING:
             # Detector + parser are most of a request's CPU: batch them across requests too.
             from bentos.batching import MicroBatcher
 
-            self.image_batcher = MicroBatcher(engine.image_models, int(RUNTIME["max_image_batch"]), "image-models",
-                                              workers=int(RUNTIME["image_workers"]))
+            self.image_batcher = MicroBatcher(
+                engine.image_models,
+                int(RUNTIME["max_image_batch"]),
+                "image-models",
+                workers=int(RUNTIME["image_workers"]),
+            )
             engine.image_fn = self.image_batcher
         self._vocab = bundle.tagger.vocab
         self._dim = int(bundle.embedder.dim)

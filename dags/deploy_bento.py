@@ -22,8 +22,12 @@ from pipelines.assets import DEPLOYMENT, SEARCH_INDEX
     max_active_runs=1,  # two deploys must never race for the public port
     tags=["tailor", "serving"],
     params={
-        "index_dir": Param("", type="string", description="index directory; empty = the one built for the champion embedder"),
-        "bundle": Param("", type="string", description="deploy this existing bundle directory instead of the champions"),
+        "index_dir": Param(
+            "", type="string", description="index directory; empty = the one built for the champion embedder"
+        ),
+        "bundle": Param(
+            "", type="string", description="deploy this existing bundle directory instead of the champions"
+        ),
         "build": Param(True, type="boolean", description="bentoml build (off: serve the source tree with the bundle)"),
     },
     doc_md=__doc__,

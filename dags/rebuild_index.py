@@ -69,8 +69,11 @@ def rebuild_index():
         from pipelines.index.stages import register_stage
 
         res = register_stage(info)
-        outlet_events[SEARCH_INDEX].extra = {"version": res["version"], "model_uri": res["model_uri"],
-                                             "index_dir": res["index_dir"]}
+        outlet_events[SEARCH_INDEX].extra = {
+            "version": res["version"],
+            "model_uri": res["model_uri"],
+            "index_dir": res["index_dir"],
+        }
         return {k: res.get(k) for k in ("version", "model_uri", "index_dir", "mode", "recall")}
 
     register(attributes(build(embed(plan()))))

@@ -26,12 +26,15 @@ from pipelines.retrain import TRAIN_POOL
     max_active_runs=1,
     tags=["tailor", "models"],
     params={
-        "models": Param(list(MODEL_NAMES), type="array",
-                        description="which models to retrain"),
+        "models": Param(list(MODEL_NAMES), type="array", description="which models to retrain"),
         "profile": Param("demo", enum=["demo", "full"]),
         "epochs": Param(None, type=["null", "integer"], description="override the profile's epochs"),
-        "thresholds": Param({}, type="object", description='gate threshold overrides, e.g. {"tagger": {"acc_min": 0.5}}; '
-                                 'the margin over the trivial baseline still applies'),
+        "thresholds": Param(
+            {},
+            type="object",
+            description='gate threshold overrides, e.g. {"tagger": {"acc_min": 0.5}}; '
+            "the margin over the trivial baseline still applies",
+        ),
         "training_set": Param("", type="string", description="training-set dir; empty = latest"),
     },
     doc_md=__doc__,
@@ -43,8 +46,9 @@ def retrain_models():
         from pipelines.retrain import plan as make_plan
 
         params = check_dag_params(params)
-        return make_plan(params["models"], params["training_set"] or None, params["profile"],
-                         params["epochs"], params["thresholds"])
+        return make_plan(
+            params["models"], params["training_set"] or None, params["profile"], params["epochs"], params["thresholds"]
+        )
 
     # At most Settings.train_slots trainings at once: the pool `tailor up` sizes where the
     # tasks run (not a CPU count read here, at parse time).

@@ -37,15 +37,21 @@ def timm_backbone(name: str, pretrained: bool = False, hub: bool = False, **kwar
     if pretrained and name == LITE0:
         return load_lite0(timm.create_model(name, pretrained=False, **kwargs))
     if pretrained and not hub:
-        raise ValueError(f"pretrained weights for {name!r} would come from the timm hub (a download); "
-                         f"use backbone {LITE0!r} (weights packaged), set pretrained_hub: true, or pretrained: false")
+        raise ValueError(
+            f"pretrained weights for {name!r} would come from the timm hub (a download); "
+            f"use backbone {LITE0!r} (weights packaged), set pretrained_hub: true, or pretrained: false"
+        )
     return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
 
 
 def trunk_from_config(config: Mapping[str, Any], default: str, **kwargs: Any):
     """:func:`timm_backbone` from a model config's ``backbone`` / ``pretrained`` / ``pretrained_hub``."""
-    return timm_backbone(str(cfg_get(config, "backbone", default)), bool(cfg_get(config, "pretrained", True)),
-                         bool(cfg_get(config, "pretrained_hub", False)), **kwargs)
+    return timm_backbone(
+        str(cfg_get(config, "backbone", default)),
+        bool(cfg_get(config, "pretrained", True)),
+        bool(cfg_get(config, "pretrained_hub", False)),
+        **kwargs,
+    )
 
 
 def frozen_stages(trunk: Any, n_blocks: int) -> list[Any]:
@@ -57,8 +63,9 @@ def frozen_stages(trunk: Any, n_blocks: int) -> list[Any]:
     if n_blocks <= 0:
         return []
     if not hasattr(trunk, "blocks"):
-        raise ValueError(f"freeze_blocks needs an EfficientNet-style trunk (conv_stem, bn1, blocks); got "
-                         f"{type(trunk).__name__}")
+        raise ValueError(
+            f"freeze_blocks needs an EfficientNet-style trunk (conv_stem, bn1, blocks); got {type(trunk).__name__}"
+        )
     mods = [trunk.conv_stem, trunk.bn1, *list(trunk.blocks)[:n_blocks]]
     if n_blocks > len(trunk.blocks) and hasattr(trunk, "conv_head"):
         mods += [trunk.conv_head, trunk.bn2]
@@ -117,20 +124,32 @@ class Descriptor:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Descriptor:
-        return cls(tuple(int(i) for i in cfg_get(config, "grid_stages", ())), int(cfg_get(config, "grid", 3)),
-                   tuple(int(i) for i in cfg_get(config, "centre_stages", ())), bool(cfg_get(config, "centre_rgb", False)),
-                   int(cfg_get(config, "centre_hist", 0)), int(cfg_get(config, "content_hist", 0)),
-                   int(cfg_get(config, "fg_hist", 0)), float(cfg_get(config, "fg_tau", 0.1)))
+        return cls(
+            tuple(int(i) for i in cfg_get(config, "grid_stages", ())),
+            int(cfg_get(config, "grid", 3)),
+            tuple(int(i) for i in cfg_get(config, "centre_stages", ())),
+            bool(cfg_get(config, "centre_rgb", False)),
+            int(cfg_get(config, "centre_hist", 0)),
+            int(cfg_get(config, "content_hist", 0)),
+            int(cfg_get(config, "fg_hist", 0)),
+            float(cfg_get(config, "fg_tau", 0.1)),
+        )
 
     def groups(self, trunk: Any) -> dict[str, tuple[int, int]]:
         """``{"pooled" | "grid" | "centre" | "colour": (start, stop)}`` column ranges of the prefix."""
-        chans = [int(b[-1].conv_pwl.out_channels if hasattr(b[-1], "conv_pwl") else b[-1].conv_pw.out_channels)
-                 for b in trunk.blocks]
-        widths = {"pooled": int(trunk.num_features),
-                  "grid": sum(chans[i] for i in self.grid_stages) * self.grid ** 2,
-                  "centre": sum(chans[i] for i in self.centre_stages) + (3 if self.centre_rgb else 0)
-                  + self.centre_hist ** 3 + self.content_hist ** 3,
-                  "colour": self.fg_hist ** 3}
+        chans = [
+            int(b[-1].conv_pwl.out_channels if hasattr(b[-1], "conv_pwl") else b[-1].conv_pw.out_channels)
+            for b in trunk.blocks
+        ]
+        widths = {
+            "pooled": int(trunk.num_features),
+            "grid": sum(chans[i] for i in self.grid_stages) * self.grid**2,
+            "centre": sum(chans[i] for i in self.centre_stages)
+            + (3 if self.centre_rgb else 0)
+            + self.centre_hist**3
+            + self.content_hist**3,
+            "colour": self.fg_hist**3,
+        }
         out, at = {}, 0
         for name, w in widths.items():
             if w:
@@ -141,12 +160,14 @@ class Descriptor:
 
 def _centre(x: Any) -> Any:
     h, w = x.shape[2], x.shape[3]
-    return x[:, :, h // 4: h - h // 4, w // 4: w - w // 4].mean((2, 3))
+    return x[:, :, h // 4 : h - h // 4, w // 4 : w - w // 4].mean((2, 3))
 
 
 def _centre_hist(raw: Any, bins: int) -> Any:
     """Share of the crop centre's pixels in each of ``bins``^3 RGB cells (``raw`` in [0, 1])."""
-    c = raw[:, :, raw.shape[2] // 4: raw.shape[2] - raw.shape[2] // 4, raw.shape[3] // 4: raw.shape[3] - raw.shape[3] // 4]
+    c = raw[
+        :, :, raw.shape[2] // 4 : raw.shape[2] - raw.shape[2] // 4, raw.shape[3] // 4 : raw.shape[3] - raw.shape[3] // 4
+    ]
     return _rgb_hist(c, bins, torch.ones_like(c[:, 0]))
 
 
@@ -156,7 +177,7 @@ def _rgb_hist(raw: Any, bins: int, weight: Any) -> Any:
     q = (raw * bins).long().clamp_(0, bins - 1)
     code = ((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]).flatten(1)
     w = weight.flatten(1).to(raw.dtype)
-    hist = torch.zeros(code.shape[0], bins ** 3, dtype=raw.dtype, device=raw.device)
+    hist = torch.zeros(code.shape[0], bins**3, dtype=raw.dtype, device=raw.device)
     hist.scatter_add_(1, code, w)
     return hist / w.sum(1, keepdim=True).clamp_min(1.0)
 

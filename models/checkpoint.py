@@ -39,8 +39,9 @@ def save(model: Any, name: str, config: Mapping[str, Any], path: Path, **extra: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"name": name, "config": json.dumps(dict(config), default=str), "state_dict": model.state_dict(),
-                **extra}, tmp)
+    torch.save(
+        {"name": name, "config": json.dumps(dict(config), default=str), "state_dict": model.state_dict(), **extra}, tmp
+    )
     os.replace(tmp, path)
     return sha256(path)
 
@@ -60,8 +61,10 @@ def load(path: Path, name: str | None = None, expected_sha256: str | None = None
     if expected_sha256 is not None:
         got = sha256(path)
         if got != expected_sha256:
-            raise UntrustedModel(f"{path}: sha256 {got[:16]}... is not the recorded {expected_sha256[:16]}...; "
-                                 "the file changed after it was registered: refusing to load it")
+            raise UntrustedModel(
+                f"{path}: sha256 {got[:16]}... is not the recorded {expected_sha256[:16]}...; "
+                "the file changed after it was registered: refusing to load it"
+            )
     ck = torch.load(path, map_location="cpu", weights_only=True)
     if name is not None and ck.get("name") not in (None, name):
         raise ValueError(f"{path} holds a {ck['name']} model, not {name}")

@@ -27,8 +27,15 @@ class TimmFPN(FrozenPrefixMixin, nn.Module):
     batch-norm statistics (cheaper steps; small detection sets cannot re-learn edges).
     """
 
-    def __init__(self, name: str, pretrained: bool, out_channels: int, out_indices: tuple[int, ...],
-                 hub: bool = False, freeze_blocks: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool,
+        out_channels: int,
+        out_indices: tuple[int, ...],
+        hub: bool = False,
+        freeze_blocks: int = 0,
+    ) -> None:
         super().__init__()
         from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
@@ -76,10 +83,14 @@ def build_detector(config: Mapping[str, Any]) -> nn.Module:
     categories = list(cfg_get(config, "categories", ["garment"]))
     size = int(cfg_get(config, "image_size", 320))
     fpn = int(cfg_get(config, "fpn_channels", 96))
-    backbone = TimmFPN(str(cfg_get(config, "backbone", "tf_efficientnet_lite0")), bool(cfg_get(config, "pretrained", True)),
-                       fpn, tuple(cfg_get(config, "out_indices", (2, 3, 4))),
-                       hub=bool(cfg_get(config, "pretrained_hub", False)),
-                       freeze_blocks=int(cfg_get(config, "freeze_blocks", 0)))
+    backbone = TimmFPN(
+        str(cfg_get(config, "backbone", "tf_efficientnet_lite0")),
+        bool(cfg_get(config, "pretrained", True)),
+        fpn,
+        tuple(cfg_get(config, "out_indices", (2, 3, 4))),
+        hub=bool(cfg_get(config, "pretrained_hub", False)),
+        freeze_blocks=int(cfg_get(config, "freeze_blocks", 0)),
+    )
     base = list(cfg_get(config, "anchor_sizes", [16, 32, 64, 128, 256]))
     # ``anchor_scales`` scales per level (RetinaNet's 3: 2^0, 2^(1/3), 2^(2/3)) and three
     # aspect ratios; fewer scales make the heads' last convolutions proportionally cheaper
@@ -91,8 +102,12 @@ def build_detector(config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"head_norm must be 'none' or 'group', not {norm!r}")
     # GroupNorm heads (RetinaNet v2, FCOS) learn faster from their small initial weights
     # than the original ones: val mAP@0.5 0.51 against 0.36 after the demo's 8 epochs
-    head = RetinaNetHead(fpn, anchors.num_anchors_per_location()[0], len(categories) + 1,
-                         norm_layer=partial(nn.GroupNorm, 16) if norm == "group" else None)
+    head = RetinaNetHead(
+        fpn,
+        anchors.num_anchors_per_location()[0],
+        len(categories) + 1,
+        norm_layer=partial(nn.GroupNorm, 16) if norm == "group" else None,
+    )
     model = RetinaNet(
         backbone,
         num_classes=len(categories) + 1,

@@ -55,15 +55,24 @@ class Embedder(FrozenPrefixMixin, nn.Module):
         n = sum(self.groups[g][1] - self.groups[g][0] for g in self.inputs)
         hidden = int(cfg_get(config, "head_hidden", 0))
         if hidden:  # a frozen trunk: a small MLP learns the metric space from its pooled features
-            self.proj = nn.Sequential(nn.BatchNorm1d(n), nn.Dropout(float(cfg_get(config, "dropout", 0.1))),
-                                      nn.Linear(n, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, self.dim))
+            self.proj = nn.Sequential(
+                nn.BatchNorm1d(n),
+                nn.Dropout(float(cfg_get(config, "dropout", 0.1))),
+                nn.Linear(n, hidden),
+                nn.BatchNorm1d(hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, self.dim),
+            )
         else:
             self.proj = nn.Sequential(nn.BatchNorm1d(n), nn.Linear(n, self.dim))
         # training only: cosine classifier over the product taxonomy's categories on the
         # embedding (``category_loss`` > 0), so that same-category items sit together
         cats = list(cfg_get(config, "categories", None) or [])
-        self.category_head = nn.Linear(self.dim, len(cats), bias=False) if cats and float(
-            cfg_get(config, "category_loss", 0.0)) > 0 else None
+        self.category_head = (
+            nn.Linear(self.dim, len(cats), bias=False)
+            if cats and float(cfg_get(config, "category_loss", 0.0)) > 0
+            else None
+        )
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen part: normalisation, stem and the first ``freeze_blocks`` stages."""
@@ -92,9 +101,13 @@ def metric_loss(config: Mapping[str, Any]):
     kind = str(cfg_get(config, "loss", "multi_similarity"))
     if kind == "triplet":
         margin = float(cfg_get(config, "margin", 0.2))
-        return losses.TripletMarginLoss(margin=margin), miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard")
-    return (losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5),
-            miners.MultiSimilarityMiner(epsilon=float(cfg_get(config, "miner_epsilon", 0.1))))
+        return losses.TripletMarginLoss(margin=margin), miners.TripletMarginMiner(
+            margin=margin, type_of_triplets="semihard"
+        )
+    return (
+        losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5),
+        miners.MultiSimilarityMiner(epsilon=float(cfg_get(config, "miner_epsilon", 0.1))),
+    )
 
 
 @register("embedder")

@@ -26,16 +26,26 @@ class Parser(FrozenPrefixMixin, nn.Module):
     another encoder with ``pretrained`` needs ``hub`` (smp downloads its weights).
     """
 
-    def __init__(self, classes: list[str], encoder: str, pretrained: bool, depth: int, psp_channels: int,
-                 hub: bool = False, freeze_blocks: int = 0) -> None:
+    def __init__(
+        self,
+        classes: list[str],
+        encoder: str,
+        pretrained: bool,
+        depth: int,
+        psp_channels: int,
+        hub: bool = False,
+        freeze_blocks: int = 0,
+    ) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 
         from .pretrained import load_lite0
 
         if pretrained and encoder != LITE0_ENCODER and not hub:
-            raise ValueError(f"pretrained weights for encoder {encoder!r} would be downloaded; use "
-                             f"{LITE0_ENCODER!r} (weights packaged), set pretrained_hub: true, or pretrained: false")
+            raise ValueError(
+                f"pretrained weights for encoder {encoder!r} would be downloaded; use "
+                f"{LITE0_ENCODER!r} (weights packaged), set pretrained_hub: true, or pretrained: false"
+            )
         self.classes = classes
         self.net = smp.PSPNet(
             encoder_name=encoder,
@@ -43,7 +53,7 @@ class Parser(FrozenPrefixMixin, nn.Module):
             encoder_depth=depth,
             psp_out_channels=psp_channels,
             classes=len(classes),
-            upsampling=2 ** depth,
+            upsampling=2**depth,
         )
         if pretrained and encoder == LITE0_ENCODER:
             load_lite0(self.net.encoder, prefix="model.")
@@ -59,7 +69,7 @@ class Parser(FrozenPrefixMixin, nn.Module):
         then PSPNet's decoder and head, which read only the deepest map."""
         trunk = self.net.encoder.model
         h = cached[self.freeze_blocks - 1]
-        for block in list(trunk.blocks)[self.freeze_blocks: max(out_blocks(trunk)) + 1]:
+        for block in list(trunk.blocks)[self.freeze_blocks : max(out_blocks(trunk)) + 1]:
             h = block(h)
         return self.net.segmentation_head(self.net.decoder([h]))
 

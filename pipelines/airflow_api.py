@@ -50,16 +50,20 @@ class AirflowClient:
 
     def _headers(self) -> dict[str, str]:
         if self._token is None:
-            r = httpx.post(f"{self.base_url}/auth/token", timeout=self.timeout_s,
-                           json={"username": self.username, "password": self.password})
+            r = httpx.post(
+                f"{self.base_url}/auth/token",
+                timeout=self.timeout_s,
+                json={"username": self.username, "password": self.password},
+            )
             r.raise_for_status()
             self._token = r.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """One API call; raises with Airflow's own error detail on failure."""
-        r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=self._headers(),
-                          timeout=self.timeout_s, **kw)
+        r = httpx.request(
+            method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout_s, **kw
+        )
         if r.status_code >= 400:
             raise RuntimeError(f"Airflow {method} {path} -> {r.status_code}: {r.text[:500]}")
         return r.json() if r.content else None
@@ -90,11 +94,18 @@ class AirflowClient:
 
     def runs(self, dag_id: str, limit: int = 20) -> list[dict]:
         """Most recent runs first."""
-        return self.request("GET", f"/dags/{dag_id}/dagRuns",
-                            params={"order_by": "-run_after", "limit": limit})["dag_runs"]
+        return self.request("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit})[
+            "dag_runs"
+        ]
 
-    def wait_for_run(self, dag_id: str, run_id: str | None = None, after: str | None = None,
-                     timeout_s: float = 900, on_poll: Callable[[str], None] | None = None) -> dict:
+    def wait_for_run(
+        self,
+        dag_id: str,
+        run_id: str | None = None,
+        after: str | None = None,
+        timeout_s: float = 900,
+        on_poll: Callable[[str], None] | None = None,
+    ) -> dict:
         """Wait for a run to finish: the given ``run_id``, or else the first run queued after the
         ISO timestamp ``after`` (how Asset-triggered runs are found). Returns the run record."""
         deadline = time.monotonic() + timeout_s
@@ -110,18 +121,24 @@ class AirflowClient:
             if on_poll:
                 on_poll(run["state"] if run else "not started")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{dag_id} run {run_id or 'after ' + str(after)} not finished after {timeout_s:.0f}s")
+                raise TimeoutError(
+                    f"{dag_id} run {run_id or 'after ' + str(after)} not finished after {timeout_s:.0f}s"
+                )
             time.sleep(5)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         """Every task instance of one run (mapped ones once per map index)."""
-        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                            params={"limit": 200})["task_instances"]
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200})[
+            "task_instances"
+        ]
 
     def return_value(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         """What one task instance returned (its ``return_value`` XCom), decoded."""
-        entry = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-                             params={"map_index": map_index, "deserialize": True})
+        entry = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"map_index": map_index, "deserialize": True},
+        )
         value = entry.get("value") if isinstance(entry, dict) else entry
         if isinstance(value, str):
             import ast
@@ -134,5 +151,8 @@ class AirflowClient:
 
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         """Task ids (with map index) that failed in one run, for error messages."""
-        return [f"{t['task_id']}[{t['map_index']}]" if t.get("map_index", -1) >= 0 else t["task_id"]
-                for t in self.task_instances(dag_id, run_id) if t["state"] in ("failed", "upstream_failed")]
+        return [
+            f"{t['task_id']}[{t['map_index']}]" if t.get("map_index", -1) >= 0 else t["task_id"]
+            for t in self.task_instances(dag_id, run_id)
+            if t["state"] in ("failed", "upstream_failed")
+        ]

@@ -25,8 +25,19 @@ from pipelines.settings import PROJECT_ROOT, Settings
 #: Ports a project copy needs (TAILOR_<NAME>_PORT), with how many consecutive ones each
 #: takes (the demo malls: the crawl follows them, pipelines.crawl.config.load_config; the
 #: Celery workers' log servers); each copy gets free ones.
-PORTS = {"POSTGRES": 1, "REDIS": 1, "S3": 1, "MLFLOW": 1, "AIRFLOW": 1, "BENTO": 1, "BENTO_STAGING": 1,
-         "BENTO_ALT": 1, "REPORT": 1, "WORKER_LOG": 2, "MALL_BASE": 4}
+PORTS = {
+    "POSTGRES": 1,
+    "REDIS": 1,
+    "S3": 1,
+    "MLFLOW": 1,
+    "AIRFLOW": 1,
+    "BENTO": 1,
+    "BENTO_STAGING": 1,
+    "BENTO_ALT": 1,
+    "REPORT": 1,
+    "WORKER_LOG": 2,
+    "MALL_BASE": 4,
+}
 
 
 def copy_project(dest: Path) -> Path:
@@ -41,8 +52,12 @@ def copy_project(dest: Path) -> Path:
     gate = dest / "config" / "gate.yaml"
     cfg = yaml.safe_load(gate.read_text())
     cfg["baseline_margin"], cfg["baseline_margins"] = -1.0, {}
-    cfg["profiles"]["demo"]["thresholds"] = {"detector": {"map_50": 0.0}, "parser": {"miou": 0.0},
-                                             "tagger": {"acc_min": 0.0}, "embedder": {"recall_at_5": 0.0}}
+    cfg["profiles"]["demo"]["thresholds"] = {
+        "detector": {"map_50": 0.0},
+        "parser": {"miou": 0.0},
+        "tagger": {"acc_min": 0.0},
+        "embedder": {"recall_at_5": 0.0},
+    }
     gate.write_text(yaml.safe_dump(cfg))
     return dest
 
@@ -51,9 +66,13 @@ def project_env(root: Path, profile: str, epochs: int = 1) -> tuple[dict[str, st
     """``(process env, the TAILOR_* part of it)`` for a copy at ``root`` on ``profile``: its
     own free ports, the copy first on PYTHONPATH, synthetic malls only (no photo mall: the
     real photos would make it tens of minutes), every model ``epochs`` epochs."""
-    tailor = {"TAILOR_ROOT": str(root), "TAILOR_PROFILE": profile, "TAILOR_TRAIN_EPOCHS": str(epochs),
-              "TAILOR_PHOTOS_DIR": str(root / "no-photos"),
-              **{f"TAILOR_{name}_PORT": str(free_port(run)) for name, run in PORTS.items()}}
+    tailor = {
+        "TAILOR_ROOT": str(root),
+        "TAILOR_PROFILE": profile,
+        "TAILOR_TRAIN_EPOCHS": str(epochs),
+        "TAILOR_PHOTOS_DIR": str(root / "no-photos"),
+        **{f"TAILOR_{name}_PORT": str(free_port(run)) for name, run in PORTS.items()},
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAILOR_", "AIRFLOW", "MLFLOW_"))}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(tailor, PYTHONPATH=str(root))
@@ -97,8 +116,9 @@ def bench_chain(out: Path, products: int = 120, scenes: int = 60, epochs: int = 
         t0 = time.monotonic()
         try:
             with log.open("w") as fh:
-                rc = subprocess.run(demo_argv(products, scenes), cwd=root, env=env, stdout=fh,
-                                    stderr=subprocess.STDOUT, timeout=3600).returncode
+                rc = subprocess.run(
+                    demo_argv(products, scenes), cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=3600
+                ).returncode
         finally:
             took = time.monotonic() - t0
             down(root, env)

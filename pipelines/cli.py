@@ -62,8 +62,9 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(mall_app, name="mall")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
-validate_app = typer.Typer(help="Great Expectations quality gate, quarantine, splits, balanced manifests.",
-                           no_args_is_help=True)
+validate_app = typer.Typer(
+    help="Great Expectations quality gate, quarantine, splits, balanced manifests.", no_args_is_help=True
+)
 quality_app = typer.Typer(help="Data-quality reports for data stewards.", no_args_is_help=True)
 app.add_typer(validate_app, name="validate")
 app.add_typer(quality_app, name="quality")
@@ -122,10 +123,19 @@ def init_cmd() -> None:
 
 @app.command("up")
 def up_cmd(
-    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="airflow, mlflow, malls; repeatable")] = None,
-    cluster: Annotated[bool, typer.Option("--cluster", help=(
-        "the cluster profile: Postgres, Redis, an S3-compatible store, Airflow with the "
-        "CeleryExecutor and two workers, MLflow on Postgres + S3 (same as TAILOR_PROFILE=cluster)"))] = False,
+    service: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="airflow, mlflow, malls; repeatable")
+    ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help=(
+                "the cluster profile: Postgres, Redis, an S3-compatible store, Airflow with the "
+                "CeleryExecutor and two workers, MLflow on Postgres + S3 (same as TAILOR_PROFILE=cluster)"
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Start Airflow and the MLflow server on 127.0.0.1; harmless when running."""
     from pipelines import services
@@ -154,8 +164,10 @@ def up_cmd(
             typer.echo(f"search: brought back release {release.read_state(s)['current']} ({', '.join(back)})")
     typer.echo(services.describe(s))
     if cluster and os.environ.get("TAILOR_PROFILE") != "cluster":
-        typer.echo("the cluster profile is up: `export TAILOR_PROFILE=cluster` so that other tailor "
-                   "commands (demo, models, closet ...) use it too")
+        typer.echo(
+            "the cluster profile is up: `export TAILOR_PROFILE=cluster` so that other tailor "
+            "commands (demo, models, closet ...) use it too"
+        )
 
 
 def _profile_settings(cluster: bool) -> Settings:
@@ -213,8 +225,15 @@ def synth_cmd(
         return
     from pipelines.synth import WorldConfig, generate_world
 
-    cfg = WorldConfig(seed=seed, n_products=products, n_scenes=scenes, long_tail=long_tail,
-                      label_noise=label_noise, broken_rate=broken_rate, workers=workers)
+    cfg = WorldConfig(
+        seed=seed,
+        n_products=products,
+        n_scenes=scenes,
+        long_tail=long_tail,
+        label_noise=label_noise,
+        broken_rate=broken_rate,
+        workers=workers,
+    )
     target = out or get_settings().demo_world_dir
     try:
         path = generate_world(target, cfg)
@@ -273,9 +292,15 @@ def mall_serve_cmd(
         _fail(f"{world} is not a generated world; run `tailor synth --out {world}` first")
     if photos is not None and labels is None:
         labels = photos / "labels.csv"
-    serve_forever(world=world, photos=photos, labels=labels, host=s.host,
-                  base_port=base_port if base_port is not None else s.mall_base_port,
-                  faults=faults, seed=seed)
+    serve_forever(
+        world=world,
+        photos=photos,
+        labels=labels,
+        host=s.host,
+        base_port=base_port if base_port is not None else s.mall_base_port,
+        faults=faults,
+        seed=seed,
+    )
 
 
 # --------------------------------------------------------------------------- models
@@ -296,8 +321,12 @@ def models_status_cmd(
         if row["version"] is None:
             typer.echo(f"{row['registered']:16s} no champion")
             continue
-        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()) if isinstance(v, int | float))
-        typer.echo(f"{row['registered']:16s} v{row['version']:<4s} {row['date']}  snapshot={row['snapshot']}  {metrics}")
+        metrics = ", ".join(
+            f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()) if isinstance(v, int | float)
+        )
+        typer.echo(
+            f"{row['registered']:16s} v{row['version']:<4s} {row['date']}  snapshot={row['snapshot']}  {metrics}"
+        )
 
 
 @models_app.command("train")
@@ -349,7 +378,8 @@ def models_rollback_cmd(
 @bench_app.command("chain")
 def bench_chain_cmd(
     out: Annotated[Path, typer.Option(help="working directory for the two project copies and their logs")] = Path(
-        "var/bench-chain"),
+        "var/bench-chain"
+    ),
     products: Annotated[int, typer.Option(help="catalog products of the small world")] = 120,
     scenes: Annotated[int, typer.Option(help="street scenes of the small world")] = 60,
     epochs: Annotated[int, typer.Option(help="epochs per model")] = 1,
@@ -386,17 +416,23 @@ def bench_synth_cmd(
     cfg = WorldConfig(n_products=products, n_scenes=scenes, workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
         res = benchmark(Path(tmp) / "world", cfg)
-    typer.echo(f"synth: {res['images']} images in {res['seconds']:.1f} s = {res['images_per_s']:.1f} images/s "
-               f"(workers={workers})")
+    typer.echo(
+        f"synth: {res['images']} images in {res['seconds']:.1f} s = {res['images_per_s']:.1f} images/s "
+        f"(workers={workers})"
+    )
 
 
 # --------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(
     seed: Annotated[int, typer.Option(help="seed of the demo world")] = 0,
-    products: Annotated[int | None, typer.Option(help="catalog products of the world (default: the demo's 480)")] = None,
+    products: Annotated[
+        int | None, typer.Option(help="catalog products of the world (default: the demo's 480)")
+    ] = None,
     scenes: Annotated[int | None, typer.Option(help="street scenes of the world (default: the demo's 200)")] = None,
-    chain: Annotated[bool, typer.Option(help="run crawl -> validate -> retrain -> index -> deploy through Airflow")] = True,
+    chain: Annotated[
+        bool, typer.Option(help="run crawl -> validate -> retrain -> index -> deploy through Airflow")
+    ] = True,
     skip_services: Annotated[bool, typer.Option(help="only generate the world")] = False,
 ) -> None:
     """Run the embedded default end to end and print the URLs and a real search result."""
@@ -445,14 +481,19 @@ def demo_cmd(
     typer.echo("Demo malls: " + ", ".join(s.url(s.mall_base_port + i) for i in range(3)))
     typer.echo(f"Data Docs / quality summary: {s.url(s.report_port, '/tailor/index.html')}")
     if chain and not chain_error:
-        typer.echo(f"Search endpoint: {s.url(s.bento_port, '/search')}  demo page: {s.url(s.bento_port, '/demo')}  "
-                   f"OpenAPI: {s.url(s.bento_port, '/docs.json')}")
-        typer.echo(f"Closet API token of user 'demo' (paste it into the demo page): {token}  (also in {token_file}; "
-                   "more users: `tailor users add NAME`)")
+        typer.echo(
+            f"Search endpoint: {s.url(s.bento_port, '/search')}  demo page: {s.url(s.bento_port, '/demo')}  "
+            f"OpenAPI: {s.url(s.bento_port, '/docs.json')}"
+        )
+        typer.echo(
+            f"Closet API token of user 'demo' (paste it into the demo page): {token}  (also in {token_file}; "
+            "more users: `tailor users add NAME`)"
+        )
     elif chain:
         # nothing new was deployed: say so rather than print a URL that may not answer
-        typer.echo("Search endpoint: not deployed by this run (see 'chain stopped' above; "
-                   "MLflow has the gate's reasons).")
+        typer.echo(
+            "Search endpoint: not deployed by this run (see 'chain stopped' above; MLflow has the gate's reasons)."
+        )
     typer.echo("Stop everything with `make down`.")
     if chain_error:
         raise typer.Exit(code=1)

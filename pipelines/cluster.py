@@ -41,6 +41,7 @@ from pipelines.settings import Settings, cluster_secrets
 #: The database per component on the cluster's Postgres.
 DATABASES = ("airflow", "mlflow", "closet")
 
+
 def worker_hostname() -> str:
     """Airflow's ``hostname_callable`` in the cluster profile: the worker's own name
     (``TAILOR_WORKER_NAME``, one per Celery worker on this machine) or the host's FQDN."""
@@ -66,8 +67,9 @@ def require_binaries() -> None:
     if shutil.which("redis-server") is None:
         missing.append("redis-server")
     if missing:
-        raise RuntimeError(f"the cluster profile needs Debian's {' and '.join(missing)}: "
-                           f"apt-get install -y {' '.join(missing)}")
+        raise RuntimeError(
+            f"the cluster profile needs Debian's {' and '.join(missing)}: apt-get install -y {' '.join(missing)}"
+        )
 
 
 def init_postgres(s: Settings) -> None:
@@ -88,9 +90,26 @@ def init_postgres(s: Settings) -> None:
     try:
         if os.geteuid() == 0:
             shutil.chown(fh.name, "postgres", "postgres")
-        done = subprocess.run([*as_postgres(), str(pg_bin() / "initdb"), "-D", str(data), "-U", "tailor",  # type: ignore[operator]
-                               "--pwfile", fh.name, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                *as_postgres(),
+                str(pg_bin() / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "tailor",  # type: ignore[operator]
+                "--pwfile",
+                fh.name,
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.unlink(fh.name)
     if done.returncode != 0:
@@ -102,8 +121,15 @@ def create_databases(s: Settings) -> None:
     import psycopg
 
     sec = cluster_secrets(Path(s.cluster_dir))  # type: ignore[arg-type]
-    with psycopg.connect(host=s.host, port=s.postgres_port, user="tailor", dbname="postgres",
-                         password=sec["postgres_password"], autocommit=True, connect_timeout=10) as con:
+    with psycopg.connect(
+        host=s.host,
+        port=s.postgres_port,
+        user="tailor",
+        dbname="postgres",
+        password=sec["postgres_password"],
+        autocommit=True,
+        connect_timeout=10,
+    ) as con:
         have = {r[0] for r in con.execute("SELECT datname FROM pg_database")}
         for db in DATABASES:
             if db not in have:
@@ -119,15 +145,20 @@ def write_redis_conf(s: Settings) -> Path:
     conf = Path(s.cluster_dir) / "redis.conf"  # type: ignore[arg-type]
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"bind {s.host}\nport {s.redis_port}\nprotected-mode yes\nrequirepass {sec['redis_password']}\n"
-                 f"dir {d}\nsave \"\"\nappendonly no\ndaemonize no\n")
+        fh.write(
+            f"bind {s.host}\nport {s.redis_port}\nprotected-mode yes\nrequirepass {sec['redis_password']}\n"
+            f'dir {d}\nsave ""\nappendonly no\ndaemonize no\n'
+        )
     return conf
 
 
 def s3_env(s: Settings) -> dict[str, str]:
     """Environment for a process that talks to the object store itself (boto3, s3fs)."""
-    env = {"AWS_ACCESS_KEY_ID": str(s.aws_access_key_id), "AWS_SECRET_ACCESS_KEY": str(s.aws_secret_access_key),
-           "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    env = {
+        "AWS_ACCESS_KEY_ID": str(s.aws_access_key_id),
+        "AWS_SECRET_ACCESS_KEY": str(s.aws_secret_access_key),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
     if s.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = str(s.s3_endpoint_url)
         env["AWS_ENDPOINT_URL_S3"] = str(s.s3_endpoint_url)
@@ -138,9 +169,13 @@ def s3_client(s: Settings):  # noqa: ANN201 - boto3 client types are generated
     """A boto3 S3 client for the profile's object store."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=s.s3_endpoint_url, aws_access_key_id=s.aws_access_key_id,
-                        aws_secret_access_key=s.aws_secret_access_key,
-                        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    return boto3.client(
+        "s3",
+        endpoint_url=s.s3_endpoint_url,
+        aws_access_key_id=s.aws_access_key_id,
+        aws_secret_access_key=s.aws_secret_access_key,
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
 
 
 def ensure_bucket(s: Settings) -> None:
@@ -182,8 +217,10 @@ def airflow_cluster_env(s: Settings) -> dict[str, str]:
 def worker_env(s: Settings, n: int) -> dict[str, str]:
     """The environment that tells Celery worker ``n`` (from 1) apart from its siblings: its
     name in task instances and its own log-server port (they share the machine)."""
-    return {"TAILOR_WORKER_NAME": f"tailor-worker-{n}",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(s.worker_log_port + n - 1)}
+    return {
+        "TAILOR_WORKER_NAME": f"tailor-worker-{n}",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(s.worker_log_port + n - 1),
+    }
 
 
 def object_keys(s: Settings, prefix: str) -> list[str]:

@@ -29,8 +29,7 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
-              timeout_s: float = 3600) -> dict[str, Any]:
+def run_chain(s: Settings | None = None, say: Callable[[str], None] = print, timeout_s: float = 3600) -> dict[str, Any]:
     """Trigger the crawl and wait for every DAG of the chain; returns each run's record.
 
     Raises RuntimeError naming the DAG and the failed tasks when a run fails.
@@ -58,9 +57,13 @@ def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
                 say(f"      {dag_id}: {state}")
                 last["state"] = state
 
-        run = client.wait_for_run(dag_id, run_id=run_id if dag_id == "crawl_malls" else None,
-                                  after=None if dag_id == "crawl_malls" else after,
-                                  timeout_s=max(60.0, deadline - time.monotonic()), on_poll=poll)
+        run = client.wait_for_run(
+            dag_id,
+            run_id=run_id if dag_id == "crawl_malls" else None,
+            after=None if dag_id == "crawl_malls" else after,
+            timeout_s=max(60.0, deadline - time.monotonic()),
+            on_poll=poll,
+        )
         runs[dag_id] = run
         # The next DAG runs on the Asset event this run's last task emitted, shortly before
         # the run ended; earlier runs of it (e.g. rebuild_index on `catalog`) are not ours.
@@ -69,8 +72,10 @@ def run_chain(s: Settings | None = None, say: Callable[[str], None] = print,
         say(f"      {dag_id}: {run['state']} in {time.monotonic() - t0:.0f}s")
         if run["state"] != "success":
             failed = client.failed_tasks(dag_id, run["dag_run_id"])
-            raise RuntimeError(f"{dag_id} run {run['dag_run_id']} {run['state']}: failed tasks {failed}; "
-                               f"see the Airflow UI {s.url(s.airflow_port)}")
+            raise RuntimeError(
+                f"{dag_id} run {run['dag_run_id']} {run['state']}: failed tasks {failed}; "
+                f"see the Airflow UI {s.url(s.airflow_port)}"
+            )
         if dag_id == "retrain_models":
             _stop_unless_deployable(client, run["dag_run_id"], s, say)
     return runs
@@ -94,13 +99,17 @@ def _stop_unless_deployable(client: Any, run_id: str, s: Settings, say: Callable
     if decisions:
         say(summarize(sorted(decisions, key=lambda d: d["model"])))
     if not any(t["task_id"] == "publish" and t["state"] == "success" for t in tis):
-        raise RuntimeError("the promotion gate promoted no model, so there is nothing new to index or deploy "
-                           "(reasons above; the runs, metrics and baselines are in MLflow)")
+        raise RuntimeError(
+            "the promotion gate promoted no model, so there is nothing new to index or deploy "
+            "(reasons above; the runs, metrics and baselines are in MLflow)"
+        )
     try:
         resolve_champions(s)
     except RuntimeError as exc:
-        raise RuntimeError(f"{exc}; the gate has not promoted every model yet, so the chain cannot deploy "
-                           "(reasons above; the runs, metrics and baselines are in MLflow)") from None
+        raise RuntimeError(
+            f"{exc}; the gate has not promoted every model yet, so the chain cannot deploy "
+            "(reasons above; the runs, metrics and baselines are in MLflow)"
+        ) from None
 
 
 def street_search(world: Path, s: Settings | None = None, k: int = 5) -> dict[str, Any]:
@@ -110,22 +119,30 @@ def street_search(world: Path, s: Settings | None = None, k: int = 5) -> dict[st
     s = s or get_settings()
     scene = sorted((world / "images" / "street").glob("*.jpg"))[0]
     with scene.open("rb") as fh:
-        r = httpx.post(s.url(s.bento_port, "/search"), files={"image": (scene.name, fh, "image/jpeg")},
-                       data={"k": str(k)}, timeout=120)
+        r = httpx.post(
+            s.url(s.bento_port, "/search"),
+            files={"image": (scene.name, fh, "image/jpeg")},
+            data={"k": str(k)},
+            timeout=120,
+        )
     r.raise_for_status()
     return {"scene": str(scene), **r.json()}
 
 
 def format_result(res: dict[str, Any], limit: int = 3) -> str:
     """A few readable lines: each garment with its tags and best matches."""
-    lines = [f"search {Path(res['scene']).name}: {len(res['garments'])} garment(s); versions "
-             + json.dumps(res.get("versions", {}), sort_keys=True)]
+    lines = [
+        f"search {Path(res['scene']).name}: {len(res['garments'])} garment(s); versions "
+        + json.dumps(res.get("versions", {}), sort_keys=True)
+    ]
     for g in res["garments"][:limit]:
         tags = ", ".join(f"{k}={v['value']}" for k, v in sorted(g.get("tags", {}).items()))
         lines.append(f"  {g['category']} {g['score']:.2f} box={[round(v) for v in g['box']]} {tags}")
         for m in g["matches"][:3]:
-            lines.append(f"    -> {m['product_id']} {m['title']!r} ({m['mall']}, {m['price']} {m['currency']}) "
-                         f"score {m['score']:.3f}")
+            lines.append(
+                f"    -> {m['product_id']} {m['title']!r} ({m['mall']}, {m['price']} {m['currency']}) "
+                f"score {m['score']:.3f}"
+            )
     return "\n".join(lines)
 
 
@@ -161,13 +178,18 @@ def closet_look(world: Path, token: str, s: Settings | None = None) -> str:
     added = ""
     if items.json()["count"] == 0:
         shot = sorted((world / "images" / "shop").glob("*.jpg"))[0]
-        r = httpx.post(f"{base}/closet/items", headers=auth, files={"image": (shot.name, shot.read_bytes(), "image/jpeg")},
-                       timeout=120)
+        r = httpx.post(
+            f"{base}/closet/items",
+            headers=auth,
+            files={"image": (shot.name, shot.read_bytes(), "image/jpeg")},
+            timeout=120,
+        )
         r.raise_for_status()
         added = f"closet: added {shot.name} as {r.json()['category']}; "
     scene = sorted((world / "images" / "street").glob("*.jpg"))[0]
-    r = httpx.post(f"{base}/look", headers=auth, files={"image": (scene.name, scene.read_bytes(), "image/jpeg")},
-                   timeout=120)
+    r = httpx.post(
+        f"{base}/look", headers=auth, files={"image": (scene.name, scene.read_bytes(), "image/jpeg")}, timeout=120
+    )
     r.raise_for_status()
     gs = r.json()["garments"]
     return added + f"look {scene.name}: " + ", ".join(f"{g['category']} {g['status']}" for g in gs)

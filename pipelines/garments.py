@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def select_garments(det: dict[str, Any], width: int, height: int, score_min: float,
-                    max_garments: int) -> list[dict[str, Any]]:
+def select_garments(
+    det: dict[str, Any], width: int, height: int, score_min: float, max_garments: int
+) -> list[dict[str, Any]]:
     """Detector output -> garments ``{"box", "score", "category"}``: boxes at or above
     ``score_min``, clipped to the image, degenerate ones dropped, best ``max_garments`` first."""
     out = []

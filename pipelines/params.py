@@ -23,8 +23,17 @@ from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
 #: DAG parameters that name a path, and the roots each may lie in (besides data and var).
 PATH_PARAMS: dict[str, tuple[str, ...]] = {
-    "malls_file": ("config",), "out": (), "snapshot": (), "annotations": (), "training_set": (),
-    "catalog": (), "images_root": (), "index_dir": (), "bundle": (), "world": (), "fresh_world": (),
+    "malls_file": ("config",),
+    "out": (),
+    "snapshot": (),
+    "annotations": (),
+    "training_set": (),
+    "catalog": (),
+    "images_root": (),
+    "index_dir": (),
+    "bundle": (),
+    "world": (),
+    "fresh_world": (),
 }
 #: DAG parameters that name a model.
 MODEL_PARAMS = ("embedder",)
@@ -39,8 +48,10 @@ def _model_uri_ok(value: str) -> bool:
     from pipelines.manifests import MODELS
 
     names = "|".join(re.escape(m) for m in MODELS)
-    return value in ("champion", "pixels") or re.fullmatch(
-        rf"models:/tailor-({names})(@[A-Za-z0-9_-]+|/[0-9]+)", value) is not None
+    return (
+        value in ("champion", "pixels")
+        or re.fullmatch(rf"models:/tailor-({names})(@[A-Za-z0-9_-]+|/[0-9]+)", value) is not None
+    )
 
 
 def allowed_path(value: str, name: str, extra_roots: tuple[str, ...] = (), s: Settings | None = None) -> Path:
@@ -52,8 +63,9 @@ def allowed_path(value: str, name: str, extra_roots: tuple[str, ...] = (), s: Se
     roots = [Path(s.data_dir).resolve(), Path(s.var_dir).resolve()]  # type: ignore[arg-type]
     roots += [(PROJECT_ROOT / r).resolve() for r in extra_roots]
     if not any(p == r or r in p.parents for r in roots):
-        raise ParamError(f"DAG parameter {name!r}: {value!r} is outside the roots a run may use "
-                         f"({', '.join(str(r) for r in roots)})")
+        raise ParamError(
+            f"DAG parameter {name!r}: {value!r} is outside the roots a run may use ({', '.join(str(r) for r in roots)})"
+        )
     return p
 
 
@@ -67,9 +79,13 @@ def check_dag_params(params: dict[str, Any] | None, s: Settings | None = None) -
         if name in PATH_PARAMS:
             allowed_path(str(value), name, PATH_PARAMS[name], s)
         elif name in MODEL_PARAMS and not _model_uri_ok(str(value)):
-            raise ParamError(f"DAG parameter {name!r}: {value!r} is not champion, pixels or a models:/ URI "
-                             "of tailor-detector, tailor-parser, tailor-tagger or tailor-embedder")
+            raise ParamError(
+                f"DAG parameter {name!r}: {value!r} is not champion, pixels or a models:/ URI "
+                "of tailor-detector, tailor-parser, tailor-tagger or tailor-embedder"
+            )
         elif name == "snapshot_name" and not _NAME.fullmatch(str(value)):
-            raise ParamError(f"DAG parameter 'snapshot_name': {value!r} must be a plain name "
-                             "(letters, digits, '_', '.', '-'; no path)")
+            raise ParamError(
+                f"DAG parameter 'snapshot_name': {value!r} must be a plain name "
+                "(letters, digits, '_', '.', '-'; no path)"
+            )
     return params

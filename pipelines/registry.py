@@ -42,8 +42,13 @@ GATE_CONFIG = PROJECT_ROOT / "config" / "gate.yaml"
 #: default absolute margin a gated metric must beat its trivial baseline by (config/gate.yaml)
 BASELINE_MARGIN = 0.10
 #: what ``baseline_<metric>`` is, per model (metric-specific entries first), for the reasons
-BASELINE_KIND = {"top_category_acc_real": "majority-class", "tagger": "majority-class",
-                 "embedder": "random-ranking", "detector": "empty-detector", "parser": "all-background"}
+BASELINE_KIND = {
+    "top_category_acc_real": "majority-class",
+    "tagger": "majority-class",
+    "embedder": "random-ranking",
+    "detector": "empty-detector",
+    "parser": "all-background",
+}
 
 
 def registered_name(model: str) -> str:
@@ -96,8 +101,9 @@ class GateConfig:
         return {m: float(own.get(m, self.baseline_margin)) for m in self.thresholds.get(model, {})}
 
     @classmethod
-    def load(cls, profile: str = "demo", path: Path = GATE_CONFIG,
-             overrides: Mapping[str, Mapping[str, float]] | None = None) -> GateConfig:
+    def load(
+        cls, profile: str = "demo", path: Path = GATE_CONFIG, overrides: Mapping[str, Mapping[str, float]] | None = None
+    ) -> GateConfig:
         """Read ``config/gate.yaml`` for ``profile``; ``overrides`` replace single thresholds
         (never the baseline margins: the baseline rule holds whatever the thresholds say)."""
         raw = yaml.safe_load(Path(path).read_text())
@@ -111,10 +117,13 @@ class GateConfig:
         for level in (raw, prof):  # profile entries override the file-wide ones
             for model, metrics in (level.get("baseline_margins") or {}).items():
                 margins.setdefault(model, {}).update({k: float(v) for k, v in metrics.items()})
-        return cls(thresholds=thresholds, tolerance=float(prof.get("tolerance", raw.get("tolerance", 0.02))),
-                   profile=profile,
-                   baseline_margin=float(prof.get("baseline_margin", raw.get("baseline_margin", BASELINE_MARGIN))),
-                   baseline_margins=margins)
+        return cls(
+            thresholds=thresholds,
+            tolerance=float(prof.get("tolerance", raw.get("tolerance", 0.02))),
+            profile=profile,
+            baseline_margin=float(prof.get("baseline_margin", raw.get("baseline_margin", BASELINE_MARGIN))),
+            baseline_margins=margins,
+        )
 
 
 @dataclass
@@ -146,8 +155,9 @@ def baseline_kind(model: str, metric: str) -> str:
     return BASELINE_KIND.get(metric) or BASELINE_KIND.get(model, "trivial")
 
 
-def baseline_checks(model: str, candidate: Mapping[str, float], metrics: Any,
-                    margin: float | Mapping[str, float] = BASELINE_MARGIN) -> list[dict[str, Any]]:
+def baseline_checks(
+    model: str, candidate: Mapping[str, float], metrics: Any, margin: float | Mapping[str, float] = BASELINE_MARGIN
+) -> list[dict[str, Any]]:
     """Pure: one row per metric in ``metrics``, comparing it with ``baseline_<metric>`` of
     the same candidate: ``{metric, kind, value, baseline, over, margin, passed}``. A
     metric or baseline that is missing or NaN does not pass (``over`` is then ``None``)."""
@@ -157,17 +167,29 @@ def baseline_checks(model: str, candidate: Mapping[str, float], metrics: Any,
         value, base = candidate.get(metric), candidate.get(f"baseline_{metric}")
         ok = _measured(value) and _measured(base)
         over = float(value) - float(base) if ok else None
-        rows.append({"metric": metric, "kind": baseline_kind(model, metric),
-                     "value": float(value) if _measured(value) else None,
-                     "baseline": float(base) if _measured(base) else None, "over": over, "margin": m,
-                     # tolerance for float noise: 0.39 - 0.29 beats a 0.10 margin
-                     "passed": bool(ok and over >= m - 1e-9)})
+        rows.append(
+            {
+                "metric": metric,
+                "kind": baseline_kind(model, metric),
+                "value": float(value) if _measured(value) else None,
+                "baseline": float(base) if _measured(base) else None,
+                "over": over,
+                "margin": m,
+                # tolerance for float noise: 0.39 - 0.29 beats a 0.10 margin
+                "passed": bool(ok and over >= m - 1e-9),
+            }
+        )
     return rows
 
 
-def decide(model: str, candidate: Mapping[str, float], thresholds: Mapping[str, float], tolerance: float,
-           champion: Mapping[str, float] | None,
-           margin: float | Mapping[str, float] = BASELINE_MARGIN) -> tuple[bool, list[str]]:
+def decide(
+    model: str,
+    candidate: Mapping[str, float],
+    thresholds: Mapping[str, float],
+    tolerance: float,
+    champion: Mapping[str, float] | None,
+    margin: float | Mapping[str, float] = BASELINE_MARGIN,
+) -> tuple[bool, list[str]]:
     """Pure gate rule: every threshold holds, every gated metric beats its trivial baseline
     by ``margin`` (a number, or ``{metric: margin}``), and no regression beyond ``tolerance``.
 
@@ -195,14 +217,18 @@ def decide(model: str, candidate: Mapping[str, float], thresholds: Mapping[str, 
             continue  # already failed above as missing
         ok = ok and row["passed"]
         if row["baseline"] is None:
-            reasons.append(f"{metric}: no {kind} baseline (baseline_{metric}) measured, "
-                           "so it cannot be shown to beat chance")
+            reasons.append(
+                f"{metric}: no {kind} baseline (baseline_{metric}) measured, so it cannot be shown to beat chance"
+            )
         elif row["passed"]:
-            reasons.append(f"{metric}={row['value']:.4f} beats the {kind} baseline {row['baseline']:.4f} "
-                           f"by {row['over']:.4f} (margin {m:.2f})")
+            reasons.append(
+                f"{metric}={row['value']:.4f} beats the {kind} baseline {row['baseline']:.4f} "
+                f"by {row['over']:.4f} (margin {m:.2f})"
+            )
         else:
-            reasons.append(f"{metric}={row['value']:.4f} does not beat the {kind} baseline "
-                           f"{row['baseline']:.4f} by {m:.2f}")
+            reasons.append(
+                f"{metric}={row['value']:.4f} does not beat the {kind} baseline {row['baseline']:.4f} by {m:.2f}"
+            )
     if champion:
         for metric in sorted(set(thresholds) & set(champion)):
             value, best = candidate.get(metric), champion[metric]
@@ -218,25 +244,37 @@ def baseline_table(model: str, metrics: Mapping[str, Any]) -> list[dict[str, Any
     """Pure: one row per metric ``m`` of ``metrics`` that has a ``baseline_m``:
     ``{metric, kind, value, baseline, over}`` (``over`` = value - baseline)."""
     names = [k for k in metrics if not k.startswith("baseline_") and f"baseline_{k}" in metrics]
-    return [{k: r[k] for k in ("metric", "kind", "value", "baseline", "over")}
-            for r in baseline_checks(model, metrics, names, 0.0)]
+    return [
+        {k: r[k] for k in ("metric", "kind", "value", "baseline", "over")}
+        for r in baseline_checks(model, metrics, names, 0.0)
+    ]
 
 
 def baseline_markdown(model: str, rows: list[dict[str, Any]]) -> str:
     """The baseline table as Markdown (logged as ``baselines/table.md``)."""
+
     def f(v: Any) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
-    lines = [f"# {registered_name(model)}: test metrics vs trivial baselines", "",
-             "| metric | value | baseline | baseline model | margin over baseline |",
-             "|---|---:|---:|---|---:|"]
+    lines = [
+        f"# {registered_name(model)}: test metrics vs trivial baselines",
+        "",
+        "| metric | value | baseline | baseline model | margin over baseline |",
+        "|---|---:|---:|---|---:|",
+    ]
     lines += [f"| {r['metric']} | {f(r['value'])} | {f(r['baseline'])} | {r['kind']} | {f(r['over'])} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- logging
-def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: str,
-                     extra_params: Mapping[str, Any] | None = None, s: Settings | None = None) -> dict[str, str]:
+def log_training_run(
+    model: str,
+    result: Any,
+    training_set: Path,
+    snapshot_id: str,
+    extra_params: Mapping[str, Any] | None = None,
+    s: Settings | None = None,
+) -> dict[str, str]:
     """Log one finished training run and register its model as a new version.
 
     ``result`` is a ``pipelines.train.TrainResult``. Logs the resolved config, the snapshot
@@ -266,8 +304,14 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
     ts_meta = read_training_set(training_set)
     manifest_path = Path(training_set) / "manifests" / f"{model}.parquet"
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
-        mlflow.set_tags({"model": model, "data.snapshot": snapshot_id, "training_set": ts_meta.get("id", ""),
-                         "resumed_from": str(getattr(result, "resumed_from", None))})
+        mlflow.set_tags(
+            {
+                "model": model,
+                "data.snapshot": snapshot_id,
+                "training_set": ts_meta.get("id", ""),
+                "resumed_from": str(getattr(result, "resumed_from", None)),
+            }
+        )
         flat = _flatten({**result.config, **(extra_params or {})})
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         mlflow.log_dict(result.config, "config/resolved.json")
@@ -277,8 +321,10 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
             mlflow.log_input(dataset, context="training")
             mlflow.log_artifact(str(manifest_path), "manifest")
         for epoch, row in enumerate(result.history):
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if _is_number(v) and k != "epoch"},
-                               step=int(row.get("epoch", epoch)))
+            mlflow.log_metrics(
+                {k: float(v) for k, v in row.items() if _is_number(v) and k != "epoch"},
+                step=int(row.get("epoch", epoch)),
+            )
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items() if _is_number(v)})
         _log_baselines(model, result.metrics)
         for plot in result.plots:
@@ -296,15 +342,21 @@ def log_training_run(model: str, result: Any, training_set: Path, snapshot_id: s
             weights_sha = checkpoint.save(result.model, model, result.config, weights)
             mlflow.log_artifact(str(weights), WEIGHTS_DIR)
         info = mlflow.pytorch.log_model(
-            result.model, name="model", serialization_format="pickle", signature=signature,
+            result.model,
+            name="model",
+            serialization_format="pickle",
+            signature=signature,
             input_example=example if isinstance(example, np.ndarray) else None,
-            registered_model_name=registered_name(model), await_registration_for=60,
+            registered_model_name=registered_name(model),
+            await_registration_for=60,
         )
         version = str(info.registered_model_version)
     client.set_model_version_tag(registered_name(model), version, WEIGHTS_TAG, weights_sha)
     client.set_model_version_tag(registered_name(model), version, "data.snapshot", snapshot_id)
     client.set_model_version_tag(registered_name(model), version, "eval.set", ts_meta.get("id", ""))
-    client.set_model_version_tag(registered_name(model), version, "eval.metrics", json.dumps(result.metrics, sort_keys=True))
+    client.set_model_version_tag(
+        registered_name(model), version, "eval.metrics", json.dumps(result.metrics, sort_keys=True)
+    )
     return {"run_id": run.info.run_id, "version": version, "model_uri": f"models:/{registered_name(model)}/{version}"}
 
 
@@ -335,23 +387,30 @@ def fetch_weights(model_uri: str, dst: Path, s: Settings | None = None) -> tuple
     mv = resolve_version(model_uri, s)
     want = (mv.tags or {}).get(WEIGHTS_TAG)
     if not want:
-        raise checkpoint.UntrustedModel(f"{mv.name} v{mv.version} has no {WEIGHTS_TAG} tag (registered before "
-                                        "weights-only loading): retrain or re-register it")
+        raise checkpoint.UntrustedModel(
+            f"{mv.name} v{mv.version} has no {WEIGHTS_TAG} tag (registered before "
+            "weights-only loading): retrain or re-register it"
+        )
     import shutil
 
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst) as tmp:
-        got_file = Path(mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=f"{WEIGHTS_DIR}/{checkpoint.FILE}", dst_path=tmp))
+        got_file = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=f"{WEIGHTS_DIR}/{checkpoint.FILE}", dst_path=tmp
+            )
+        )
         local = dst / checkpoint.FILE
         shutil.move(str(got_file), local)
     got = checkpoint.sha256(local)
     if got != want:
         local.unlink(missing_ok=True)
-        raise checkpoint.UntrustedModel(f"{mv.name} v{mv.version}: weights sha256 {got[:16]}... is not the recorded "
-                                        f"{want[:16]}...; the artifact was replaced after registration: refusing it")
+        raise checkpoint.UntrustedModel(
+            f"{mv.name} v{mv.version}: weights sha256 {got[:16]}... is not the recorded "
+            f"{want[:16]}...; the artifact was replaced after registration: refusing it"
+        )
     return local, want, mv
 
 
@@ -379,7 +438,9 @@ def _log_baselines(model: str, metrics: Mapping[str, Any]) -> None:
         d = Path(tmp)
         (d / "table.md").write_text(baseline_markdown(model, rows))
         (d / "table.json").write_text(json.dumps(rows, indent=2))
-        baselines_png(rows, d / "metrics_vs_baselines.png", f"{registered_name(model)}: test metric vs trivial baseline")
+        baselines_png(
+            rows, d / "metrics_vs_baselines.png", f"{registered_name(model)}: test metric vs trivial baseline"
+        )
         mlflow.log_artifacts(str(d), "baselines")
 
 
@@ -427,9 +488,15 @@ def _history(client: Any, model: str) -> list[str]:
     return json.loads(rm.tags.get("champion.history", "[]"))
 
 
-def gate(model: str, version: str, metrics: Mapping[str, float], eval_set: str, config: GateConfig,
-         evaluate_champion: Callable[[str], Mapping[str, float]] | None = None,
-         s: Settings | None = None) -> GateDecision:
+def gate(
+    model: str,
+    version: str,
+    metrics: Mapping[str, float],
+    eval_set: str,
+    config: GateConfig,
+    evaluate_champion: Callable[[str], Mapping[str, float]] | None = None,
+    s: Settings | None = None,
+) -> GateDecision:
     """Decide and record whether ``version`` becomes ``@champion``.
 
     ``evaluate_champion(model_uri) -> metrics`` re-scores the current champion on
@@ -455,18 +522,26 @@ def gate(model: str, version: str, metrics: Mapping[str, float], eval_set: str, 
                 # a champion whose weights cannot be loaded safely (no recorded hash, or a
                 # changed artifact) is not run; it is compared on its recorded figures
                 champ_metrics = json.loads(current.tags.get("eval.metrics", "{}"))
-                notes.append(f"champion v{current.version} not re-evaluated ({exc}); compared on its recorded "
-                             f"evaluation set {current.tags.get('eval.set', '?')}")
+                notes.append(
+                    f"champion v{current.version} not re-evaluated ({exc}); compared on its recorded "
+                    f"evaluation set {current.tags.get('eval.set', '?')}"
+                )
         else:
             champ_metrics = json.loads(current.tags.get("eval.metrics", "{}"))
-            notes.append(f"champion v{current.version} compared on its own evaluation set "
-                         f"{current.tags.get('eval.set')!r}")
+            notes.append(
+                f"champion v{current.version} compared on its own evaluation set {current.tags.get('eval.set')!r}"
+            )
     thresholds, margins = config.thresholds.get(model, {}), config.margins(model)
     ok, reasons = decide(model, metrics, thresholds, config.tolerance, champ_metrics, margins)
-    decision = GateDecision(model=model, version=str(version), promoted=ok, reasons=notes + reasons,
-                            previous_champion=str(current.version) if current else None,
-                            champion_metrics=champ_metrics or {},
-                            baselines=baseline_checks(model, metrics, thresholds, margins))
+    decision = GateDecision(
+        model=model,
+        version=str(version),
+        promoted=ok,
+        reasons=notes + reasons,
+        previous_champion=str(current.version) if current else None,
+        champion_metrics=champ_metrics or {},
+        baselines=baseline_checks(model, metrics, thresholds, margins),
+    )
     # Tags first, alias last: a reader never sees a champion without its decision record.
     client.set_model_version_tag(name, version, "gate.decision", decision.decision)
     client.set_model_version_tag(name, version, "gate.reasons", json.dumps(decision.reasons))
@@ -497,15 +572,15 @@ def rollback(model: str, s: Settings | None = None) -> str:
     if len(history) < 2:
         raise RuntimeError(f"{name} v{current.version} is the first champion; there is nothing to roll back to")
     previous = history[-2]
-    client.set_model_version_tag(name, str(current.version), "gate.rolled_back",
-                                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    client.set_model_version_tag(
+        name, str(current.version), "gate.rolled_back", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
     client.set_registered_model_tag(name, "champion.history", json.dumps(history[:-1]))
     client.set_registered_model_alias(name, CHAMPION, previous)
     return previous
 
 
-def status(models: tuple[str, ...] = MODEL_NAMES,
-           s: Settings | None = None) -> list[dict[str, Any]]:
+def status(models: tuple[str, ...] = MODEL_NAMES, s: Settings | None = None) -> list[dict[str, Any]]:
     """Each model's champion: version, metrics, snapshot, date (``None`` fields when there is none)."""
     from mlflow.exceptions import MlflowException
 

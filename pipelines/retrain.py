@@ -34,7 +34,9 @@ def latest_training_set(s: Settings | None = None) -> Path:
         created = str(meta.get("created_at") or meta.get("created") or "")
         candidates.append((created, meta_file.stat().st_mtime, meta_file.parent))
     if not candidates:
-        raise FileNotFoundError(f"no training set under {root}; run the validate_catalog DAG or `tailor validate` first")
+        raise FileNotFoundError(
+            f"no training set under {root}; run the validate_catalog DAG or `tailor validate` first"
+        )
     return max(candidates)[2]
 
 
@@ -48,8 +50,13 @@ def work_dir(model: str, training_set: Path, profile: str, overrides: dict | Non
     return Path(s.var_dir) / "runs" / str(ts_id) / model / f"{profile}-{key}"  # type: ignore[arg-type]
 
 
-def plan(models: list[str] | None, training_set: str | None, profile: str = "demo",
-         epochs: int | None = None, thresholds: dict | None = None) -> list[dict[str, Any]]:
+def plan(
+    models: list[str] | None,
+    training_set: str | None,
+    profile: str = "demo",
+    epochs: int | None = None,
+    thresholds: dict | None = None,
+) -> list[dict[str, Any]]:
     """One spec per model to retrain; validates names and resolves the training set."""
     chosen = list(models or MODELS)
     unknown = sorted(set(chosen) - set(MODELS))
@@ -58,8 +65,16 @@ def plan(models: list[str] | None, training_set: str | None, profile: str = "dem
     ts = Path(training_set) if training_set else latest_training_set()
     epochs = epochs or get_settings().train_epochs
     overrides = {"epochs": int(epochs)} if epochs else {}
-    return [{"model": m, "training_set": str(ts), "profile": profile, "overrides": overrides,
-             "thresholds": (thresholds or {}).get(m, {})} for m in chosen]
+    return [
+        {
+            "model": m,
+            "training_set": str(ts),
+            "profile": profile,
+            "overrides": overrides,
+            "thresholds": (thresholds or {}).get(m, {}),
+        }
+        for m in chosen
+    ]
 
 
 def train_stage(spec: dict[str, Any], progress: bool = False) -> dict[str, Any]:
@@ -69,8 +84,9 @@ def train_stage(spec: dict[str, Any], progress: bool = False) -> dict[str, Any]:
     ts = Path(spec["training_set"])
     out = work_dir(spec["model"], ts, spec["profile"], spec["overrides"])
     # Evaluation on the held-out split is the evaluate task's job, not done twice.
-    result = train_model(spec["model"], ts, out, profile=spec["profile"], overrides=spec["overrides"],
-                         progress=progress, evaluate=False)
+    result = train_model(
+        spec["model"], ts, out, profile=spec["profile"], overrides=spec["overrides"], progress=progress, evaluate=False
+    )
     return {**spec, "run_dir": str(out), "epochs_run": result.epochs_run, "resumed_from": result.resumed_from}
 
 
@@ -83,14 +99,13 @@ def evaluate_stage(info: dict[str, Any]) -> dict[str, Any]:
     ts = Path(info["training_set"])
     # train_model on a finished run directory does not train again: it reloads the best
     # weights, and here evaluates them on the held-out test split.
-    result = train_model(info["model"], ts, Path(info["run_dir"]), profile=info["profile"],
-                         overrides=info["overrides"], progress=False)
+    result = train_model(
+        info["model"], ts, Path(info["run_dir"]), profile=info["profile"], overrides=info["overrides"], progress=False
+    )
     # A dev training set (no crawl behind it) records no snapshot: say so rather than "None".
     snapshot = str(read_training_set(ts).get("snapshot_id") or "none (dev training set)")
-    logged = registry.log_training_run(info["model"], result, ts, snapshot,
-                                       extra_params={"profile": info["profile"]})
-    return {**info, **logged, "metrics": result.metrics, "primary_metric": result.primary_metric,
-            "snapshot": snapshot}
+    logged = registry.log_training_run(info["model"], result, ts, snapshot, extra_params={"profile": info["profile"]})
+    return {**info, **logged, "metrics": result.metrics, "primary_metric": result.primary_metric, "snapshot": snapshot}
 
 
 def gate_stage(info: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +122,14 @@ def gate_stage(info: dict[str, Any]) -> dict[str, Any]:
         # weights only, checked against the hash recorded when the champion was registered
         return evaluate_model(info["model"], registry.load_version(model_uri), ts, split="test")
 
-    decision = registry.gate(info["model"], info["version"], info["metrics"],
-                             str(read_training_set(ts).get("id", ts.name)), cfg, evaluate_champion)
+    decision = registry.gate(
+        info["model"],
+        info["version"],
+        info["metrics"],
+        str(read_training_set(ts).get("id", ts.name)),
+        cfg,
+        evaluate_champion,
+    )
     return {**decision.to_dict(), "run_id": info["run_id"], "metrics": info["metrics"]}
 
 

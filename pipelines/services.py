@@ -127,8 +127,16 @@ def airflow_password_file(s: Settings) -> Path:
 #: What ``airflow`` and ``mlflow`` stand for in the cluster profile, in start order.
 CLUSTER_GROUPS: dict[str, tuple[str, ...]] = {
     "mlflow": ("postgres", "s3", "mlflow"),
-    "airflow": ("postgres", "redis", "s3", "airflow-api", "airflow-scheduler", "airflow-dag-processor",
-                "airflow-triggerer", "airflow-workers"),
+    "airflow": (
+        "postgres",
+        "redis",
+        "s3",
+        "airflow-api",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-workers",
+    ),
 }
 
 
@@ -142,8 +150,9 @@ def expand(names: list[str], s: Settings | None = None, cluster: bool | None = N
     for name in names:
         parts = CLUSTER_GROUPS.get(name, (name,)) if cluster else (name,)
         for part in parts:
-            subs = ([f"airflow-worker-{i}" for i in range(1, s.celery_workers + 1)]
-                    if part == "airflow-workers" else [part])
+            subs = (
+                [f"airflow-worker-{i}" for i in range(1, s.celery_workers + 1)] if part == "airflow-workers" else [part]
+            )
             out += [p for p in subs if p not in out]
     return out
 
@@ -152,10 +161,18 @@ def _airflow_pools(s: Settings) -> tuple[tuple[str, ...], ...]:
     """The pool that serialises DVC commands across DAGs and the one that caps concurrent
     trainings (a task in a pool that does not exist is never scheduled): migrate the
     metadata DB, then create or resize the pools."""
-    return ((_bin("airflow"), "db", "migrate"),
-            (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time"),
-            (_bin("airflow"), "pools", "set", TRAIN_POOL, str(s.train_slots),
-             "model trainings at once (Settings.train_slots)"))
+    return (
+        (_bin("airflow"), "db", "migrate"),
+        (_bin("airflow"), "pools", "set", DVC_POOL, "1", "DVC commands, one at a time"),
+        (
+            _bin("airflow"),
+            "pools",
+            "set",
+            TRAIN_POOL,
+            str(s.train_slots),
+            "model trainings at once (Settings.train_slots)",
+        ),
+    )
 
 
 def cluster_services(s: Settings) -> dict[str, Service]:
@@ -165,34 +182,80 @@ def cluster_services(s: Settings) -> dict[str, Service]:
     out = {
         "postgres": Service(
             name="postgres",
-            argv=[*cluster.as_postgres(), str(pg / "postgres"), "-D", str(s.postgres_dir), "-p", str(s.postgres_port),
-                  "-c", f"listen_addresses={s.host}", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
-            port=s.postgres_port, health="tcp", before=cluster.init_postgres, after=cluster.create_databases,
+            argv=[
+                *cluster.as_postgres(),
+                str(pg / "postgres"),
+                "-D",
+                str(s.postgres_dir),
+                "-p",
+                str(s.postgres_port),
+                "-c",
+                f"listen_addresses={s.host}",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+            ],
+            port=s.postgres_port,
+            health="tcp",
+            before=cluster.init_postgres,
+            after=cluster.create_databases,
             stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM waits for every client to leave
         ),
-        "redis": Service(name="redis", argv=[shutil.which("redis-server") or "redis-server", str(s.cluster_dir) + "/redis.conf"],
-                         port=s.redis_port, health="tcp", before=cluster.write_redis_conf),
-        "s3": Service(name="s3", argv=[_bin("moto_server"), "-H", s.host, "-p", str(s.s3_port)],
-                      port=s.s3_port, health="tcp", after=cluster.ensure_bucket),
+        "redis": Service(
+            name="redis",
+            argv=[shutil.which("redis-server") or "redis-server", str(s.cluster_dir) + "/redis.conf"],
+            port=s.redis_port,
+            health="tcp",
+            before=cluster.write_redis_conf,
+        ),
+        "s3": Service(
+            name="s3",
+            argv=[_bin("moto_server"), "-H", s.host, "-p", str(s.s3_port)],
+            port=s.s3_port,
+            health="tcp",
+            after=cluster.ensure_bucket,
+        ),
         "mlflow": Service(
             name="mlflow",
-            argv=[_bin("mlflow"), "server", "--host", s.host, "--port", str(s.mlflow_port),
-                  "--artifacts-destination", str(s.mlflow_artifacts_uri), "--workers", "2"],
-            port=s.mlflow_port, health_path="/health",
+            argv=[
+                _bin("mlflow"),
+                "server",
+                "--host",
+                s.host,
+                "--port",
+                str(s.mlflow_port),
+                "--artifacts-destination",
+                str(s.mlflow_artifacts_uri),
+                "--workers",
+                "2",
+            ],
+            port=s.mlflow_port,
+            health_path="/health",
             # the backend URI carries the Postgres password: environment, not argv
             env={"MLFLOW_BACKEND_STORE_URI": str(s.mlflow_backend_uri), **cluster.s3_env(s)},
         ),
-        "airflow-api": Service(name="airflow-api", argv=[_bin("airflow"), "api-server"], port=s.airflow_port,
-                               health_path="/api/v2/monitor/health", env=aenv, prepare=_airflow_pools(s)),
+        "airflow-api": Service(
+            name="airflow-api",
+            argv=[_bin("airflow"), "api-server"],
+            port=s.airflow_port,
+            health_path="/api/v2/monitor/health",
+            env=aenv,
+            prepare=_airflow_pools(s),
+        ),
     }
     for comp in ("scheduler", "dag-processor", "triggerer"):
-        out[f"airflow-{comp}"] = Service(name=f"airflow-{comp}", argv=[_bin("airflow"), comp], port=None,
-                                         health="process", env=aenv)
+        out[f"airflow-{comp}"] = Service(
+            name=f"airflow-{comp}", argv=[_bin("airflow"), comp], port=None, health="process", env=aenv
+        )
     for i in range(1, s.celery_workers + 1):
         out[f"airflow-worker-{i}"] = Service(
-            name=f"airflow-worker-{i}", port=None, health="process",
+            name=f"airflow-worker-{i}",
+            port=None,
+            health="process",
             argv=[_bin("airflow"), "celery", "worker", "--celery-hostname", f"tailor-worker-{i}@%h"],
-            env={**aenv, **cluster.worker_env(s, i)})
+            env={**aenv, **cluster.worker_env(s, i)},
+        )
     return out
 
 
@@ -209,14 +272,22 @@ def services(s: Settings | None = None) -> dict[str, Service]:
             env=airflow_env(s),
             prepare=_airflow_pools(s),
         ),
-        "mlflow": extra.get("mlflow") or Service(
+        "mlflow": extra.get("mlflow")
+        or Service(
             name="mlflow",
             argv=[
-                _bin("mlflow"), "server",
-                "--host", s.host, "--port", str(s.mlflow_port),
-                "--backend-store-uri", str(s.mlflow_backend_uri),
-                "--artifacts-destination", str(s.mlflow_artifacts_uri),
-                "--workers", "1",
+                _bin("mlflow"),
+                "server",
+                "--host",
+                s.host,
+                "--port",
+                str(s.mlflow_port),
+                "--backend-store-uri",
+                str(s.mlflow_backend_uri),
+                "--artifacts-destination",
+                str(s.mlflow_artifacts_uri),
+                "--workers",
+                "1",
             ],
             port=s.mlflow_port,
             health_path="/health",
@@ -231,16 +302,24 @@ def services(s: Settings | None = None) -> dict[str, Service]:
         "malls": Service(
             name="malls",
             # the real-photo mall joins the synthetic ones when ../shared has the photos
-            argv=[_bin("tailor"), "mall", "serve", "--world", str(s.demo_world_dir),
-                  *(["--photos", str(s.demo_photos_dir)] if s.demo_photos_dir else [])],
+            argv=[
+                _bin("tailor"),
+                "mall",
+                "serve",
+                "--world",
+                str(s.demo_world_dir),
+                *(["--photos", str(s.demo_photos_dir)] if s.demo_photos_dir else []),
+            ],
             port=s.mall_base_port,
             health_path="/robots.txt",
             env={"TAILOR_ROOT": str(s.root)},
         ),
     }
     # In the cluster profile `airflow` is the group of CLUSTER_GROUPS, not standalone.
-    return {**{k: v for k, v in extra.items() if k != "mlflow"},
-            **{k: v for k, v in embedded.items() if not (extra and k == "airflow")}}
+    return {
+        **{k: v for k, v in extra.items() if k != "mlflow"},
+        **{k: v for k, v in embedded.items() if not (extra and k == "airflow")},
+    }
 
 
 def pid_alive(pid: int) -> bool:
@@ -347,8 +426,7 @@ def _resolve(svc: str | Service, s: Settings) -> Service:
     return services(s)[svc] if isinstance(svc, str) else svc
 
 
-def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
-          already_running_ok: bool = True) -> dict:
+def start(svc: str | Service, s: Settings | None = None, wait: bool = True, already_running_ok: bool = True) -> dict:
     """Start one service (a name from :func:`services` or any :class:`Service`) detached
     unless it already runs; wait until its health check passes.
 
@@ -373,18 +451,32 @@ def start(svc: str | Service, s: Settings | None = None, wait: bool = True,
         if svc.before is not None:
             svc.before(s)
         for cmd in svc.prepare:
-            done = subprocess.run(list(cmd), env=env, cwd=s.root, capture_output=True, text=True,
-                                  timeout=svc.startup_timeout_s, umask=0o077)
+            done = subprocess.run(
+                list(cmd),
+                env=env,
+                cwd=s.root,
+                capture_output=True,
+                text=True,
+                timeout=svc.startup_timeout_s,
+                umask=0o077,
+            )
             if done.returncode != 0:
-                raise RuntimeError(f"{name}: `{' '.join(cmd[1:])}` failed (exit {done.returncode}): "
-                                   f"{(done.stderr or done.stdout)[-2000:]}")
+                raise RuntimeError(
+                    f"{name}: `{' '.join(cmd[1:])}` failed (exit {done.returncode}): "
+                    f"{(done.stderr or done.stdout)[-2000:]}"
+                )
         # umask 077: the log (Airflow prints its generated admin password there) and whatever
         # the service writes are readable by the operator only
         log = os.fdopen(os.open(svc.log_file(s), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         os.chmod(svc.log_file(s), 0o600)  # a log left by an older start keeps its old mode otherwise
         proc = subprocess.Popen(
-            svc.argv, env=env, cwd=s.root, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,  # own process group: clean stop
+            svc.argv,
+            env=env,
+            cwd=s.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: clean stop
             umask=0o077,
         )
         write_pid_file(svc.pid_file(s), proc.pid)
@@ -418,8 +510,9 @@ def stop_everything(s: Settings | None = None) -> dict[str, bool]:
     out = {}
     for name in names:
         # A cluster server while the embedded profile is on: its pid file is all stop needs.
-        svc = known.get(name) or Service(name=name, argv=[], port=None,
-                                         stop_signal=signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        svc = known.get(name) or Service(
+            name=name, argv=[], port=None, stop_signal=signal.SIGINT if name == "postgres" else signal.SIGTERM
+        )
         out[name] = stop(svc, s)
     return out
 

@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore")
 
     root: Path = Field(PROJECT_ROOT, description="project root")
-    profile: Literal["embedded", "cluster"] = Field("embedded", description=(
-        "embedded: SQLite, LocalExecutor, local files; cluster: Postgres, Celery + Redis, S3"))
+    profile: Literal["embedded", "cluster"] = Field(
+        "embedded", description=("embedded: SQLite, LocalExecutor, local files; cluster: Postgres, Celery + Redis, S3")
+    )
     # Derived paths (None -> computed from root in _derive).
     data_dir: Path | None = Field(None, description="DVC-tracked data tree (data.dvc)")
     var_dir: Path | None = Field(None, description="git-ignored runtime state")
@@ -55,42 +56,75 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="derived, re-computable data (frozen-trunk features)")
     expectations_dir: Path | None = Field(None, description="Great Expectations project")
     dvc_remote: str | None = Field(None, description="default DVC remote (path or URL)")
-    closet_dir: Path | None = Field(None, description=(
-        "shoppers' closets: uploaded images, content-addressed (default <var_dir>/closet)"))
-    closet_db_url: str | None = Field(None, description=(
-        "SQLAlchemy URL of the closet/users database (default: SQLite file in closet_dir; "
-        "a postgresql+psycopg:// URL switches to Postgres with no code change)"))
-    photos_dir: Path | None = Field(None, description=(
-        "real garment photos served as the demo's photo mall when the folder exists "
-        "(default: ../shared/datasets/clothing-photos beside the project root)"))
+    closet_dir: Path | None = Field(
+        None, description=("shoppers' closets: uploaded images, content-addressed (default <var_dir>/closet)")
+    )
+    closet_db_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the closet/users database (default: SQLite file in closet_dir; "
+            "a postgresql+psycopg:// URL switches to Postgres with no code change)"
+        ),
+    )
+    photos_dir: Path | None = Field(
+        None,
+        description=(
+            "real garment photos served as the demo's photo mall when the folder exists "
+            "(default: ../shared/datasets/clothing-photos beside the project root)"
+        ),
+    )
 
     # The cluster profile's stores. Unset, they point at the servers `tailor up --cluster`
     # starts on this machine, with the credentials it generated into <var_dir>/cluster.
-    airflow_db_url: str | None = Field(None, description=(
-        "Airflow metadata DB (embedded: SQLite in airflow_home; cluster: Postgres database airflow)"))
+    airflow_db_url: str | None = Field(
+        None, description=("Airflow metadata DB (embedded: SQLite in airflow_home; cluster: Postgres database airflow)")
+    )
     airflow_executor: str | None = Field(None, description="LocalExecutor (embedded) or CeleryExecutor (cluster)")
     celery_broker_url: str | None = Field(None, description="Celery broker (cluster: the local Redis)")
-    celery_result_backend: str | None = Field(None, description="Celery result backend (cluster: Postgres database airflow)")
-    mlflow_backend_uri: str | None = Field(None, description=(
-        "the MLflow server's backend store (embedded: the SQLite file; cluster: Postgres database mlflow)"))
-    mlflow_artifacts_uri: str | None = Field(None, description=(
-        "where the MLflow server keeps artifacts (embedded: mlflow_artifacts_dir; cluster: s3://<bucket>/mlflow)"))
-    s3_endpoint_url: str | None = Field(None, description=(
-        "S3-compatible endpoint for MLflow artifacts and the DVC remote (cluster: the local moto server; "
-        "unset on AWS S3 itself)"))
+    celery_result_backend: str | None = Field(
+        None, description="Celery result backend (cluster: Postgres database airflow)"
+    )
+    mlflow_backend_uri: str | None = Field(
+        None,
+        description=(
+            "the MLflow server's backend store (embedded: the SQLite file; cluster: Postgres database mlflow)"
+        ),
+    )
+    mlflow_artifacts_uri: str | None = Field(
+        None,
+        description=(
+            "where the MLflow server keeps artifacts (embedded: mlflow_artifacts_dir; cluster: s3://<bucket>/mlflow)"
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description=(
+            "S3-compatible endpoint for MLflow artifacts and the DVC remote (cluster: the local moto server; "
+            "unset on AWS S3 itself)"
+        ),
+    )
     s3_bucket: str = Field("tailor", description="bucket of the cluster profile's object storage")
     aws_access_key_id: str | None = Field(None, description="object-store key (cluster: generated)")
     aws_secret_access_key: str | None = Field(None, description="object-store secret (cluster: generated)")
-    cluster_dir: Path | None = Field(None, description=(
-        "state of the local cluster: generated credentials, Redis and Postgres data (default <var_dir>/cluster)"))
-    postgres_dir: Path | None = Field(None, description=(
-        "Postgres data directory of the local cluster (default <cluster_dir>/postgres; as root, where "
-        "the postgres system user can reach it: /var/lib/postgresql/tailor-<hash of root>)"))
+    cluster_dir: Path | None = Field(
+        None,
+        description=(
+            "state of the local cluster: generated credentials, Redis and Postgres data (default <var_dir>/cluster)"
+        ),
+    )
+    postgres_dir: Path | None = Field(
+        None,
+        description=(
+            "Postgres data directory of the local cluster (default <cluster_dir>/postgres; as root, where "
+            "the postgres system user can reach it: /var/lib/postgresql/tailor-<hash of root>)"
+        ),
+    )
     postgres_port: int = 15432
     redis_port: int = 16379
     s3_port: int = 19000
-    celery_workers: int = Field(2, ge=1, description=(
-        "Celery workers `tailor up --cluster` starts; each runs one task at a time (solo pool)"))
+    celery_workers: int = Field(
+        2, ge=1, description=("Celery workers `tailor up --cluster` starts; each runs one task at a time (solo pool)")
+    )
     worker_log_port: int = Field(8793, description="first Celery worker's log server port (one per worker)")
 
     host: str = Field("127.0.0.1", description="bind address for every component")
@@ -104,12 +138,22 @@ class Settings(BaseSettings):
 
     seed: int = Field(0, description="default seed for the demo world")
     demo_world: str = Field("demo", description="name of the embedded default world")
-    train_epochs: int | None = Field(None, ge=1, description=(
-        "cap every retrain's epochs when its run sets none (quick runs: the cluster suite); "
-        "unset: each profile's own"))
-    train_parallel: int = Field(0, ge=0, description=(
-        "training tasks that may run at once per retrain run; 0 = one per 2 CPU cores (each "
-        "task uses 2 torch threads and DataLoader workers, so more only oversubscribes the CPU)"))
+    train_epochs: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "cap every retrain's epochs when its run sets none (quick runs: the cluster suite); "
+            "unset: each profile's own"
+        ),
+    )
+    train_parallel: int = Field(
+        0,
+        ge=0,
+        description=(
+            "training tasks that may run at once per retrain run; 0 = one per 2 CPU cores (each "
+            "task uses 2 torch threads and DataLoader workers, so more only oversubscribes the CPU)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -125,8 +169,9 @@ class Settings(BaseSettings):
         self.cluster_dir = self.cluster_dir or self.var_dir / "cluster"
         if self.profile == "cluster":
             self._derive_cluster()
-        self.mlflow_backend_uri = (self.mlflow_backend_uri or self.mlflow_tracking_uri
-                                   or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}")
+        self.mlflow_backend_uri = (
+            self.mlflow_backend_uri or self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        )
         self.mlflow_artifacts_uri = self.mlflow_artifacts_uri or str(self.mlflow_artifacts_dir)
         # Embedded: the CLI and tasks open the SQLite store directly (no server needed).
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or self.mlflow_backend_uri
@@ -164,8 +209,11 @@ class Settings(BaseSettings):
         self.closet_db_url = self.closet_db_url or f"{pg}/closet"
         if self.postgres_dir is None:
             tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
-            self.postgres_dir = (Path("/var/lib/postgresql") / f"tailor-{tag}" if os.geteuid() == 0
-                                 else Path(self.cluster_dir) / "postgres")  # type: ignore[arg-type]
+            self.postgres_dir = (
+                Path("/var/lib/postgresql") / f"tailor-{tag}"
+                if os.geteuid() == 0
+                else Path(self.cluster_dir) / "postgres"
+            )  # type: ignore[arg-type]
 
     @property
     def is_cluster(self) -> bool:
@@ -195,8 +243,16 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the runtime directories (never the data tree's content)."""
-        for d in (self.var_dir, self.worlds_dir, self.run_dir, self.airflow_home,
-                  self.mlflow_dir, self.mlflow_artifacts_dir, self.bentoml_home, self.data_dir):
+        for d in (
+            self.var_dir,
+            self.worlds_dir,
+            self.run_dir,
+            self.airflow_home,
+            self.mlflow_dir,
+            self.mlflow_artifacts_dir,
+            self.bentoml_home,
+            self.data_dir,
+        ):
             Path(d).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
         # Runtime state (generated passwords, logs, pid files, model artifacts) is the
         # operator's alone: other local users cannot read or list it.
@@ -217,10 +273,14 @@ def cluster_secrets(cluster_dir: Path) -> dict[str, str]:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    sec = {"postgres_password": secrets.token_urlsafe(18), "redis_password": secrets.token_urlsafe(18),
-           "s3_access_key": "tailor" + secrets.token_hex(6), "s3_secret_key": secrets.token_urlsafe(24),
-           "jwt_secret": secrets.token_urlsafe(32),
-           "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}
+    sec = {
+        "postgres_password": secrets.token_urlsafe(18),
+        "redis_password": secrets.token_urlsafe(18),
+        "s3_access_key": "tailor" + secrets.token_hex(6),
+        "s3_secret_key": secrets.token_urlsafe(24),
+        "jwt_secret": secrets.token_urlsafe(32),
+        "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
     tmp = path.with_name(f".secrets.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -82,19 +82,21 @@ def dvc_lock(s: Settings | None = None, wait_s: float = DVC_LOCK_WAIT_S) -> Iter
 _held = threading.local()
 
 
-def dvc(*args: str, s: Settings | None = None, check: bool = True,
-        timeout_s: float = DVC_TIMEOUT_S) -> subprocess.CompletedProcess:
+def dvc(
+    *args: str, s: Settings | None = None, check: bool = True, timeout_s: float = DVC_TIMEOUT_S
+) -> subprocess.CompletedProcess:
     """Run one ``dvc`` command in the project root under :func:`dvc_lock`; raise with DVC's
     own message on failure, or naming the command when it runs past ``timeout_s``."""
     s = s or get_settings()
     with dvc_lock(s):
         try:
-            proc = subprocess.run([_dvc_bin(), *args], cwd=s.root, capture_output=True, text=True,
-                                  timeout=timeout_s)
+            proc = subprocess.run([_dvc_bin(), *args], cwd=s.root, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"dvc {' '.join(args)} did not finish within {timeout_s:.0f}s") from None
     if check and proc.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise RuntimeError(
+            f"dvc {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc
 
 
@@ -117,8 +119,11 @@ def ensure_initialised(s: Settings | None = None) -> Path:
         if str(s.dvc_remote).startswith("s3://"):
             # Object storage (the cluster profile): endpoint and keys go to .dvc/config.local,
             # which is git-ignored, like the generated credentials they come from.
-            opts = {"endpointurl": s.s3_endpoint_url, "access_key_id": s.aws_access_key_id,
-                    "secret_access_key": s.aws_secret_access_key}
+            opts = {
+                "endpointurl": s.s3_endpoint_url,
+                "access_key_id": s.aws_access_key_id,
+                "secret_access_key": s.aws_secret_access_key,
+            }
             for key, value in opts.items():
                 if value:
                     dvc("remote", "modify", "--local", "override", key, str(value), s=s)

@@ -43,11 +43,19 @@ def isolated_airflow(tmp_path: Path, root: Path, **extra_env: str) -> dict[str, 
     """Environment for an Airflow home under ``tmp_path`` and a Tailor project at ``root``;
     the metadata DB is migrated before returning."""
     home = tmp_path / "airflow"
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-           "TAILOR_ROOT": str(root), "TAILOR_DATA_DIR": str(root / "data"), "TAILOR_VAR_DIR": str(root / "var"),
-           "TAILOR_MLFLOW_DIR": str(root / "mlflow"), "PYTHONPATH": str(PROJECT_ROOT), **extra_env}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "TAILOR_ROOT": str(root),
+        "TAILOR_DATA_DIR": str(root / "data"),
+        "TAILOR_VAR_DIR": str(root / "var"),
+        "TAILOR_MLFLOW_DIR": str(root / "mlflow"),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        **extra_env,
+    }
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     airflow = str(Path(sys.executable).parent / "airflow")
     mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
@@ -58,8 +66,9 @@ def isolated_airflow(tmp_path: Path, root: Path, **extra_env: str) -> dict[str, 
     )
 
     for name, slots in ((DVC_POOL, "1"), (TRAIN_POOL, "1")):
-        pool = subprocess.run([airflow, "pools", "set", name, slots, "as tailor up"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        pool = subprocess.run(
+            [airflow, "pools", "set", name, slots, "as tailor up"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert pool.returncode == 0, pool.stderr[-3000:]
     return env
 
@@ -67,8 +76,14 @@ def isolated_airflow(tmp_path: Path, root: Path, **extra_env: str) -> dict[str, 
 def run_dag_test(env: dict[str, str], dag_id: str, conf: dict, cwd: Path, timeout_s: int = 900) -> dict:
     """``dag.test(run_conf=conf)`` in a subprocess; returns run state, task states, Asset
     events and ``log`` (the run's whole output, where task logs and error messages land)."""
-    proc = subprocess.run([sys.executable, "-c", _DAG_TEST, str(PROJECT_ROOT / "dags"), dag_id, json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=timeout_s, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DAG_TEST, str(PROJECT_ROOT / "dags"), dag_id, json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=cwd,
+    )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line, (proc.stdout[-3000:], proc.stderr[-5000:])
     return {**json.loads(line[7:]), "log": proc.stdout + proc.stderr}

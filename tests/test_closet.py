@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 
 from bentos.closet.store import Analysis, ClosetStore, NotFound, UnknownUser, hash_token
-from tests.test_serve import jpeg, serve_bundle  # noqa: F401  (session fixture)
+from tests.helpers.serving import jpeg
 
 
 def _analysis(category: str = "t-shirt", color: str = "red", seed: int = 0) -> Analysis:
     v = np.random.default_rng(seed).normal(size=8).astype(np.float32)
-    return Analysis(category, 0.9, {"color": {"value": color, "score": 0.8}}, v / np.linalg.norm(v), None,
-                    {"tagger": "1", "embedder": "2"})
+    return Analysis(
+        category,
+        0.9,
+        {"color": {"value": color, "score": 0.8}},
+        v / np.linalg.norm(v),
+        None,
+        {"tagger": "1", "embedder": "2"},
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
@@ -63,8 +69,9 @@ def test_users_store_only_a_token_hash_and_revoke(store: ClosetStore):
     assert store.user_for_token("not-a-token") is None and store.user_for_token(None) is None
     store.revoke("ann")
     assert store.user_for_token(token) is None
-    assert store.list_users() == [{"name": "ann", "created_at": store.list_users()[0]["created_at"],
-                                   "revoked": True, "items": 0}]
+    assert store.list_users() == [
+        {"name": "ann", "created_at": store.list_users()[0]["created_at"], "revoked": True, "items": 0}
+    ]
     new = store.rotate_token("ann")
     assert store.user_for_token(new).name == "ann" and store.user_for_token(token) is None
     with pytest.raises(UnknownUser):
@@ -90,9 +97,14 @@ def test_retag_recomputes_and_keeps_hand_corrections(store: ClosetStore):
     item = store.add_item(uid, b"x", "jpg", _analysis("t-shirt", "red"))
     other = store.add_item(uid, b"y", "jpg", _analysis("t-shirt", "red"))
     store.update_item(uid, item["id"], category="polo", tags={"color": "navy"})
-    newer = Analysis("shirt", 0.7, {"color": {"value": "white", "score": 0.6},
-                                    "pattern": {"value": "stripes", "score": 0.5}},
-                     _analysis(seed=5).embedding, [1.0, 2.0, 3.0, 4.0], {"tagger": "9", "embedder": "9"})
+    newer = Analysis(
+        "shirt",
+        0.7,
+        {"color": {"value": "white", "score": 0.6}, "pattern": {"value": "stripes", "score": 0.5}},
+        _analysis(seed=5).embedding,
+        [1.0, 2.0, 3.0, 4.0],
+        {"tagger": "9", "embedder": "9"},
+    )
     assert store.retag(lambda path: newer) == {"items": 2, "kept_corrections": 2}
     fixed, plain = store.get_item(uid, item["id"]), store.get_item(uid, other["id"])
     assert fixed["category"] == "polo" and fixed["tags"]["color"] == {"value": "navy", "score": 1.0, "source": "user"}
@@ -104,7 +116,7 @@ def test_retag_recomputes_and_keeps_hand_corrections(store: ClosetStore):
 
 # --------------------------------------------------------------------------- HTTP
 @pytest.fixture(scope="module")
-def api(serve_bundle: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def api(serve_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     import torch
     from fastapi.testclient import TestClient
 
@@ -120,8 +132,13 @@ def api(serve_bundle: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: 
     bundle = Bundle.load(serve_bundle)
     engine = SearchEngine(bundle)
     catalog = CatalogView(serve_bundle / "index", bundle.versions["index"])
-    app = build_app(lambda: engine, load_config(), catalog_images=serve_bundle / "index" / "images",
-                    get_store=lambda: store, get_catalog=lambda: catalog)
+    app = build_app(
+        lambda: engine,
+        load_config(),
+        catalog_images=serve_bundle / "index" / "images",
+        get_store=lambda: store,
+        get_catalog=lambda: catalog,
+    )
     with TestClient(app) as c:
         yield c, store, catalog
 
@@ -142,8 +159,12 @@ def test_closet_flow_upload_list_correct_delete(api, small_world: Path):
     assert r.status_code == 201, r.text
     item = r.json()
     assert item["category_source"] == "model" and item["category"] and item["model_versions"]["tagger"] == "fresh-s0"
-    r = client.post("/closet/items", files={"image": ("b.jpg", _photo(small_world, "p00011"), "image/jpeg")},
-                    data={"category": "skirt"}, headers=_auth(token))
+    r = client.post(
+        "/closet/items",
+        files={"image": ("b.jpg", _photo(small_world, "p00011"), "image/jpeg")},
+        data={"category": "skirt"},
+        headers=_auth(token),
+    )
     assert r.status_code == 201 and r.json()["category"] == "skirt" and r.json()["category_source"] == "user"
     listing = client.get("/closet/items", headers=_auth(token)).json()
     assert listing["count"] == 2 and "skirt" in listing["categories"]
@@ -151,8 +172,9 @@ def test_closet_flow_upload_list_correct_delete(api, small_world: Path):
     assert list(only["categories"]) == ["skirt"] and only["count"] == 1
     got = client.get(f"/closet/items/{item['id']}/image", headers=_auth(token))
     assert got.status_code == 200 and got.content == img
-    r = client.patch(f"/closet/items/{item['id']}", json={"category": "polo", "tags": {"color": "navy"}},
-                     headers=_auth(token))
+    r = client.patch(
+        f"/closet/items/{item['id']}", json={"category": "polo", "tags": {"color": "navy"}}, headers=_auth(token)
+    )
     assert r.status_code == 200 and r.json()["category"] == "polo"
     assert r.json()["tags"]["color"] == {"value": "navy", "score": 1.0, "source": "user"}
     bad = client.patch(f"/closet/items/{item['id']}", json={"tags": {"color": "plaid"}}, headers=_auth(token))
@@ -165,13 +187,17 @@ def test_closet_flow_upload_list_correct_delete(api, small_world: Path):
 def test_no_route_lets_a_user_touch_another_users_closet(api, small_world: Path):
     client, store, _ = api
     owner, intruder = store.add_user("owner"), store.add_user("intruder")
-    item = client.post("/closet/items", files={"image": ("a.jpg", _photo(small_world, "p00012"), "image/jpeg")},
-                       headers=_auth(owner)).json()
+    item = client.post(
+        "/closet/items", files={"image": ("a.jpg", _photo(small_world, "p00012"), "image/jpeg")}, headers=_auth(owner)
+    ).json()
     before = client.get("/closet/items", headers=_auth(owner)).json()
     iid = item["id"]
-    attempts = [("get", f"/closet/items/{iid}", {}), ("get", f"/closet/items/{iid}/image", {}),
-                ("patch", f"/closet/items/{iid}", {"json": {"category": "skirt"}}),
-                ("delete", f"/closet/items/{iid}", {})]
+    attempts = [
+        ("get", f"/closet/items/{iid}", {}),
+        ("get", f"/closet/items/{iid}/image", {}),
+        ("patch", f"/closet/items/{iid}", {"json": {"category": "skirt"}}),
+        ("delete", f"/closet/items/{iid}", {}),
+    ]
     for who, headers in (("intruder", _auth(intruder)), ("nobody", {}), ("forged", _auth("forged-token"))):
         for method, url, kw in attempts:
             r = getattr(client, method)(url, headers=headers, **kw)
@@ -192,11 +218,13 @@ def test_no_route_lets_a_user_touch_another_users_closet(api, small_world: Path)
 def test_closet_upload_follows_the_search_bad_input_rules(api):
     client, store, _ = api
     token = store.add_user("badinput")
-    cases = [({"files": {"image": ("x.txt", b"not an image", "text/plain")}}, 400),
-             ({"files": {"image": ("t.jpg", jpeg((300, 300))[:400], "image/jpeg")}}, 400),
-             ({"files": {"other": ("x.jpg", jpeg(), "image/jpeg")}}, 422),
-             ({"files": {"image": ("x.jpg", jpeg(), "image/jpeg")}, "data": {"category": "spacesuit"}}, 422),
-             ({"content": b"\x80\x04K\x01.", "headers": {"content-type": "application/vnd.bentoml+pickle"}}, 415)]
+    cases = [
+        ({"files": {"image": ("x.txt", b"not an image", "text/plain")}}, 400),
+        ({"files": {"image": ("t.jpg", jpeg((300, 300))[:400], "image/jpeg")}}, 400),
+        ({"files": {"other": ("x.jpg", jpeg(), "image/jpeg")}}, 422),
+        ({"files": {"image": ("x.jpg", jpeg(), "image/jpeg")}, "data": {"category": "spacesuit"}}, 422),
+        ({"content": b"\x80\x04K\x01.", "headers": {"content-type": "application/vnd.bentoml+pickle"}}, 415),
+    ]
     for kw, status in cases:
         headers = {**kw.pop("headers", {}), **_auth(token)}
         r = client.post("/closet/items", headers=headers, **kw)
@@ -244,8 +272,9 @@ def test_products_filters_by_tags_with_cursor_paging(api):
 
 def test_search_attributes_ranks_by_shared_tags_then_similarity(api, small_world: Path):
     client, _, catalog = api
-    r = client.post("/search/attributes", files={"image": ("p.jpg", _photo(small_world, "p00010"), "image/jpeg")},
-                    data={"k": "8"})
+    r = client.post(
+        "/search/attributes", files={"image": ("p.jpg", _photo(small_world, "p00010"), "image/jpeg")}, data={"k": "8"}
+    )
     assert r.status_code == 200, r.text
     g = r.json()["garments"][0]
     shared = [p["shared_tags"] for p in g["products"]]
@@ -260,7 +289,7 @@ def test_search_attributes_ranks_by_shared_tags_then_similarity(api, small_world
     assert len(m["points"]) == len(catalog) and m["method"] == "pca"
 
 
-def test_catalog_attributes_were_tagged_by_the_bundles_tagger(serve_bundle: Path):  # noqa: F811
+def test_catalog_attributes_were_tagged_by_the_bundles_tagger(serve_bundle: Path):
     import json
 
     import pandas as pd
@@ -286,8 +315,12 @@ def test_the_settings_url_alone_moves_the_closet_to_postgres(postgres_url: str, 
     store.engine.dispose()
 
 
-def test_users_and_retag_commands(serve_bundle: Path, small_world: Path, tmp_path: Path,  # noqa: F811
-                                  monkeypatch: pytest.MonkeyPatch):
+def test_users_and_retag_commands(
+    serve_bundle: Path,
+    small_world: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
     """``tailor users add/list/revoke`` and ``tailor closet retag`` on the settings' store:
     re-tagging with a bundle's models replaces model answers and keeps hand corrections."""
     from typer.testing import CliRunner
@@ -307,8 +340,14 @@ def test_users_and_retag_commands(serve_bundle: Path, small_world: Path, tmp_pat
         assert "cli-user\tactive\t0 items" in run(app, ["users", "list"]).output
         uid = store.user_id("cli-user")
         img = (small_world / "images" / "shop" / "p00003.jpg").read_bytes()
-        stale = Analysis("hat", 0.1, {"color": {"value": "pink", "score": 0.1}, "pattern": {"value": "dots", "score": 0.1}},
-                         _analysis().embedding, None, {"tagger": "old"})
+        stale = Analysis(
+            "hat",
+            0.1,
+            {"color": {"value": "pink", "score": 0.1}, "pattern": {"value": "dots", "score": 0.1}},
+            _analysis().embedding,
+            None,
+            {"tagger": "old"},
+        )
         item = store.add_item(uid, img, "jpg", stale)
         store.update_item(uid, item["id"], tags={"pattern": "floral"})
         res = run(app, ["closet", "retag", "--bundle", str(serve_bundle)])

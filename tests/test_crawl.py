@@ -23,17 +23,22 @@ from pipelines.malls import (
     duplicate_products,
     load_world,
 )
-from pipelines.malls.testing import make_fake_world, running_malls
 from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT, Settings
+from tests.helpers.malls import make_fake_world, running_malls
 
 
 # ---------------------------------------------------------------------------- helpers
-def run_crawl(server: MallServer, tmp: Path, names: list[str] | None = None,
-              politeness: Politeness | None = None, out: str = "snap", **kw) -> dict:
+def run_crawl(
+    server: MallServer,
+    tmp: Path,
+    names: list[str] | None = None,
+    politeness: Politeness | None = None,
+    out: str = "snap",
+    **kw,
+) -> dict:
     """Crawl ``server``'s malls into ``tmp/out`` with an isolated state dir (no DVC)."""
-    cfg = demo_config({n: server.url(n) for n in (names or list(server.malls))},
-                      politeness or Politeness.off())
+    cfg = demo_config({n: server.url(n) for n in (names or list(server.malls))}, politeness or Politeness.off())
     s = Settings(root=tmp / "proj")
     return crawl(cfg, out=tmp / out, s=s, state=kw.pop("state", tmp / "state"), **kw)
 
@@ -54,8 +59,7 @@ def listings_of(products: pd.DataFrame) -> dict[str, dict]:
 
 def listed_attrs(prod: dict) -> dict[str, str]:
     attrs = (prod.get("listed") or {}).get("attributes", prod["attributes"]) or {}
-    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v)
-            for k, v in attrs.items() if v is not None}
+    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in attrs.items() if v is not None}
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +76,37 @@ def test_shipped_config_loads() -> None:
     assert cfg.select(["demo-css"]).malls[0].selectors["title"]
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("malls: [", "not valid YAML"),
-    ("- a\n- b\n", "'malls:' list"),
-    ("malls:\n  - name: x\n    extractor: xpath\n    start_urls: ['http://h/']\n"
-     "    politeness: {user_agent: 'Bot (+https://e.org)'}\n", "mall 'x': extractor"),
-    ("malls:\n  - name: x\n    extractor: jsonld\n    start_urls: ['ftp://h/']\n"
-     "    politeness: {user_agent: 'Bot (+https://e.org)'}\n", "not an absolute http"),
-    ("malls:\n  - name: x\n    extractor: jsonld\n    start_urls: ['http://h/']\n"
-     "    politeness: {user_agent: 'Bot'}\n", "contact"),
-    ("malls:\n  - name: x\n    extractor: css\n    start_urls: ['http://h/']\n"
-     "    politeness: {user_agent: 'Bot (+https://e.org)'}\n", "needs selectors"),
-    ("malls:\n  - name: x\n    extractor: jsonld\n    politeness: {user_agent: 'a@b.org', delay: 1}\n",
-     "politeness.delay: Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("malls: [", "not valid YAML"),
+        ("- a\n- b\n", "'malls:' list"),
+        (
+            "malls:\n  - name: x\n    extractor: xpath\n    start_urls: ['http://h/']\n"
+            "    politeness: {user_agent: 'Bot (+https://e.org)'}\n",
+            "mall 'x': extractor",
+        ),
+        (
+            "malls:\n  - name: x\n    extractor: jsonld\n    start_urls: ['ftp://h/']\n"
+            "    politeness: {user_agent: 'Bot (+https://e.org)'}\n",
+            "not an absolute http",
+        ),
+        (
+            "malls:\n  - name: x\n    extractor: jsonld\n    start_urls: ['http://h/']\n"
+            "    politeness: {user_agent: 'Bot'}\n",
+            "contact",
+        ),
+        (
+            "malls:\n  - name: x\n    extractor: css\n    start_urls: ['http://h/']\n"
+            "    politeness: {user_agent: 'Bot (+https://e.org)'}\n",
+            "needs selectors",
+        ),
+        (
+            "malls:\n  - name: x\n    extractor: jsonld\n    politeness: {user_agent: 'a@b.org', delay: 1}\n",
+            "politeness.delay: Extra inputs",
+        ),
+    ],
+)
 def test_bad_config_gives_clear_error(tmp_path: Path, text: str, needle: str) -> None:
     f = tmp_path / "malls.yaml"
     f.write_text(text)
@@ -94,8 +115,18 @@ def test_bad_config_gives_clear_error(tmp_path: Path, text: str, needle: str) ->
 
 
 def test_config_select_unknown_mall() -> None:
-    cfg = parse_config({"malls": [{"name": "a", "extractor": "jsonld", "start_urls": ["http://h/"],
-                                   "politeness": {"user_agent": "B (+https://e.org)"}}]})
+    cfg = parse_config(
+        {
+            "malls": [
+                {
+                    "name": "a",
+                    "extractor": "jsonld",
+                    "start_urls": ["http://h/"],
+                    "politeness": {"user_agent": "B (+https://e.org)"},
+                }
+            ]
+        }
+    )
     assert cfg.malls[0].allowed_domains == ["h"]
     with pytest.raises(ConfigError, match="unknown mall"):
         cfg.select(["nope"])
@@ -146,8 +177,7 @@ def test_image_guards(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- clean crawl
-def test_every_listed_product_found_with_fields(clean_crawl: dict, demo_malls: MallServer,
-                                                small_world: Path) -> None:
+def test_every_listed_product_found_with_fields(clean_crawl: dict, demo_malls: MallServer, small_world: Path) -> None:
     world = {p["product_id"]: p for p in load_world(small_world)[1]}
     listings = listings_of(clean_crawl["products"])
     for mall in demo_malls:
@@ -245,8 +275,22 @@ def test_stats_and_snapshot_files(clean_crawl: dict) -> None:
     assert meta["counts"]["products"] == len(clean_crawl["products"])
     assert clean_crawl["info"]["snapshot_id"] is None  # outside the data tree: no DVC
     cols = set(clean_crawl["products"].columns)
-    assert {"product_id", "mall", "url", "title", "brand", "price", "currency", "category",
-            "attributes", "image_sha256", "fetched_at", "removed", "listings", "also_in"} <= cols
+    assert {
+        "product_id",
+        "mall",
+        "url",
+        "title",
+        "brand",
+        "price",
+        "currency",
+        "category",
+        "attributes",
+        "image_sha256",
+        "fetched_at",
+        "removed",
+        "listings",
+        "also_in",
+    } <= cols
     assert set(clean_crawl["failures"].columns) >= {"url", "mall", "kind", "reason", "status", "time"}
 
 
@@ -309,11 +353,9 @@ def test_faulty_malls(faulty_malls: MallServer, tmp_path: Path) -> None:
     for mall in faulty_malls:
         base = faulty_malls.url(mall.name)
         for pid in mall.active_ids():
-            assert (f"{mall.name}:{pid}" in listings
-                    or (fails["url"] == base + mall.listings[pid].path).any()), pid
+            assert f"{mall.name}:{pid}" in listings or (fails["url"] == base + mall.listings[pid].path).any(), pid
     stats = info["stats"]
-    assert stats["errors_by_kind"].get("http", 0) >= 3 and sum(
-        m["retries"] for m in stats["malls"].values()) > 0
+    assert stats["errors_by_kind"].get("http", 0) >= 3 and sum(m["retries"] for m in stats["malls"].values()) > 0
 
 
 # ---------------------------------------------------------------------------- robots
@@ -326,10 +368,19 @@ def _one_mall(world: Path, **kw) -> Mall:
     return build_demo_malls(world, seed=0, duplicate_share=0.0, **kw)[0]
 
 
-@pytest.mark.parametrize("mode, redirects, allowed", [
-    (404, 0, True), (410, 0, True), (500, 0, False), (503, 0, False), ("unreachable", 0, False),
-    (200, 3, True), (200, 6, False),
-], ids=["404", "410", "500", "503", "unreachable", "3-redirects", "6-redirects"])
+@pytest.mark.parametrize(
+    "mode, redirects, allowed",
+    [
+        (404, 0, True),
+        (410, 0, True),
+        (500, 0, False),
+        (503, 0, False),
+        ("unreachable", 0, False),
+        (200, 3, True),
+        (200, 6, False),
+    ],
+    ids=["404", "410", "500", "503", "unreachable", "3-redirects", "6-redirects"],
+)
 def test_robots_rfc9309(tiny_world: Path, tmp_path: Path, mode, redirects: int, allowed: bool) -> None:
     mall = _one_mall(tiny_world, robots_status=mode, robots_redirects=redirects)
     with running_malls([mall]) as server:
@@ -383,7 +434,7 @@ def test_near_dup_groups_match_pairwise_hamming() -> None:
     items = sorted(hashes.items())
     for i, (a, ha) in enumerate(items):
         uf.find(a)
-        for b, hb in items[i + 1:]:
+        for b, hb in items[i + 1 :]:
             if bin(int(ha, 16) ^ int(hb, 16)).count("1") <= 4:
                 uf.union(a, b)
     assert _near_dup_groups(hashes, 4) == {k: uf.find(k) for k in hashes}
@@ -400,8 +451,9 @@ def test_outage_mid_crawl_marks_no_removals(tiny_world: Path, tmp_path: Path) ->
     with running_malls([good], base_port=port) as server:
         first = load(run_crawl(server, tmp_path, out="a"))
     assert len(first["products"]) == len(good.listings) and not first["products"]["removed"].any()
-    down = build_demo_malls(tiny_world, seed=0, duplicate_share=0.0,
-                            faults=FaultConfig(error_burst_rate=1.0, burst_len=1000))[0]
+    down = build_demo_malls(
+        tiny_world, seed=0, duplicate_share=0.0, faults=FaultConfig(error_burst_rate=1.0, burst_len=1000)
+    )[0]
     with running_malls([down], base_port=port) as server:
         info = run_crawl(server, tmp_path, out="b", politeness=Politeness.off(retry_times=0))
         strict = run_crawl(server, tmp_path, out="c", politeness=Politeness.off(retry_times=0, max_error_rate=0.1))
@@ -413,6 +465,7 @@ def test_outage_mid_crawl_marks_no_removals(tiny_world: Path, tmp_path: Path) ->
 
     def stats(i: dict) -> dict:
         return json.loads((Path(i["path"]) / "stats.json").read_text())["malls"][good.name]
+
     # a few failing pages among many answered ones: still a complete run
     assert stats(info)["incomplete_reason"] is None
     assert stats(strict)["incomplete_reason"].startswith("error rate ")

@@ -14,9 +14,9 @@ import yaml
 
 from pipelines.crawl.config import Politeness, demo_config
 from pipelines.malls import build_demo_malls, build_photo_mall
-from pipelines.malls.testing import make_fake_world, running_malls
 from pipelines.settings import PROJECT_ROOT
 from tests.airflow_harness import isolated_airflow, run_dag_test
+from tests.helpers.malls import make_fake_world, running_malls
 
 
 def _project(tmp: Path) -> Path:
@@ -42,8 +42,9 @@ def test_crawl_malls_dag_runs_end_to_end(tmp_path: Path) -> None:
         malls_file = root / "var" / "malls.yaml"  # DAG paths: under the data or var root
         malls_file.parent.mkdir(parents=True, exist_ok=True)
         malls_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-        res = run_dag_test(env, "crawl_malls", {"malls_file": str(malls_file), "polite": False,
-                                                "snapshot_name": "dagsnap"}, tmp_path)
+        res = run_dag_test(
+            env, "crawl_malls", {"malls_file": str(malls_file), "polite": False, "snapshot_name": "dagsnap"}, tmp_path
+        )
     assert res["state"].endswith("success"), res
     assert sum(1 for k in res["tis"] if k.startswith("crawl_mall[")) == 3
     snap = root / "data" / "snapshots" / "dagsnap"
@@ -87,8 +88,9 @@ def test_cli_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         with running_malls([mall]) as server:
             f = tmp_path / "malls.yaml"
             f.write_text(yaml.safe_dump(demo_config(server.urls(), Politeness.off()).model_dump(mode="json")))
-            r = CliRunner().invoke(app, ["crawl", "--malls", str(f), "--out", str(tmp_path / "snap"),
-                                         "--mall", mall.name])
+            r = CliRunner().invoke(
+                app, ["crawl", "--malls", str(f), "--out", str(tmp_path / "snap"), "--mall", mall.name]
+            )
             assert r.exit_code == 0, r.output
             assert f"{len(mall.listings)} products" in r.output and "not DVC-versioned" in r.output
             bad = tmp_path / "bad.yaml"
@@ -98,8 +100,9 @@ def test_cli_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         get_settings.cache_clear()
     # The CLI module keeps heavy imports out of module level.
-    code = ("import sys, pipelines.crawl.cli; "
-            "print([m for m in ('scrapy','pandas','extruct','PIL') if m in sys.modules])")
+    code = (
+        "import sys, pipelines.crawl.cli; print([m for m in ('scrapy','pandas','extruct','PIL') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -130,8 +133,12 @@ def test_photo_mall_crawl(shared_photos: Path, tmp_path: Path) -> None:
     mall = build_photo_mall(shared_photos, limit=limit)
     labels = {Path(r["image"]).stem: r["label"] for r in read_labels(shared_photos / "labels.csv", limit=limit)}
     with running_malls([mall]) as server:
-        info = crawl(demo_config(server.urls(), Politeness.off()), out=tmp_path / "snap",
-                     s=Settings(root=tmp_path / "proj"), state=tmp_path / "state")
+        info = crawl(
+            demo_config(server.urls(), Politeness.off()),
+            out=tmp_path / "snap",
+            s=Settings(root=tmp_path / "proj"),
+            state=tmp_path / "state",
+        )
     df = pd.read_parquet(Path(info["path"]) / "products.parquet")
     got = dict(zip(df["sku"], df["category"], strict=True))
     assert set(got) == set(mall.listings)

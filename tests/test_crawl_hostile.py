@@ -30,20 +30,23 @@ UA = "TailorBot/1.0 (+https://example.org/bot)"
 
 
 # ------------------------------------------------------------------------------- units
-@pytest.mark.parametrize("url, hosts, private, why", [
-    ("file:///dev/zero", ["127.0.0.1"], True, "scheme 'file'"),
-    ("data:image/png;base64,AAAA", ["127.0.0.1"], True, "scheme 'data'"),
-    ("ftp://127.0.0.1/x.jpg", ["127.0.0.1"], True, "scheme 'ftp'"),
-    ("s3://bucket/x.jpg", ["127.0.0.1"], True, "scheme 's3'"),
-    ("http://169.254.169.254/latest/meta-data", ["shop.example"], False, "outside the mall's allowed hosts"),
-    ("http://127.0.0.1:5000/api", ["shop.example"], False, "outside the mall's allowed hosts"),
-    ("http://127.0.0.1:8001/p/1", ["127.0.0.1"], False, "non-public address"),
-    ("http://[::1]:8001/p/1", ["::1"], False, "non-public address"),
-    ("http://10.1.2.3/x.jpg", ["10.1.2.3"], False, "non-public address"),
-    ("http://127.0.0.1:8001/p/1", ["127.0.0.1"], True, None),
-    ("https://cdn.shop.example/a.jpg", ["shop.example"], False, None),
-    ("https://evilshop.example/a.jpg", ["shop.example"], False, "outside"),
-])
+@pytest.mark.parametrize(
+    "url, hosts, private, why",
+    [
+        ("file:///dev/zero", ["127.0.0.1"], True, "scheme 'file'"),
+        ("data:image/png;base64,AAAA", ["127.0.0.1"], True, "scheme 'data'"),
+        ("ftp://127.0.0.1/x.jpg", ["127.0.0.1"], True, "scheme 'ftp'"),
+        ("s3://bucket/x.jpg", ["127.0.0.1"], True, "scheme 's3'"),
+        ("http://169.254.169.254/latest/meta-data", ["shop.example"], False, "outside the mall's allowed hosts"),
+        ("http://127.0.0.1:5000/api", ["shop.example"], False, "outside the mall's allowed hosts"),
+        ("http://127.0.0.1:8001/p/1", ["127.0.0.1"], False, "non-public address"),
+        ("http://[::1]:8001/p/1", ["::1"], False, "non-public address"),
+        ("http://10.1.2.3/x.jpg", ["10.1.2.3"], False, "non-public address"),
+        ("http://127.0.0.1:8001/p/1", ["127.0.0.1"], True, None),
+        ("https://cdn.shop.example/a.jpg", ["shop.example"], False, None),
+        ("https://evilshop.example/a.jpg", ["shop.example"], False, "outside"),
+    ],
+)
 def test_refusal_rules(url: str, hosts: list[str], private: bool, why: str | None) -> None:
     got = refusal(url, hosts, private)
     assert (got is None) if why is None else (got is not None and why in got), got
@@ -56,8 +59,13 @@ def test_a_name_that_resolves_to_a_private_address_is_refused() -> None:
 
 
 def test_image_hosts_and_private_switch_are_config() -> None:
-    m = MallConfig(name="m", start_urls=["https://shop.example/"], extractor="jsonld",
-                   politeness=Politeness(user_agent=UA), image_hosts=["cdn.example"])
+    m = MallConfig(
+        name="m",
+        start_urls=["https://shop.example/"],
+        extractor="jsonld",
+        politeness=Politeness(user_agent=UA),
+        image_hosts=["cdn.example"],
+    )
     assert m.image_hosts == ["cdn.example"] and m.allow_private_addresses is False
     assert m.politeness.max_page_bytes == 5 * 2**20 and m.politeness.max_robots_bytes == 512 * 2**10
 
@@ -106,19 +114,38 @@ ports: dict[str, int] = {}
 def hostile() -> Iterator[dict]:
     """The hostile mall (127.0.0.1) and an off-site server (127.0.0.2) that must stay untouched."""
     off_log, mall_log = _Log(), _Log()
-    off = _serve("127.0.0.2", {"/img/off.jpg": (200, {"Content-Type": "image/jpeg"}, _jpeg()),
-                               "/p/2": (200, {"Content-Type": "text/html"}, b"<html></html>")}, off_log)
+    off = _serve(
+        "127.0.0.2",
+        {
+            "/img/off.jpg": (200, {"Content-Type": "image/jpeg"}, _jpeg()),
+            "/p/2": (200, {"Content-Type": "text/html"}, b"<html></html>"),
+        },
+        off_log,
+    )
     ports["off"] = off.server_address[1]
     html = "<html><head><script type='application/ld+json'>{}</script></head><body></body></html>"
-    good = {"@context": "https://schema.org", "@type": "Product", "name": "Red tee", "sku": "G1",
-            "offers": {"@type": "Offer", "price": "19.90", "priceCurrency": "EUR"},
-            "image": ["/img/ok.jpg", "file:///etc/passwd", "data:image/jpeg;base64,/9j/4AAQ",
-                      "http://169.254.169.254/latest/meta-data/iam", f"http://127.0.0.2:{ports['off']}/img/off.jpg"]}
+    good = {
+        "@context": "https://schema.org",
+        "@type": "Product",
+        "name": "Red tee",
+        "sku": "G1",
+        "offers": {"@type": "Offer", "price": "19.90", "priceCurrency": "EUR"},
+        "image": [
+            "/img/ok.jpg",
+            "file:///etc/passwd",
+            "data:image/jpeg;base64,/9j/4AAQ",
+            "http://169.254.169.254/latest/meta-data/iam",
+            f"http://127.0.0.2:{ports['off']}/img/off.jpg",
+        ],
+    }
     bomb = gzip.compress(b"<html>" + b" " * (40 * 2**20) + b"</html>", compresslevel=9)
     routes = {
         "/robots.txt": (200, {"Content-Type": "text/plain"}, b"User-agent: *\nAllow: /\n"),
-        "/": (200, {"Content-Type": "text/html"}, b"<html><a href='/p/1'>a</a><a href='/p/redirect'>b</a>"
-                                                  b"<a href='/p/bomb'>c</a></html>"),
+        "/": (
+            200,
+            {"Content-Type": "text/html"},
+            b"<html><a href='/p/1'>a</a><a href='/p/redirect'>b</a><a href='/p/bomb'>c</a></html>",
+        ),
         "/p/1": (200, {"Content-Type": "text/html"}, html.format(json.dumps(good)).encode()),
         "/img/ok.jpg": (200, {"Content-Type": "image/jpeg"}, _jpeg()),
         "/p/redirect": (302, {"Location": "http://127.0.0.2:{off}/p/2"}, b""),
@@ -136,8 +163,9 @@ def hostile() -> Iterator[dict]:
 def _crawl(hostile: dict, tmp: Path, **mall_kw) -> dict[str, pd.DataFrame]:
     pol = Politeness.off(UA, max_page_bytes=2 * 2**20)
     kw = {"allow_private_addresses": True, **mall_kw}
-    cfg = CrawlConfig(malls=[MallConfig(name="hostile", start_urls=[hostile["base"] + "/"], extractor="jsonld",
-                                        politeness=pol, **kw)])
+    cfg = CrawlConfig(
+        malls=[MallConfig(name="hostile", start_urls=[hostile["base"] + "/"], extractor="jsonld", politeness=pol, **kw)]
+    )
     info = crawl(cfg, out=tmp / "snap", s=Settings(root=tmp / "proj"), state=tmp / "state")
     root = Path(info["path"])
     return {n: pd.read_parquet(root / f"{n}.parquet") for n in ("products", "images", "failures")} | {"info": info}

@@ -21,8 +21,8 @@ from pipelines.crawl.config import Politeness, demo_config
 from pipelines.crawl.pipeline import crawl, run_dir_for
 from pipelines.crawl.snapshot import restore_snapshot
 from pipelines.malls import build_demo_malls
-from pipelines.malls.testing import make_fake_world, running_malls
 from pipelines.settings import PROJECT_ROOT, Settings
+from tests.helpers.malls import make_fake_world, running_malls
 
 
 def _listings(snapshot: str) -> dict[str, dict]:
@@ -88,8 +88,9 @@ def test_sigkill_and_resume(tmp_path: Path) -> None:
     run_db = run_dir_for("snap", Settings(root=root)) / mall.name / "run.sqlite"
     with running_malls([mall]) as server:
         base = server.url(mall.name)
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, base, str(out), str(root)],
-                                 cwd=PROJECT_ROOT, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, base, str(out), str(root)], cwd=PROJECT_ROOT, start_new_session=True
+        )
         deadline = time.time() + 60
         n = 0
         while time.time() < deadline and n < 10:
@@ -105,8 +106,7 @@ def test_sigkill_and_resume(tmp_path: Path) -> None:
         assert 10 <= n < len(mall.listings), f"kill came too late or too early ({n})"
         assert not out.exists()
         killed_at = len(server.log(mall.name).entries)
-        info = crawl(demo_config({mall.name: base}, Politeness.off()), out=out,
-                     s=Settings(root=root))
+        info = crawl(demo_config({mall.name: base}, Politeness.off()), out=out, s=Settings(root=root))
         after = server.log(mall.name).entries[killed_at:]
     df = pd.read_parquet(out / "products.parquet")
     assert df["product_id"].is_unique
@@ -122,8 +122,11 @@ def test_sigkill_and_resume(tmp_path: Path) -> None:
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_snapshot_in_data_tree_is_dvc_versioned_and_restorable(tmp_path: Path) -> None:

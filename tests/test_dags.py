@@ -31,8 +31,13 @@ def test_there_are_dags() -> None:
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_imports_without_heavy_modules(path) -> None:
     # A fresh interpreter per file: sys.modules then shows exactly what the file pulled in.
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path), json.dumps(HEAVY)],
-                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["heavy"] == [], f"{path.name} imports heavy modules at parse time: {result['heavy']}"
@@ -95,7 +100,9 @@ def test_the_asset_chain_is_closed() -> None:
     assert set(published) - set(consumed) == {a.uri for a in assets.TERMINAL}
     # the chain, end to end
     assert consumed[assets.CATALOG.uri] == {"validate_catalog", "rebuild_index"}
-    assert consumed[assets.SEARCH_INDEX.uri] == {"deploy_bento"} and published[assets.CHAMPIONS.uri] == {"retrain_models"}
+    assert consumed[assets.SEARCH_INDEX.uri] == {"deploy_bento"} and published[assets.CHAMPIONS.uri] == {
+        "retrain_models"
+    }
 
 
 def test_training_tasks_queue_in_the_train_pool_not_a_parse_time_cpu_count() -> None:

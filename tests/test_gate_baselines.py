@@ -25,8 +25,9 @@ def dev_set(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from pipelines.ingest.world import world_manifest_rows
     from pipelines.train.devset import training_set_from_rows
 
-    return training_set_from_rows(world_manifest_rows(small_world), small_world,
-                                  tmp_path_factory.mktemp("ts") / "gate", seed=0)
+    return training_set_from_rows(
+        world_manifest_rows(small_world), small_world, tmp_path_factory.mktemp("ts") / "gate", seed=0
+    )
 
 
 def _test_rows(ts: Path, model: str):
@@ -79,18 +80,30 @@ def test_rule_clear_winner_passes_and_margins_per_metric() -> None:
 
 def test_rule_applies_whatever_the_thresholds_say() -> None:
     # thresholds lowered to zero by a run override: the baseline rule still rejects chance
-    ok, reasons = _decide_shipped("tagger", {"acc_min": 0.31, "baseline_acc_min": 0.29,
-                                             "acc_category_real": 0.5, "baseline_acc_category_real": 0.45},
-                                  acc_min=0.0, acc_category_real=0.0)
+    ok, reasons = _decide_shipped(
+        "tagger",
+        {"acc_min": 0.31, "baseline_acc_min": 0.29, "acc_category_real": 0.5, "baseline_acc_category_real": 0.45},
+        acc_min=0.0,
+        acc_category_real=0.0,
+    )
     assert not ok
     assert "acc_min=0.3100 does not beat the majority-class baseline 0.2900 by 0.10" in reasons
     assert "acc_category_real=0.5000 does not beat the majority-class baseline 0.4500 by 0.10" in reasons
 
 
 def test_baseline_table_rows() -> None:
-    rows = registry.baseline_table("detector", {"map_50": 0.6, "baseline_map_50": 0.0, "map_50_95": 0.3,
-                                                "baseline_map_50_95": 0.0, "top_box_iou_real": 0.4,
-                                                "top_category_acc_real": 0.7, "baseline_top_category_acc_real": 0.3})
+    rows = registry.baseline_table(
+        "detector",
+        {
+            "map_50": 0.6,
+            "baseline_map_50": 0.0,
+            "map_50_95": 0.3,
+            "baseline_map_50_95": 0.0,
+            "top_box_iou_real": 0.4,
+            "top_category_acc_real": 0.7,
+            "baseline_top_category_acc_real": 0.3,
+        },
+    )
     assert [r["metric"] for r in rows] == ["map_50", "map_50_95", "top_category_acc_real"]
     assert rows[0] == {"metric": "map_50", "kind": "empty-detector", "value": 0.6, "baseline": 0.0, "over": 0.6}
     assert rows[2]["kind"] == "majority-class" and rows[2]["over"] == pytest.approx(0.4)
@@ -151,8 +164,10 @@ class _ConstantTagger(torch.nn.Module):
 
     def __init__(self, heads: dict[str, list[str]], choice: dict[str, int]) -> None:
         super().__init__()
-        self.bias = {h: torch.full((len(v),), -10.0).index_fill_(0, torch.tensor([choice.get(h, 0)]), 10.0)
-                     for h, v in heads.items()}
+        self.bias = {
+            h: torch.full((len(v),), -10.0).index_fill_(0, torch.tensor([choice.get(h, 0)]), 10.0)
+            for h, v in heads.items()
+        }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {h: b.expand(len(x), -1).clone() for h, b in self.bias.items()}
@@ -167,8 +182,11 @@ def test_constant_tagger_is_rejected(dev_set: Path) -> None:
     targets = TaggerDataset(df, False, 0, cfg).targets
     # the majority class with each product counted once, as the evaluation counts them
     ident = df["identity"].to_numpy()
-    majority = {h: int(np.bincount(t[t >= 0], weights=M.group_weights(ident[t >= 0])).argmax())
-                for h, t in targets.items() if (t >= 0).any()}
+    majority = {
+        h: int(np.bincount(t[t >= 0], weights=M.group_weights(ident[t >= 0])).argmax())
+        for h, t in targets.items()
+        if (t >= 0).any()
+    }
     metrics, _ = task.evaluate(_ConstantTagger(cfg["heads"], majority), df, cfg, None)
     assert metrics["acc_min"] <= metrics["baseline_acc_min"] + 1e-12
     for h in majority:
@@ -176,7 +194,9 @@ def test_constant_tagger_is_rejected(dev_set: Path) -> None:
     for overrides in ({}, {"acc_min": 0.0, "acc_category_real": 0.0}):
         ok, reasons = _decide_shipped("tagger", metrics, **overrides)
         assert not ok
-        assert any(r.startswith("acc_min=") and "does not beat the majority-class baseline" in r for r in reasons), reasons
+        assert any(r.startswith("acc_min=") and "does not beat the majority-class baseline" in r for r in reasons), (
+            reasons
+        )
 
 
 class _ConstantEmbedder(torch.nn.Module):
@@ -197,14 +217,17 @@ def test_constant_embedder_is_rejected(dev_set: Path) -> None:
     for overrides in ({}, {"recall_at_5": 0.0, "precision_at_5_real": 0.0}):
         ok, reasons = _decide_shipped("embedder", metrics, **overrides)
         assert not ok
-        assert any(r.startswith("recall_at_5=") and "does not beat the random-ranking baseline" in r
-                   for r in reasons), reasons
+        assert any(
+            r.startswith("recall_at_5=") and "does not beat the random-ranking baseline" in r for r in reasons
+        ), reasons
 
 
 class _EmptyDetector(torch.nn.Module):
     def forward(self, images):
-        return [{"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
-                for _ in images]
+        return [
+            {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+            for _ in images
+        ]
 
 
 def test_empty_detector_is_rejected(dev_set: Path) -> None:
@@ -242,7 +265,11 @@ def test_all_background_parser_is_rejected(dev_set: Path) -> None:
     model = _BackgroundParser(len(cfg["classes"]), list(cfg["classes"]).index("background"))
     metrics, _ = task.evaluate(model, df, cfg, None)
     assert metrics["miou"] == metrics["baseline_miou"] and metrics["pixel_acc"] == metrics["baseline_pixel_acc"]
-    assert 0 < metrics["baseline_miou"] < 0.2 and 0.5 < metrics["baseline_pixel_acc"] < 1 and not math.isnan(metrics["miou"])
+    assert (
+        0 < metrics["baseline_miou"] < 0.2
+        and 0.5 < metrics["baseline_pixel_acc"] < 1
+        and not math.isnan(metrics["miou"])
+    )
     for overrides in ({}, {"miou": 0.0, "pixel_acc": 0.0}):
         ok, reasons = _decide_shipped("parser", metrics, **overrides)
         assert not ok

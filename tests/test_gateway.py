@@ -18,8 +18,8 @@ import pytest
 from pipelines import services as svcs
 from pipelines.deploy.gateway import read_upstream, write_upstream
 from pipelines.deploy.release import gateway_service, upstream_file
+from pipelines.services import free_port
 from pipelines.settings import Settings
-from tests.conftest import free_port
 
 
 class _Backend(BaseHTTPRequestHandler):
@@ -99,8 +99,7 @@ def test_moving_between_upstreams_fails_no_request(gateway) -> None:
         poller.start()
         time.sleep(0.3)
         slow: dict[str, str] = {}
-        t = threading.Thread(target=lambda: slow.update(
-            name=httpx.get(s.url(s.bento_port, "/slow"), timeout=10).text))
+        t = threading.Thread(target=lambda: slow.update(name=httpx.get(s.url(s.bento_port, "/slow"), timeout=10).text))
         t.start()
         time.sleep(0.3)  # the slow request is in flight on A
         gw = httpx.get(s.url(s.bento_port, "/-/gateway"), timeout=5).json()

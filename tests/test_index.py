@@ -10,31 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.index.sizing import MIN_POINTS_PER_CENTROID, plan_index
-
-CATEGORIES = ["dress", "shirt", "skirt", "coat", "shoe", "bag"]
-
-
-def make_catalog(root, n: int = 240, seed: int = 0, start: int = 0):
-    """Catalog parquet + JPEGs: each category has its own colour family, each product a pattern."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(start, start + n):
-        cat = CATEGORIES[i % len(CATEGORIES)]
-        base = np.array([(37 * (CATEGORIES.index(cat) + 1)) % 256, (91 * CATEGORIES.index(cat)) % 256, 128])
-        im = Image.new("RGB", (48, 48), tuple(int(v) for v in base))
-        d = ImageDraw.Draw(im)
-        for _ in range(3):
-            x, y = rng.integers(0, 40, 2)
-            d.rectangle([int(x), int(y), int(x) + 8, int(y) + 8], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-        rel = f"img/p{i}.jpg"
-        im.save(root / rel, quality=90)
-        rows.append({"product_id": f"p{i}", "category": cat, "image": rel, "title": f"product {i}", "price": 10.0 + i,
-                     "image_urls": [f"http://mall/img/p{i}.jpg", f"http://mall/img/p{i}-2.jpg"]})
-    pd.DataFrame(rows).to_parquet(root / "catalog.parquet", index=False)
-    return root / "catalog.parquet"
+from tests.helpers.catalogs import make_catalog
 
 
 @pytest.fixture()
@@ -80,8 +56,15 @@ def _built(tmp_path, pixels, n=240, target=0.95):
     cat = make_catalog(tmp_path, n=n)
     v, ids = embed_catalog(cat, tmp_path, pixels, progress=False)
     index, meta = build_index(v, ids["vector_id"].to_numpy(), recall_target=target)
-    meta.update({"embedder_version": pixels.version, "snapshot_id": "snap1", "categories": ids.attrs["categories"],
-                 "next_seq": ids.attrs["next_seq"], "ntotal_at_build": index.ntotal})
+    meta.update(
+        {
+            "embedder_version": pixels.version,
+            "snapshot_id": "snap1",
+            "categories": ids.attrs["categories"],
+            "next_seq": ids.attrs["next_seq"],
+            "ntotal_at_build": index.ntotal,
+        }
+    )
     return cat, v, ids, index, meta
 
 
@@ -151,8 +134,9 @@ def test_incremental_add_remove(tmp_path, pixels) -> None:
     kept = new.ids[~new.ids["product_id"].isin(set(extra["product_id"]))]
     assert all(old_ids[p] == vid for p, vid in zip(kept["product_id"], kept["vector_id"], strict=True))
     codes = new.meta["categories"]
-    assert all(int(vid) >> CATEGORY_SHIFT == codes[c] for vid, c in zip(new.ids["vector_id"], new.ids["category"],
-                                                                        strict=True))
+    assert all(
+        int(vid) >> CATEGORY_SHIFT == codes[c] for vid, c in zip(new.ids["vector_id"], new.ids["category"], strict=True)
+    )
     # Another embedder -> rebuild, nothing written.
     from pipelines.index.embed import pixel_embed_fn
 
@@ -288,8 +272,7 @@ def test_tuner_stops_when_recall_plateaus() -> None:
     assert result["recall"] == max(recalls) and index.nprobe == result["nprobe"]
 
 
-def test_catalog_shots_embed_whole_and_from_the_training_feature_cache(small_world: Path, tmp_path: Path,
-                                                                       monkeypatch):
+def test_catalog_shots_embed_whole_and_from_the_training_feature_cache(small_world: Path, tmp_path: Path, monkeypatch):
     """The default crop policy embeds a catalog image whole, drawn as training drew shop shots;
     by file it reads the frozen trunk features training cached (computed and cached on a miss),
     and gives the vectors the image path gives (fp16 cache: to 1e-2)."""

@@ -17,7 +17,7 @@ import pytest
 
 from pipelines.settings import PROJECT_ROOT
 from tests.airflow_harness import isolated_airflow, run_dag_test
-from tests.test_index import make_catalog
+from tests.helpers.catalogs import make_catalog
 
 
 @pytest.mark.slow  # airflow db migrate + two dag.test() runs: ~1-4 min on the shared 2 cores
@@ -25,8 +25,7 @@ def test_rebuild_index_dag_build_then_update(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     env = isolated_airflow(tmp_path, root)
     cat = make_catalog(root / "data" / "cat", n=120)  # DAG paths: under the data or var root
-    conf = {"embedder": "pixels", "catalog": str(cat), "images_root": str(root / "data" / "cat"),
-            "recall_target": 0.95}
+    conf = {"embedder": "pixels", "catalog": str(cat), "images_root": str(root / "data" / "cat"), "recall_target": 0.95}
     res = run_dag_test(env, "rebuild_index", conf, tmp_path)
     assert res["state"].endswith("success"), res
     assert set(res["tis"]) == {"plan", "embed", "build", "attributes", "register"}
@@ -61,9 +60,11 @@ def test_rebuild_index_dag_build_then_update(tmp_path: Path) -> None:
 
 
 def test_cli_functions_keep_heavy_imports_out() -> None:
-    code = ("import sys, pipelines.index.cli as c; "
-            "assert all(callable(getattr(c, n)) for n in ('index_build_command', 'index_update_command', "
-            "'index_search_command', 'bench_index_command')); "
-            "print([m for m in ('faiss','numpy','pandas','mlflow','torch') if m in sys.modules])")
+    code = (
+        "import sys, pipelines.index.cli as c; "
+        "assert all(callable(getattr(c, n)) for n in ('index_build_command', 'index_update_command', "
+        "'index_search_command', 'bench_index_command')); "
+        "print([m for m in ('faiss','numpy','pandas','mlflow','torch') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert out.stdout.strip() == "[]", out.stderr

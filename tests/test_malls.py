@@ -33,8 +33,9 @@ from pipelines.malls import (
     load_world,
 )
 from pipelines.malls.markup import CSS_SELECTORS
-from pipelines.malls.testing import make_fake_world, running_malls, shared_photos_dir
 from pipelines.settings import PROJECT_ROOT
+from tests.helpers import SHARED_PHOTOS
+from tests.helpers.malls import make_fake_world, running_malls
 
 TIMEOUT = 10
 
@@ -73,8 +74,7 @@ def css_config() -> dict:
 def listed_attrs(prod: dict) -> dict[str, str]:
     listed = prod.get("listed") or {}
     attrs = listed.get("attributes", prod["attributes"]) or {}
-    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v)
-            for k, v in attrs.items() if v is not None}
+    return {k: ", ".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in attrs.items() if v is not None}
 
 
 def listed_category(prod: dict) -> str:
@@ -117,8 +117,7 @@ def check_markup(server: MallServer, products: dict[str, dict]) -> None:
                 url = base + mall.listings[pid].path
                 r = s.get(url, timeout=TIMEOUT)
                 assert r.status_code == 200, url
-                imgs = [base + f"/img/{Path(i['file']).parent.name}-{Path(i['file']).name}"
-                        for i in prod["images"]]
+                imgs = [base + f"/img/{Path(i['file']).parent.name}-{Path(i['file']).name}" for i in prod["images"]]
                 if mall.markup == "jsonld":
                     data = extruct.extract(r.text, base_url=url, syntaxes=["json-ld"])["json-ld"]
                     item = next(d for d in data if d.get("@type") == "Product")
@@ -133,8 +132,7 @@ def check_markup(server: MallServer, products: dict[str, dict]) -> None:
                     assert item["offers"]["url"] == url
                     assert {p["name"]: p["value"] for p in item["additionalProperty"]} == listed_attrs(prod)
                 elif mall.markup == "microdata":
-                    data = extruct.extract(r.text, base_url=url, syntaxes=["microdata", "opengraph"],
-                                           uniform=True)
+                    data = extruct.extract(r.text, base_url=url, syntaxes=["microdata", "opengraph"], uniform=True)
                     item = next(d for d in data["microdata"] if d["@type"] == "Product")
                     assert item["name"] == expected_title(mall, prod)
                     assert item["sku"] == pid
@@ -314,7 +312,7 @@ def test_conditional_requests(clean: MallServer) -> None:
             r = s.get(url, timeout=TIMEOUT)
             assert r.status_code == 200
             etag, lm = r.headers["ETag"], r.headers["Last-Modified"]
-            assert etag.startswith('"') and not etag.startswith('W/')
+            assert etag.startswith('"') and not etag.startswith("W/")
             assert s.get(url, headers={"If-None-Match": etag}, timeout=TIMEOUT).status_code == 304
             assert s.get(url, headers={"If-Modified-Since": lm}, timeout=TIMEOUT).status_code == 304
             assert s.get(url, headers={"If-None-Match": '"other"'}, timeout=TIMEOUT).status_code == 200
@@ -364,8 +362,9 @@ def test_revisions_change_and_remove_products(fresh: MallServer) -> None:
                 assert item["name"] != mall.listings[pid].title
                 assert item["offers"]["price"] < mall.listings[pid].price
                 # the old validator no longer matches
-                cond = s.get(base + mall.listings[pid].path,
-                             headers={"If-None-Match": old.headers["ETag"]}, timeout=TIMEOUT)
+                cond = s.get(
+                    base + mall.listings[pid].path, headers={"If-None-Match": old.headers["ETag"]}, timeout=TIMEOUT
+                )
                 assert cond.status_code == 200
             else:
                 assert r.headers["ETag"] == old.headers["ETag"]
@@ -530,8 +529,7 @@ def test_small_world_demo_malls(demo_malls: MallServer, small_world: Path) -> No
     check_markup(demo_malls, products)
     with requests.Session() as s:
         for mall in demo_malls:
-            assert walk_listings(demo_malls.url(mall.name), s) == {
-                mall.listings[p].path for p in mall.active_ids()}
+            assert walk_listings(demo_malls.url(mall.name), s) == {mall.listings[p].path for p in mall.active_ids()}
 
 
 def test_small_world_faulty_malls(faulty_malls: MallServer) -> None:
@@ -542,8 +540,7 @@ def test_small_world_faulty_malls(faulty_malls: MallServer) -> None:
             assert requests.get(url, timeout=TIMEOUT).status_code == 404
         for name in desc["images"]["truncated_image"]:
             r = requests.get(faulty_malls.url(mall.name, f"/img/{name}"), timeout=TIMEOUT)
-            assert len(r.content) < mall.images[name].path.stat().st_size or \
-                mall.images[name].path.stat().st_size <= 1
+            assert len(r.content) < mall.images[name].path.stat().st_size or mall.images[name].path.stat().st_size <= 1
 
 
 # ---------------------------------------------------------------------------- photo mall
@@ -553,7 +550,8 @@ def test_photo_mall_from_fabricated_folder(tmp_path: Path) -> None:
     for image, _ in rows[:4]:
         Image.new("RGB", (10, 10), "blue").save(tmp_path / "images" / f"{image}.jpg", "JPEG")
     (tmp_path / "labels.csv").write_text(
-        "image,sender_id,label,kids\n" + "".join(f"{i},1,{lab},False\n" for i, lab in rows))
+        "image,sender_id,label,kids\n" + "".join(f"{i},1,{lab},False\n" for i, lab in rows)
+    )
     mall = build_photo_mall(tmp_path)
     assert sorted(mall.listings) == ["a1", "b2", "c3", "d4"]
     assert set(mall.categories.values()) == {"Dress", "Not sure", "Skip", "Other"}
@@ -585,7 +583,7 @@ def test_held_out_photos_are_never_served(tmp_path: Path) -> None:
 
 @pytest.mark.shared_data
 def test_photo_mall_serves_real_photos(photo_mall: MallServer) -> None:
-    root = shared_photos_dir()
+    root = SHARED_PHOTOS
     mall = photo_mall["photos"]
     assert len(mall.listings) > 4000
     assert {"Not sure", "Skip", "Other"} <= set(mall.categories.values())

@@ -49,7 +49,9 @@ def test_smoke_forward(name: str) -> None:
                 assert det["labels"].shape == det["scores"].shape
                 assert det["labels"].numel() == 0 or int(det["labels"].max()) <= 3
             model.train()
-            losses = model(list(x), [{"boxes": torch.tensor([[2.0, 3.0, 30.0, 40.0]]), "labels": torch.tensor([1])}] * 2)
+            losses = model(
+                list(x), [{"boxes": torch.tensor([[2.0, 3.0, 30.0, 40.0]]), "labels": torch.tensor([1])}] * 2
+            )
             assert {"classification", "bbox_regression"} <= set(losses)
         elif name == "parser":
             y = model(x)

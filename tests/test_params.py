@@ -21,25 +21,34 @@ def s(tmp_path: Path) -> Settings:
 
 
 def test_paths_inside_the_data_and_var_roots_pass(s: Settings) -> None:
-    ok = {"out": str(Path(s.data_dir) / "snapshots" / "x"), "training_set": "data/training-sets/t1",
-          "bundle": str(Path(s.var_dir) / "bundles" / "b"), "malls_file": str(PROJECT_ROOT / "config" / "malls.yaml"),
-          "snapshot_name": "crawl-2026_12_02", "embedder": "models:/tailor-embedder@champion", "polite": False}
+    ok = {
+        "out": str(Path(s.data_dir) / "snapshots" / "x"),
+        "training_set": "data/training-sets/t1",
+        "bundle": str(Path(s.var_dir) / "bundles" / "b"),
+        "malls_file": str(PROJECT_ROOT / "config" / "malls.yaml"),
+        "snapshot_name": "crawl-2026_12_02",
+        "embedder": "models:/tailor-embedder@champion",
+        "polite": False,
+    }
     assert check_dag_params(ok, s) == ok
     assert check_dag_params({"embedder": "models:/tailor-embedder/3"}, s)
     assert check_dag_params({"embedder": "pixels", "out": ""}, s)  # empty = the default
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"out": "/etc/tailor"}, "'out'"),
-    ({"bundle": "/tmp/elsewhere"}, "'bundle'"),
-    ({"snapshot": "data/../../outside"}, "'snapshot'"),
-    ({"out": str(PROJECT_ROOT / "config" / "x")}, "'out'"),  # config/ is for malls files only
-    ({"snapshot_name": "../../etc"}, "'snapshot_name'"),
-    ({"embedder": "runs:/abc/model"}, "'embedder'"),
-    ({"embedder": "models:/someone-else@champion"}, "'embedder'"),
-    ({"embedder": "file:///tmp/model.pt"}, "'embedder'"),
-    ({"embedder": "models:/tailor-embedder@champion/../x"}, "'embedder'"),
-])
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"out": "/etc/tailor"}, "'out'"),
+        ({"bundle": "/tmp/elsewhere"}, "'bundle'"),
+        ({"snapshot": "data/../../outside"}, "'snapshot'"),
+        ({"out": str(PROJECT_ROOT / "config" / "x")}, "'out'"),  # config/ is for malls files only
+        ({"snapshot_name": "../../etc"}, "'snapshot_name'"),
+        ({"embedder": "runs:/abc/model"}, "'embedder'"),
+        ({"embedder": "models:/someone-else@champion"}, "'embedder'"),
+        ({"embedder": "file:///tmp/model.pt"}, "'embedder'"),
+        ({"embedder": "models:/tailor-embedder@champion/../x"}, "'embedder'"),
+    ],
+)
 def test_paths_and_uris_outside_are_refused(s: Settings, params: dict, needle: str) -> None:
     with pytest.raises(ParamError, match=needle):
         check_dag_params(params, s)

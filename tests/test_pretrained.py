@@ -64,8 +64,9 @@ def test_every_shape_takes_the_weights() -> None:
     assert torch.equal(enc.state_dict()["model.blocks.2.0.conv_pw.weight"], ref)
     x = torch.rand(1, 3, 96, 96)
     with torch.no_grad():
-        assert torch.allclose(whole.eval().forward_head(whole.forward_features(x), pre_logits=True), pooled.eval()(x),
-                              atol=1e-5)
+        assert torch.allclose(
+            whole.eval().forward_head(whole.forward_features(x), pre_logits=True), pooled.eval()(x), atol=1e-5
+        )
 
 
 def test_wrong_architecture_fails_clearly() -> None:

@@ -3,62 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from pipelines import registry
 from pipelines.settings import Settings
-
-
-@dataclass
-class _Result:
-    """The fields of pipelines.train.TrainResult that registry.log_training_run reads."""
-
-    model: torch.nn.Module
-    metrics: dict
-    config: dict = field(default_factory=lambda: {"lr": 0.1, "backbone": {"name": "tiny"}})
-    history: list = field(default_factory=lambda: [{"epoch": 0, "loss": 1.0, "val_score": 0.2},
-                                                   {"epoch": 1, "loss": 0.5, "val_score": 0.4}])
-    plots: list = field(default_factory=list)
-    input_example: np.ndarray = field(default_factory=lambda: np.zeros((1, 4), dtype=np.float32))
-    resumed_from: int | None = None
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Settings:
-    s = Settings(root=tmp_path, mlflow_dir=tmp_path / "mlflow")
-    Path(s.mlflow_dir).mkdir(parents=True)
-    return s
-
-
-@pytest.fixture()
-def training_set(tmp_path: Path) -> Path:
-    import pandas as pd
-
-    ts = tmp_path / "ts"
-    (ts / "manifests").mkdir(parents=True)
-    (ts / "training_set.json").write_text(json.dumps({"format": 1, "id": "ts-1", "data_root": "."}))
-    pd.DataFrame({"image": ["a.jpg"], "split": ["train"], "source": ["synthetic"], "repeat": [1], "weight": [1.0],
-                  "bbox": [None], "category": ["dress"]}).to_parquet(ts / "manifests" / "tagger.parquet")
-    return ts
-
+from tests.helpers.registry import FakeTrainResult, gate_metrics, hostile_pickle
 
 CFG = registry.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.02)
 
 
-def _register(store, training_set, acc: float, snapshot: str = "snap-1") -> str:
+def _register(mlflow_store, tiny_training_set, acc: float, snapshot: str = "snap-1") -> str:
     torch.manual_seed(0)
-    res = _Result(model=torch.nn.Linear(4, 2), metrics=_m(acc))
-    return registry.log_training_run("tagger", res, training_set, snapshot, s=store)["version"]
-
-
-def _m(acc: float) -> dict[str, float]:
-    """Tagger test metrics with the majority-class baseline beside acc_min."""
-    return {"acc_min": acc, "baseline_acc_min": 0.25}
+    res = FakeTrainResult(model=torch.nn.Linear(4, 2), metrics=gate_metrics(acc))
+    return registry.log_training_run("tagger", res, tiny_training_set, snapshot, s=mlflow_store)["version"]
 
 
 def test_decide_rule() -> None:
@@ -75,67 +35,83 @@ def test_decide_rule() -> None:
     assert not ok and "a missing" in reasons[0]
 
 
-def test_accept_reject_rollback(store: Settings, training_set: Path) -> None:
+def test_accept_reject_rollback(mlflow_store: Settings, tiny_training_set: Path) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=store.mlflow_tracking_uri, registry_uri=store.mlflow_tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow_store.mlflow_tracking_uri, registry_uri=mlflow_store.mlflow_tracking_uri)
     name = "tailor-tagger"
 
-    v1 = _register(store, training_set, 0.6)
-    d1 = registry.gate("tagger", v1, _m(0.6), "ts-1", CFG, s=store)
+    v1 = _register(mlflow_store, tiny_training_set, 0.6)
+    d1 = registry.gate("tagger", v1, gate_metrics(0.6), "ts-1", CFG, s=mlflow_store)
     assert d1.promoted and str(client.get_model_version_by_alias(name, "champion").version) == v1
     mv = client.get_model_version(name, v1)
     assert mv.tags["gate.decision"] == "promoted" and mv.tags["data.snapshot"] == "snap-1"
     assert "acc_min=0.6000 >= threshold 0.5000" in json.loads(mv.tags["gate.reasons"])
     assert "acc_min=0.6000 beats the majority-class baseline 0.2500 by 0.3500 (margin 0.10)" in d1.reasons
     assert json.loads(mv.tags["gate.baselines"]) == [
-        {"metric": "acc_min", "kind": "majority-class", "value": 0.6, "baseline": 0.25, "over": pytest.approx(0.35),
-         "margin": 0.1, "passed": True}]
+        {
+            "metric": "acc_min",
+            "kind": "majority-class",
+            "value": 0.6,
+            "baseline": 0.25,
+            "over": pytest.approx(0.35),
+            "margin": 0.1,
+            "passed": True,
+        }
+    ]
     # the baseline table is logged with the version, its baselines as metrics too
     run = client.get_run(mv.run_id)
     assert run.data.metrics["test_baseline_acc_min"] == 0.25
     logged = {Path(a.path).name for a in client.list_artifacts(mv.run_id, "baselines")}
     assert logged == {"table.md", "table.json", "metrics_vs_baselines.png"}
     table = json.loads(Path(client.download_artifacts(mv.run_id, "baselines/table.json")).read_text())
-    assert table == [{"metric": "acc_min", "kind": "majority-class", "value": 0.6, "baseline": 0.25,
-                      "over": pytest.approx(0.35)}]
+    assert table == [
+        {"metric": "acc_min", "kind": "majority-class", "value": 0.6, "baseline": 0.25, "over": pytest.approx(0.35)}
+    ]
 
     # Below threshold: rejected, labelled challenger, kept.
-    v2 = _register(store, training_set, 0.4)
-    d2 = registry.gate("tagger", v2, _m(0.4), "ts-1", CFG, s=store)
+    v2 = _register(mlflow_store, tiny_training_set, 0.4)
+    d2 = registry.gate("tagger", v2, gate_metrics(0.4), "ts-1", CFG, s=mlflow_store)
     assert not d2.promoted
     assert str(client.get_model_version_by_alias(name, "champion").version) == v1
     assert str(client.get_model_version_by_alias(name, "challenger").version) == v2
     assert client.get_model_version(name, v2).tags["gate.decision"] == "rejected"
 
     # Above threshold but regresses the champion beyond tolerance on the same eval set: rejected.
-    v3 = _register(store, training_set, 0.55)
-    assert not registry.gate("tagger", v3, _m(0.55), "ts-1", CFG, s=store).promoted
+    v3 = _register(mlflow_store, tiny_training_set, 0.55)
+    assert not registry.gate("tagger", v3, gate_metrics(0.55), "ts-1", CFG, s=mlflow_store).promoted
 
     # A champion from another evaluation set is re-scored on the candidate's set.
-    v4 = _register(store, training_set, 0.7)
+    v4 = _register(mlflow_store, tiny_training_set, 0.7)
     seen = []
-    d4 = registry.gate("tagger", v4, _m(0.7), "ts-2", CFG,
-                       evaluate_champion=lambda uri: seen.append(uri) or {"acc_min": 0.65}, s=store)
+    d4 = registry.gate(
+        "tagger",
+        v4,
+        gate_metrics(0.7),
+        "ts-2",
+        CFG,
+        evaluate_champion=lambda uri: seen.append(uri) or {"acc_min": 0.65},
+        s=mlflow_store,
+    )
     assert d4.promoted and seen == [f"models:/{name}/{v1}"] and d4.champion_metrics == {"acc_min": 0.65}
 
-    status = {r["model"]: r for r in registry.status(s=store)}
+    status = {r["model"]: r for r in registry.status(s=mlflow_store)}
     assert status["tagger"]["version"] == v4 and status["tagger"]["snapshot"] == "snap-1"
     assert status["detector"]["version"] is None
 
-    assert registry.rollback("tagger", s=store) == v1
+    assert registry.rollback("tagger", s=mlflow_store) == v1
     assert str(client.get_model_version_by_alias(name, "champion").version) == v1
     assert "gate.rolled_back" in client.get_model_version(name, v4).tags
     assert len(client.search_model_versions(f"name='{name}'")) == 4  # nothing deleted
     with pytest.raises(RuntimeError, match="first champion"):
-        registry.rollback("tagger", s=store)
+        registry.rollback("tagger", s=mlflow_store)
 
 
-def test_logged_model_loads_back_as_module_with_signature(store: Settings, training_set: Path) -> None:
+def test_logged_model_loads_back_as_module_with_signature(mlflow_store: Settings, tiny_training_set: Path) -> None:
     import mlflow.pytorch
     from mlflow.models import get_model_info
 
-    v = _register(store, training_set, 0.6)
+    v = _register(mlflow_store, tiny_training_set, 0.6)
     uri = f"models:/tailor-tagger/{v}"
     loaded = mlflow.pytorch.load_model(uri)
     assert isinstance(loaded, torch.nn.Linear)
@@ -152,23 +128,6 @@ def test_gate_config_profiles_and_overrides() -> None:
         registry.GateConfig.load("nope")
 
 
-# ------------------------------------------------------------ weights-only loading (issue 14, finding 8)
-class _RunsCode:
-    """Unpickling this writes a marker file: what a hostile "model" in the artifact store would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (self.marker, "code ran"))
-
-
-def _hostile_pickle(path: Path, marker: Path) -> None:
-    import pickle
-
-    path.write_bytes(pickle.dumps({"state_dict": _RunsCode(marker)}))
-
-
 def test_bundle_models_load_only_with_their_recorded_hash(tmp_path: Path) -> None:
     from bentos import _adapters as A
     from models import checkpoint
@@ -180,24 +139,32 @@ def test_bundle_models_load_only_with_their_recorded_hash(tmp_path: Path) -> Non
     with pytest.raises(checkpoint.UntrustedModel, match="records no weights hash"):
         A.load_model(d, None)
     marker = tmp_path / "pwned"
-    _hostile_pickle(d / checkpoint.FILE, marker)
+    hostile_pickle(d / checkpoint.FILE, marker)
     with pytest.raises(checkpoint.UntrustedModel):
         A.load_model(d, sha)
     assert not marker.exists()
 
 
-def test_a_champion_without_a_weights_hash_is_compared_on_its_record_not_run(store: Settings,
-                                                                            training_set: Path) -> None:
+def test_a_champion_without_a_weights_hash_is_compared_on_its_record_not_run(
+    mlflow_store: Settings, tiny_training_set: Path
+) -> None:
     """A champion registered before weights-only loading (no weights.sha256 tag) is never
     loaded by the gate: the challenger is compared with its recorded figures."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=store.mlflow_tracking_uri, registry_uri=store.mlflow_tracking_uri)
-    v1 = _register(store, training_set, 0.6)
-    assert registry.gate("tagger", v1, _m(0.6), "ts-1", CFG, s=store).promoted
+    client = MlflowClient(tracking_uri=mlflow_store.mlflow_tracking_uri, registry_uri=mlflow_store.mlflow_tracking_uri)
+    v1 = _register(mlflow_store, tiny_training_set, 0.6)
+    assert registry.gate("tagger", v1, gate_metrics(0.6), "ts-1", CFG, s=mlflow_store).promoted
     client.delete_model_version_tag("tailor-tagger", v1, registry.WEIGHTS_TAG)
-    v2 = _register(store, training_set, 0.7)
-    d = registry.gate("tagger", v2, _m(0.7), "ts-2", CFG, s=store,
-                      evaluate_champion=lambda uri: registry.load_version(uri, s=store) and {})
+    v2 = _register(mlflow_store, tiny_training_set, 0.7)
+    d = registry.gate(
+        "tagger",
+        v2,
+        gate_metrics(0.7),
+        "ts-2",
+        CFG,
+        s=mlflow_store,
+        evaluate_champion=lambda uri: registry.load_version(uri, s=mlflow_store) and {},
+    )
     assert d.promoted
     assert any(f"champion v{v1} not re-evaluated" in n and "no weights.sha256 tag" in n for n in d.reasons), d.reasons

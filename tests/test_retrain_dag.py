@@ -72,16 +72,24 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
         metrics = json.loads(mv.tags["eval.metrics"])
         reasons = json.loads(mv.tags["gate.reasons"])
         # the recorded decision is the shipped gate's, baselines included, on the recorded metrics
-        ok, expected = registry.decide(m, metrics, gate_cfg.thresholds[m], gate_cfg.tolerance, None, gate_cfg.margins(m))
+        ok, expected = registry.decide(
+            m, metrics, gate_cfg.thresholds[m], gate_cfg.tolerance, None, gate_cfg.margins(m)
+        )
         assert (mv.tags["gate.decision"] == "promoted") == ok and reasons == expected, (m, reasons)
         assert [r["metric"] for r in json.loads(mv.tags["gate.baselines"])] == sorted(gate_cfg.thresholds[m])
-        assert {a.path for a in client.list_artifacts(mv.run_id, "baselines")} >= {"baselines/table.json", "baselines/table.md"}
+        assert {a.path for a in client.list_artifacts(mv.run_id, "baselines")} >= {
+            "baselines/table.json",
+            "baselines/table.md",
+        }
         assert mv.tags["data.snapshot"]
         decisions[m] = (ok, reasons)
     print({m: d for m, d in decisions.items()})
     promoted = [m for m, (ok, _) in decisions.items() if ok]
-    rejected = [m for m, (ok, reasons) in decisions.items()
-                if not ok and any(any(f in r for f in REAL_FAILURE) for r in reasons)]
+    rejected = [
+        m
+        for m, (ok, reasons) in decisions.items()
+        if not ok and any(any(f in r for f in REAL_FAILURE) for r in reasons)
+    ]
     # One epoch on this small set leaves models short of the demo targets, for a measured
     # reason (a threshold or the baseline), never a missing metric. Which models, if any, clear
     # the gate depends on model quality (issue 12): whatever the rule decided is what the

@@ -15,29 +15,7 @@ import pytest
 from PIL import Image
 
 from bentos._io import BadInput, Limits, decode_image, parse_category, parse_k
-from pipelines.deploy.loadrun import jpeg_bytes
-from pipelines.deploy.loadrun import png_bomb as _png_bomb
-
-
-def jpeg(size=(120, 90), color=(200, 40, 40)) -> bytes:
-    return jpeg_bytes(size, color, quality=75)
-
-
-def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
-    return _png_bomb(width, height)
-
-
-@pytest.fixture(scope="session")
-def serve_bundle(tmp_path_factory: pytest.TempPathFactory, small_world: Path) -> Path:
-    """One untrained bundle per test session (shared on disk by the serve/deploy modules)."""
-    from pipelines.deploy.bundle import fresh_bundle
-
-    out = tmp_path_factory.getbasetemp() / "serve-bundle"
-    if not (out / "manifest.json").exists():
-        fresh_bundle(out, small_world, seed=0)
-    return out
-
+from tests.helpers.serving import jpeg, png_bomb
 
 # --------------------------------------------------------------------------- _io
 LIMITS = Limits(max_bytes=200_000, max_pixels=2_000_000)
@@ -51,16 +29,19 @@ def test_decode_valid_jpeg_and_png():
     assert img.mode == "RGB" and img.size == (50, 40)
 
 
-@pytest.mark.parametrize("data,status,code", [
-    (None, 422, "missing_field"),
-    (b"", 400, "empty_image"),
-    (b"definitely not an image", 400, "not_an_image"),
-    (b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.", 400, "pickle_rejected"),
-    (jpeg((400, 400))[:700], 400, "corrupt_image"),
-    (png_bomb(), 413, "decompression_bomb"),
-    (jpeg((2000, 1200)), 413, "too_many_pixels"),
-    (jpeg((4, 4)), 400, "too_small"),
-])
+@pytest.mark.parametrize(
+    "data,status,code",
+    [
+        (None, 422, "missing_field"),
+        (b"", 400, "empty_image"),
+        (b"definitely not an image", 400, "not_an_image"),
+        (b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.", 400, "pickle_rejected"),
+        (jpeg((400, 400))[:700], 400, "corrupt_image"),
+        (png_bomb(), 413, "decompression_bomb"),
+        (jpeg((2000, 1200)), 413, "too_many_pixels"),
+        (jpeg((4, 4)), 400, "too_small"),
+    ],
+)
 def test_decode_rejects(data, status, code):
     with pytest.raises(BadInput) as e:
         decode_image(data, LIMITS)
@@ -145,7 +126,9 @@ def test_search_category_filter_and_k(client, small_world: Path):
     assert garments  # a photo always has at least one garment (the whole photo at worst)
     from pipelines.synth import load_products
 
-    shoes = sum(1 for p in load_products(small_world) if ((p.get("listed") or {}).get("category") or p["category"]) == "shoes")
+    shoes = sum(
+        1 for p in load_products(small_world) if ((p.get("listed") or {}).get("category") or p["category"]) == "shoes"
+    )
     for g in garments:
         assert len(g["matches"]) == min(3, shoes) > 0
         assert all(m["category"] == "shoes" for m in g["matches"])
@@ -157,7 +140,10 @@ def test_health_ready_info_openapi_demo(client):
     info = client.get("/info").json()
     assert info["limits"]["k_max"] == 100 and "shirt" in info["categories"]
     spec = client.get("/openapi.json").json()
-    assert "/search" in spec["paths"] and "multipart/form-data" in spec["paths"]["/search"]["post"]["requestBody"]["content"]
+    assert (
+        "/search" in spec["paths"]
+        and "multipart/form-data" in spec["paths"]["/search"]["post"]["requestBody"]["content"]
+    )
     page = client.get("/demo")
     assert page.status_code == 200 and "Tailor" in page.text
     assert client.get("/static/app.js").status_code == 200
@@ -167,28 +153,33 @@ def _post(client, files=None, data=None, **kw):
     return client.post("/search", files=files, data=data, **kw)
 
 
-@pytest.mark.parametrize("case,status,code", [
-    ("not_an_image", 400, "not_an_image"),
-    ("truncated", 400, "corrupt_image"),
-    ("bomb", 413, "decompression_bomb"),
-    ("too_many_pixels", 413, "too_many_pixels"),
-    ("too_many_bytes", 413, "too_large"),
-    ("extreme_aspect", 400, "extreme_aspect"),
-    ("missing_image", 422, "missing_field"),
-    ("image_as_text", 422, "invalid_image"),
-    ("k_zero", 422, "invalid_k"),
-    ("k_too_big", 422, "invalid_k"),
-    ("k_not_int", 422, "invalid_k"),
-    ("bad_category", 422, "invalid_category"),
-    ("pickle_type", 415, "pickle_rejected"),
-    ("json_body", 415, "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    "case,status,code",
+    [
+        ("not_an_image", 400, "not_an_image"),
+        ("truncated", 400, "corrupt_image"),
+        ("bomb", 413, "decompression_bomb"),
+        ("too_many_pixels", 413, "too_many_pixels"),
+        ("too_many_bytes", 413, "too_large"),
+        ("extreme_aspect", 400, "extreme_aspect"),
+        ("missing_image", 422, "missing_field"),
+        ("image_as_text", 422, "invalid_image"),
+        ("k_zero", 422, "invalid_k"),
+        ("k_too_big", 422, "invalid_k"),
+        ("k_not_int", 422, "invalid_k"),
+        ("bad_category", 422, "invalid_category"),
+        ("pickle_type", 415, "pickle_rejected"),
+        ("json_body", 415, "unsupported_media_type"),
+    ],
+)
 def test_bad_input_is_4xx_json(client, case, status, code):
     ok = jpeg()
     if case == "json_body":
         r = client.post("/search", json={"image": "x", "k": 3})
     elif case == "pickle_type":
-        r = client.post("/search", content=b"\x80\x04K\x01.", headers={"content-type": "application/vnd.bentoml+pickle"})
+        r = client.post(
+            "/search", content=b"\x80\x04K\x01.", headers={"content-type": "application/vnd.bentoml+pickle"}
+        )
     else:
         files = {
             "not_an_image": {"image": ("a.jpg", b"GIF89 nope", "image/jpeg")},
@@ -199,8 +190,13 @@ def test_bad_input_is_4xx_json(client, case, status, code):
             "extreme_aspect": {"image": ("a.jpg", jpeg((2200, 200)), "image/jpeg")},
             "missing_image": {"other": ("a.jpg", ok, "image/jpeg")},
         }.get(case, {"image": ("a.jpg", ok, "image/jpeg")})
-        data = {"k_zero": {"k": "0"}, "k_too_big": {"k": "101"}, "k_not_int": {"k": "ten"},
-                "bad_category": {"category": "spaceship"}, "image_as_text": {"image": "http://127.0.0.1:1/x.jpg"}}.get(case)
+        data = {
+            "k_zero": {"k": "0"},
+            "k_too_big": {"k": "101"},
+            "k_not_int": {"k": "ten"},
+            "bad_category": {"category": "spaceship"},
+            "image_as_text": {"image": "http://127.0.0.1:1/x.jpg"},
+        }.get(case)
         if case == "image_as_text":
             files = {"dummy": ("d.txt", b"x", "text/plain")}
         r = _post(client, files=files, data=data)
@@ -213,8 +209,11 @@ def test_bad_input_is_4xx_json(client, case, status, code):
 def test_select_garments_thresholds_clips_sorts_and_caps():
     from pipelines.garments import catalog_crop, select_garments
 
-    det = {"boxes": [[-5, 10, 50, 60], [10, 10, 11, 80], [0, 0, 30, 30], [5, 5, 90, 95]],
-           "scores": [0.9, 0.95, 0.2, 0.6], "categories": ["top", "skirt", "hat", "dress"]}
+    det = {
+        "boxes": [[-5, 10, 50, 60], [10, 10, 11, 80], [0, 0, 30, 30], [5, 5, 90, 95]],
+        "scores": [0.9, 0.95, 0.2, 0.6],
+        "categories": ["top", "skirt", "hat", "dress"],
+    }
     out = select_garments(det, 80, 100, score_min=0.3, max_garments=8)
     # the 1-px-wide box is dropped, the 0.2 box is under the threshold, boxes are clipped
     assert [g["category"] for g in out] == ["top", "dress"]
@@ -228,8 +227,10 @@ def test_select_garments_thresholds_clips_sorts_and_caps():
     # nothing detected: the whole image (red with its blue top), not the top alone
     assert (whole == (255, 0, 0)).all(-1).sum() > 100 and (whole == (0, 0, 255)).all(-1).any()
 
-def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle: Path, small_world: Path,
-                                                                    tmp_path: Path):
+
+def test_catalog_image_as_query_finds_itself_through_detected_crops(
+    serve_bundle: Path, small_world: Path, tmp_path: Path
+):
     """The index embeds the crop the service would cut from the same photo: with a detector
     that fires (thresholds at 0 on the untrained one), each shop photo's best match is itself
     with cosine ~1, although the crop is not the whole image."""
@@ -244,8 +245,11 @@ def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle
     bundle.detector.tailor_config["predict_score_thresh"] = 0.0
     products, images = A.world_catalog(small_world)
     products = products[:12]
-    bundle.index = A.load_index(A.build_flat_index(bundle.embedder, products, images, tmp_path / "ix", "t",
-                                                   detector=bundle.detector, score_min=0.0))
+    bundle.index = A.load_index(
+        A.build_flat_index(
+            bundle.embedder, products, images, tmp_path / "ix", "t", detector=bundle.detector, score_min=0.0
+        )
+    )
     engine = SearchEngine(bundle, score_min=0.0, max_garments=2)
     for p in products[:3]:
         with Image.open(images[p["product_id"]]) as im:
@@ -258,8 +262,9 @@ def test_catalog_image_as_query_finds_itself_through_detected_crops(serve_bundle
         assert top["matches"][0]["score"] > 0.999
 
 
-def test_catalog_photo_is_recognised_whole_when_its_garments_are_cropped(serve_bundle: Path, small_world: Path,
-                                                                          tmp_path: Path) -> None:
+def test_catalog_photo_is_recognised_whole_when_its_garments_are_cropped(
+    serve_bundle: Path, small_world: Path, tmp_path: Path
+) -> None:
     """The default policy indexes catalog shots whole; a detector that fires cuts the same
     photo into boxes, yet the photo's own product leads its largest garment's matches,
     marked exact; a photo that is not in the catalog gets no exact match."""
@@ -288,8 +293,9 @@ def test_catalog_photo_is_recognised_whole_when_its_garments_are_cropped(serve_b
     assert not any(m.get("exact") for g in res["garments"] for m in g["matches"])
 
 
-def test_bundle_with_a_registry_format_index_serves_product_cards(serve_bundle: Path, small_world: Path,
-                                                                  tmp_path: Path):
+def test_bundle_with_a_registry_format_index_serves_product_cards(
+    serve_bundle: Path, small_world: Path, tmp_path: Path
+):
     """A deployed bundle holds a ``pipelines.index`` version (faiss IVF + id map + product
     cards), not the flat fallback: it loads, and hits carry the catalog's product cards."""
     import numpy as np
@@ -304,8 +310,9 @@ def test_bundle_with_a_registry_format_index_serves_product_cards(serve_bundle: 
     flat = A.load_index(serve_bundle / "index")
     rows = pd.DataFrame(flat.products)
     ids, codes, seq = assign_ids(rows["category"].tolist())
-    table = pd.DataFrame({"vector_id": ids, "product_id": rows["product_id"], "image": "x.jpg",
-                          "category": rows["category"]})
+    table = pd.DataFrame(
+        {"vector_id": ids, "product_id": rows["product_id"], "image": "x.jpg", "category": rows["category"]}
+    )
     index, meta = build_index(flat.vectors, ids, recall_target=0.95)
     meta.update({"embedder_version": "fresh", "categories": codes, "next_seq": seq})
     cat = tmp_path / "catalog.parquet"
@@ -392,8 +399,10 @@ def test_image_models_are_batch_invariant(serve_bundle: Path, small_world: Path)
     bundle.detector.score_thresh = 0.0
     bundle.detector.tailor_config["predict_score_thresh"] = 0.0
     engine = SearchEngine(bundle)
-    paths = sorted((small_world / "images" / "street").glob("*.jpg"))[:2] + \
-        sorted((small_world / "images" / "shop").glob("*.jpg"))[:2]
+    paths = (
+        sorted((small_world / "images" / "street").glob("*.jpg"))[:2]
+        + sorted((small_world / "images" / "shop").glob("*.jpg"))[:2]
+    )
     imgs = []
     for p in paths:
         with Image.open(p) as im:
@@ -419,8 +428,10 @@ def test_chunked_upload_over_the_limit_is_413(client):
     boundary = "tailorboundary"
 
     def body():
-        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
-               "Content-Type: image/jpeg\r\n\r\n").encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
         for _ in range(60):
             yield b"\xff" * 10_000
         yield f"\r\n--{boundary}--\r\n".encode()
@@ -477,8 +488,11 @@ def test_concurrent_decodes_are_bounded(monkeypatch):
     cfg = {**cfg, "limits": {**cfg["limits"], "max_decodes": 1}}
     with TestClient(api.build_app(lambda: _FailingEngine(), cfg), raise_server_exceptions=False) as c:
         with ThreadPoolExecutor(4) as pool:
-            codes = list(pool.map(lambda _: c.post("/search", files={"image": ("a.jpg", jpeg(), "image/jpeg")}).status_code,
-                                  range(4)))
+            codes = list(
+                pool.map(
+                    lambda _: c.post("/search", files={"image": ("a.jpg", jpeg(), "image/jpeg")}).status_code, range(4)
+                )
+            )
     assert codes == [500] * 4 and state["peak"] == 1
 
 

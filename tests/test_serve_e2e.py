@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT
-from tests.conftest import free_port
-from tests.test_serve import jpeg, png_bomb, serve_bundle  # noqa: F401  (session fixture)
+from tests.helpers.serving import jpeg, png_bomb
 
 pytestmark = pytest.mark.services
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -30,15 +30,27 @@ def closet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(serve_bundle: Path, closet_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def server(serve_bundle: Path, closet_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     home = tmp_path_factory.mktemp("bentoml-home")
     log = (tmp_path_factory.mktemp("serve-log") / "serve.log").open("wb")
-    env = {**os.environ, "TAILOR_BUNDLE_DIR": str(serve_bundle), "BENTOML_HOME": str(home),
-           "BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(PROJECT_ROOT), "TAILOR_CLOSET_DIR": str(closet_dir)}
+    env = {
+        **os.environ,
+        "TAILOR_BUNDLE_DIR": str(serve_bundle),
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "TAILOR_CLOSET_DIR": str(closet_dir),
+    }
     bentoml = str(Path(sys.executable).parent / "bentoml")
-    proc = subprocess.Popen([bentoml, "serve", "bentos.service:Tailor", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [bentoml, "serve", "bentos.service:Tailor", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -77,15 +89,18 @@ def test_e2e_search_health_openapi(server: str, small_world: Path):
     assert pid in [m["product_id"] for m in body["garments"][0]["matches"]]
 
 
-@pytest.mark.parametrize("kw,status", [
-    ({"files": {"image": ("x.txt", b"not an image", "text/plain")}}, 400),
-    ({"files": {"image": ("t.jpg", jpeg((300, 300))[:400], "image/jpeg")}}, 400),
-    ({"files": {"image": ("b.png", png_bomb(), "image/png")}}, 413),
-    ({"files": {"image": ("x.jpg", jpeg(), "image/jpeg")}, "data": {"k": "101"}}, 422),
-    ({"files": {"other": ("x.jpg", jpeg(), "image/jpeg")}}, 422),
-    ({"content": b"\x80\x04K\x01.", "headers": {"content-type": "application/vnd.bentoml+pickle"}}, 415),
-    ({"files": {"image": ("big.jpg", b"\xff" * (11 * 1024 * 1024), "image/jpeg")}}, 413),
-])
+@pytest.mark.parametrize(
+    "kw,status",
+    [
+        ({"files": {"image": ("x.txt", b"not an image", "text/plain")}}, 400),
+        ({"files": {"image": ("t.jpg", jpeg((300, 300))[:400], "image/jpeg")}}, 400),
+        ({"files": {"image": ("b.png", png_bomb(), "image/png")}}, 413),
+        ({"files": {"image": ("x.jpg", jpeg(), "image/jpeg")}, "data": {"k": "101"}}, 422),
+        ({"files": {"other": ("x.jpg", jpeg(), "image/jpeg")}}, 422),
+        ({"content": b"\x80\x04K\x01.", "headers": {"content-type": "application/vnd.bentoml+pickle"}}, 415),
+        ({"files": {"image": ("big.jpg", b"\xff" * (11 * 1024 * 1024), "image/jpeg")}}, 413),
+    ],
+)
 def test_e2e_bad_input(server: str, kw: dict, status: int):
     r = httpx.post(f"{server}/search", timeout=60, **kw)
     assert r.status_code == status, r.text
@@ -100,8 +115,9 @@ def test_demo_page_in_chromium(server: str, small_world: Path):
     ARTIFACTS.mkdir(exist_ok=True)
     photo = small_world / "images" / "shop" / "p00007.jpg"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(f"{server}/demo")
@@ -113,7 +129,9 @@ def test_demo_page_in_chromium(server: str, small_world: Path):
             assert "p00007" in [cards.nth(i).get_attribute("data-product-id") for i in range(cards.count())]
             assert page.locator(".garment .tag").count() >= 2
             # the thumbnails are served by the service itself
-            page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function(
+                "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
             page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
         finally:
             browser.close()
@@ -134,8 +152,9 @@ def test_demo_page_policy_and_link_protocols(server: str, small_world: Path):
     assert httpx.get(f"{server}/static/app.js", timeout=30).headers["content-security-policy"] == csp
     photo = small_world / "images" / "shop" / "p00007.jpg"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         try:
             page = browser.new_page()
             violations: list[str] = []
@@ -148,7 +167,12 @@ def test_demo_page_policy_and_link_protocols(server: str, small_world: Path):
             assert page.evaluate("""[safeUrl('javascript:alert(1)'), safeUrl('data:text/html,<b>x'),
                                      safeUrl(' JavaScript:alert(1)'), safeUrl('https://shop.example/p/1'),
                                      safeUrl('/catalog/images/a.jpg')]""") == [
-                "", "", "", "https://shop.example/p/1", f"{server}/catalog/images/a.jpg"]
+                "",
+                "",
+                "",
+                "https://shop.example/p/1",
+                f"{server}/catalog/images/a.jpg",
+            ]
             # a search answer whose stored links are hostile renders without them
             page.evaluate("""async () => {
                 const bitmap = await createImageBitmap(new ImageData(8, 8));
@@ -185,8 +209,9 @@ def _wait_attr(page, attr: str, status: str, timeout_s: float = 60.0) -> None:  
 
 
 def _browser(pw):  # noqa: ANN001, ANN202
-    return pw.chromium.launch(executable_path=str(CHROMIUM),
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    return pw.chromium.launch(
+        executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    )
 
 
 def test_shopper_views_in_chromium(server: str, small_world: Path, closet_dir: Path):

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from pipelines import services
+from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT, Settings
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.services
 
@@ -37,8 +37,14 @@ def isolated(tmp_path, monkeypatch) -> Settings:
 
 
 def _tailor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True,
-                          text=True, cwd=PROJECT_ROOT, env=os.environ.copy(), timeout=400)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=os.environ.copy(),
+        timeout=400,
+    )
 
 
 def test_up_twice_then_down_twice(isolated: Settings) -> None:
@@ -50,8 +56,9 @@ def test_up_twice_then_down_twice(isolated: Settings) -> None:
 
     # The Airflow REST API answers with the project's DAGs (dags folder = dags/, no examples).
     users = json.loads(services.airflow_password_file(s).read_text())
-    token = httpx.post(s.url(s.airflow_port, "/auth/token"),
-                       json={"username": "admin", "password": users["admin"]}, timeout=30).json()["access_token"]
+    token = httpx.post(
+        s.url(s.airflow_port, "/auth/token"), json={"username": "admin", "password": users["admin"]}, timeout=30
+    ).json()["access_token"]
     dag_ids: list[str] = []
     for _ in range(60):  # the dag-processor parses dags/ shortly after start-up
         r = httpx.get(s.url(s.airflow_port, "/api/v2/dags"), headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -63,14 +70,16 @@ def test_up_twice_then_down_twice(isolated: Settings) -> None:
     # the one-slot pool the DVC-committing tasks queue in exists (else they never run)
     from pipelines.versioning import DVC_POOL
 
-    pool = httpx.get(s.url(s.airflow_port, f"/api/v2/pools/{DVC_POOL}"),
-                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    pool = httpx.get(
+        s.url(s.airflow_port, f"/api/v2/pools/{DVC_POOL}"), headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     assert pool.status_code == 200 and pool.json()["slots"] == 1, pool.text
     # the training pool is sized where the tasks run (Settings.train_slots), not in the DAG file
     from pipelines.retrain import TRAIN_POOL
 
-    pool = httpx.get(s.url(s.airflow_port, f"/api/v2/pools/{TRAIN_POOL}"),
-                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    pool = httpx.get(
+        s.url(s.airflow_port, f"/api/v2/pools/{TRAIN_POOL}"), headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     assert pool.status_code == 200 and pool.json()["slots"] == s.train_slots, pool.text
     assert httpx.get(s.url(s.mlflow_port, "/health"), timeout=10).text.strip() == "OK"
 
@@ -109,8 +118,15 @@ def test_usage_data_is_off_in_every_process_tailor_starts(tmp_path) -> None:
         "print(json.dumps({'mlflow_off': bool(mt.is_telemetry_disabled()), 'dvc_on': da.is_enabled(),\n"
         "                  'bentoml_off': do_not_track()}))\n"
     )
-    noisy = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "false", "DO_NOT_TRACK": "false",
-             "BENTOML_DO_NOT_TRACK": "false", "CI": "", "DVC_TEST": "", "PYTEST_CURRENT_TEST": ""}
+    noisy = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "false",
+        "DO_NOT_TRACK": "false",
+        "BENTOML_DO_NOT_TRACK": "false",
+        "CI": "",
+        "DVC_TEST": "",
+        "PYTEST_CURRENT_TEST": "",
+    }
     envs = {name: services.service_env(svc, noisy) for name, svc in services.services(s).items()}
     envs["bento"] = {**noisy, **_bento_env(s, str(tmp_path / "bundle"))}
     envs["airflow tasks"] = {**noisy, **services.airflow_env(s)}
@@ -119,8 +135,9 @@ def test_usage_data_is_off_in_every_process_tailor_starts(tmp_path) -> None:
             assert env[k] == v, (name, k)
         # MLflow treats CI / pytest runs as "off" anyway: clear those markers for an honest probe
         env = {k: v for k, v in env.items() if k not in ("CI", "PYTEST_CURRENT_TEST", "DVC_TEST")}
-        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True,
-                             text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got == {"mlflow_off": True, "dvc_on": False, "bentoml_off": True}, (name, got)
@@ -134,8 +151,10 @@ def test_a_reused_pid_is_never_signalled(tmp_path) -> None:
     svc = services.services(s)["report"]
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
-        for stale in (str(bystander.pid),  # the old format: a bare number
-                      json.dumps({"pid": bystander.pid, "start_time": 1_000_000.0})):  # someone else's start
+        for stale in (
+            str(bystander.pid),  # the old format: a bare number
+            json.dumps({"pid": bystander.pid, "start_time": 1_000_000.0}),
+        ):  # someone else's start
             svc.pid_file(s).write_text(stale)
             assert services.status(s)["report"]["pid"] is None
             assert services.stop(svc, s) is False
@@ -160,10 +179,13 @@ def test_runtime_state_is_private_to_the_operator(tmp_path) -> None:
     try:
         s.ensure_dirs()
         port = free_port()
-        code = ("import http.server, socketserver, sys; open('written-by-service.txt', 'w').write('secret'); "
-                f"socketserver.TCPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()")
-        svc = services.Service(name="probe", argv=[sys.executable, "-c", code], port=port, health_path="/",
-                               startup_timeout_s=60)
+        code = (
+            "import http.server, socketserver, sys; open('written-by-service.txt', 'w').write('secret'); "
+            f"socketserver.TCPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+        )
+        svc = services.Service(
+            name="probe", argv=[sys.executable, "-c", code], port=port, health_path="/", startup_timeout_s=60
+        )
         services.start(svc, s)
         try:
             mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
@@ -198,5 +220,7 @@ def test_cluster_groups_and_stop_order(tmp_path: Path) -> None:
     stopped = services.stop_everything(e)  # nothing runs: every name reported, none stopped
     order = list(stopped)
     assert not any(stopped.values())
-    assert order.index("airflow-worker-1") < order.index("airflow-api") < order.index("mlflow") < order.index("postgres")
+    assert (
+        order.index("airflow-worker-1") < order.index("airflow-api") < order.index("mlflow") < order.index("postgres")
+    )
     assert order.index("airflow") < order.index("postgres")

@@ -39,12 +39,24 @@ def test_cluster_profile_points_every_store_off_the_machine_defaults(tmp_path: P
     import stat
 
     s = Settings(root=tmp_path, profile="cluster")
-    urls = [s.airflow_db_url, s.mlflow_backend_uri, s.closet_db_url, s.mlflow_tracking_uri, s.mlflow_artifacts_uri,
-            s.dvc_remote, s.celery_broker_url, s.celery_result_backend]
+    urls = [
+        s.airflow_db_url,
+        s.mlflow_backend_uri,
+        s.closet_db_url,
+        s.mlflow_tracking_uri,
+        s.mlflow_artifacts_uri,
+        s.dvc_remote,
+        s.celery_broker_url,
+        s.celery_result_backend,
+    ]
     assert not any("sqlite" in str(u) for u in urls), urls
     assert s.airflow_executor == "CeleryExecutor"
-    assert str(s.airflow_db_url).startswith("postgresql+psycopg://tailor:") and str(s.airflow_db_url).endswith("/airflow")
-    assert s.mlflow_tracking_uri == f"http://127.0.0.1:{s.mlflow_port}" and s.mlflow_artifacts_uri == "s3://tailor/mlflow"
+    assert str(s.airflow_db_url).startswith("postgresql+psycopg://tailor:") and str(s.airflow_db_url).endswith(
+        "/airflow"
+    )
+    assert (
+        s.mlflow_tracking_uri == f"http://127.0.0.1:{s.mlflow_port}" and s.mlflow_artifacts_uri == "s3://tailor/mlflow"
+    )
     assert s.dvc_remote == "s3://tailor/dvc" and str(s.celery_broker_url).startswith("redis://:")
     secrets = tmp_path / "var" / "cluster" / "secrets.json"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600

@@ -35,12 +35,24 @@ def test_every_real_label_is_a_category_or_non_garment() -> None:
     assert {label for label in labels if T.to_category(label) is None} <= set(T.NON_GARMENT)
 
 
-@pytest.mark.parametrize(("label", "category"), [
-    ("Longsleeve", "longsleeve"), ("Polo", "polo"), ("Hoodie", "hoodie"), ("Blazer", "blazer"),
-    ("Blouse", "blouse"), ("T-Shirt", "t-shirt"), ("Outwear", "outerwear"), ("Top", "top"),
-    ("Undershirt", "undershirt"), ("Body", "body"), ("t-shirt", "t-shirt"), (" Dress ", "dress"),
-    ("LONGSLEEVE", "longsleeve"),
-])
+@pytest.mark.parametrize(
+    ("label", "category"),
+    [
+        ("Longsleeve", "longsleeve"),
+        ("Polo", "polo"),
+        ("Hoodie", "hoodie"),
+        ("Blazer", "blazer"),
+        ("Blouse", "blouse"),
+        ("T-Shirt", "t-shirt"),
+        ("Outwear", "outerwear"),
+        ("Top", "top"),
+        ("Undershirt", "undershirt"),
+        ("Body", "body"),
+        ("t-shirt", "t-shirt"),
+        (" Dress ", "dress"),
+        ("LONGSLEEVE", "longsleeve"),
+    ],
+)
 def test_real_labels_keep_their_own_category(label: str, category: str) -> None:
     assert T.to_category(label) == category
 
@@ -90,19 +102,22 @@ def test_attribute_vocabularies_of_synth_and_taxonomy_agree() -> None:
 
 
 def test_taxonomy_imports_nothing_from_pipelines() -> None:
-    code = ("import sys, models.taxonomy; "
-            "bad = sorted(m for m in sys.modules if m == 'pipelines' or m.startswith('pipelines.') "
-            "or m.split('.')[0] in ('torch', 'timm', 'pandas')); print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys, models.taxonomy; "
+        "bad = sorted(m for m in sys.modules if m == 'pipelines' or m.startswith('pipelines.') "
+        "or m.split('.')[0] in ('torch', 'timm', 'pandas')); print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_lookups_outside_synth_and_training_do_not_import_the_generator() -> None:
     """Catalog, validator, ingest and API take categories from models.taxonomy."""
-    places = [*sorted((PROJECT_ROOT / "pipelines" / "validate").glob("*.py")),
-              *sorted((PROJECT_ROOT / "pipelines" / "ingest").glob("*.py")),
-              *sorted((PROJECT_ROOT / "bentos").glob("*.py"))]
+    places = [
+        *sorted((PROJECT_ROOT / "pipelines" / "validate").glob("*.py")),
+        *sorted((PROJECT_ROOT / "pipelines" / "ingest").glob("*.py")),
+        *sorted((PROJECT_ROOT / "bentos").glob("*.py")),
+    ]
     for path in places:
         text = path.read_text()
         assert "synth.taxonomy" not in text and "synth import TAXONOMY" not in text, path
@@ -115,8 +130,9 @@ def test_validation_config_resolves_the_taxonomy(tmp_path: Path) -> None:
     assert cfg["vocabularies"]["taxonomy"] == list(T.CATEGORIES)
     assert set(cfg["ignored_labels"]) == set(T.NON_GARMENT)
     old = tmp_path / "old.yaml"  # the old spelling still works
-    old.write_text((PROJECT_ROOT / "config" / "validation.yaml").read_text()
-                   .replace("taxonomy: taxonomy", "taxonomy: from_synth"))
+    old.write_text(
+        (PROJECT_ROOT / "config" / "validation.yaml").read_text().replace("taxonomy: taxonomy", "taxonomy: from_synth")
+    )
     assert "from_synth" in old.read_text()
     assert load_validation_config(old)["vocabularies"]["taxonomy"] == list(T.CATEGORIES)
 

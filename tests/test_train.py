@@ -20,8 +20,17 @@ import pytest
 from pipelines.manifests import load_manifest, validate_manifest_frame
 
 MODELS = ("detector", "parser", "tagger", "embedder")
-TINY = {"workers": 0, "warmup_epochs": 0, "eval_limit": 12, "image_size": 96, "crop_size": 40,
-        "batch_size": 6, "fpn_channels": 32, "psp_channels": 32, "threads": 2}
+TINY = {
+    "workers": 0,
+    "warmup_epochs": 0,
+    "eval_limit": 12,
+    "image_size": 96,
+    "crop_size": 40,
+    "batch_size": 6,
+    "fpn_channels": 32,
+    "psp_channels": 32,
+    "threads": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +38,9 @@ def small_set(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from pipelines.ingest.world import world_manifest_rows
     from pipelines.train.devset import training_set_from_rows
 
-    return training_set_from_rows(world_manifest_rows(small_world), small_world,
-                                  tmp_path_factory.mktemp("ts") / "small", seed=0)
+    return training_set_from_rows(
+        world_manifest_rows(small_world), small_world, tmp_path_factory.mktemp("ts") / "small", seed=0
+    )
 
 
 # ------------------------------------------------------------------ metrics: perfect -> 1
@@ -153,10 +163,15 @@ def test_resume_after_kill(small_set: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "run"
     over = {**TINY, "epochs": 4, "max_steps_per_epoch": 3, "patience": 10}
-    code = ("import sys, json; from pipelines.train import train_model; "
-            "train_model('embedder', sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]), progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(small_set), str(out), json.dumps(over)],
-                            cwd=Path(__file__).resolve().parents[1], stderr=subprocess.DEVNULL)
+    code = (
+        "import sys, json; from pipelines.train import train_model; "
+        "train_model('embedder', sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]), progress=False)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(small_set), str(out), json.dumps(over)],
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.DEVNULL,
+    )
     last = out / "checkpoints" / "last.pt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -267,8 +282,9 @@ def test_cached_scene_features_match_the_full_forward(small_set: Path, tmp_path:
     dcfg = task.prepare(resolve_config("detector", "demo", {"image_size": 96, "score_thresh": 0.0}), ddf)
     assert scene_cache_enabled(dcfg)
     detector = build_model("detector", dcfg).eval()
-    dmaps = scene_features(list(map(str, ddf["image"])), 96, CANVAS_FILL, flips=False, cache_dir=tmp_path,
-                           progress=False)[False]
+    dmaps = scene_features(
+        list(map(str, ddf["image"])), 96, CANVAS_FILL, flips=False, cache_dir=tmp_path, progress=False
+    )[False]
     dcanvas = torch.stack([to_tensor(square_canvas(load_rgb(p), 96, CANVAS_FILL)[0]) for p in ddf["image"]])
     with torch.no_grad():
         live = detector.backbone.body(normalise(dcanvas))
@@ -354,8 +370,14 @@ def test_embedder_reads_only_its_input_groups() -> None:
 
     from models import create
 
-    cfg = {"pretrained": False, "freeze_blocks": 99, "grid_stages": [4], "fg_hist": 4, "dim": 16,
-           "inputs": ["pooled", "grid"]}
+    cfg = {
+        "pretrained": False,
+        "freeze_blocks": 99,
+        "grid_stages": [4],
+        "fg_hist": 4,
+        "dim": 16,
+        "inputs": ["pooled", "grid"],
+    }
     model = create("embedder", cfg).eval()
     start, stop = model.groups["colour"]
     f = torch.randn(3, stop)

@@ -32,8 +32,12 @@ def test_demo_profile_learns(name: str, default_set: Path, tmp_path: Path) -> No
     # Floors well above chance with margin under what the demo profile measured on this
     # world (map_50 0.059, miou 0.226, acc_category 0.34, recall_at_5 0.38); chance is
     # ~0 mAP, ~0.07 mIoU (14 classes), 0.09 category accuracy (11), 5/240 Recall@5.
-    floor = {"detector": ("map_50", 0.03), "parser": ("miou", 0.15), "tagger": ("acc_category", 0.2),
-             "embedder": ("recall_at_5", 0.2)}[name]
+    floor = {
+        "detector": ("map_50", 0.03),
+        "parser": ("miou", 0.15),
+        "tagger": ("acc_category", 0.2),
+        "embedder": ("recall_at_5", 0.2),
+    }[name]
     assert res.metrics[floor[0]] >= floor[1]
 
 
@@ -68,7 +72,7 @@ def test_real_photo_retrieval_with_trained_models(shared_photos: Path, tmp_path:
     embedder, tagger = load_model("embedder", emb.checkpoint), load_model("tagger", tag.checkpoint)
     q_imgs = crops(qry)
     g_imgs = crops(gal)
-    g = np.concatenate([predict("embedder", embedder, g_imgs[i:i + 64]) for i in range(0, len(g_imgs), 64)])
+    g = np.concatenate([predict("embedder", embedder, g_imgs[i : i + 64]) for i in range(0, len(g_imgs), 64)])
     q = predict("embedder", embedder, q_imgs)
     top5 = np.argsort(-(q @ g.T), axis=1)[:, :5]
     same = (gal["category"].to_numpy()[top5] == qry["category"].to_numpy()[:, None]).mean()
@@ -76,7 +80,9 @@ def test_real_photo_retrieval_with_trained_models(shared_photos: Path, tmp_path:
     cats = [t["category"][0] for t in predict("tagger", tagger, q_imgs)]
     acc = float(np.mean(np.array(cats) == qry["category"].to_numpy()))
     codes = qry["category"].astype("category").cat.codes.to_numpy()
-    print(f"held-out queries {len(qry)} vs gallery {len(gal)}: same-category P@5 {same:.3f} (random {chance:.3f}); "
-          f"category accuracy {acc:.3f} (majority {majority_accuracy(codes):.3f})")
+    print(
+        f"held-out queries {len(qry)} vs gallery {len(gal)}: same-category P@5 {same:.3f} (random {chance:.3f}); "
+        f"category accuracy {acc:.3f} (majority {majority_accuracy(codes):.3f})"
+    )
     assert same >= chance + 0.4
     assert acc >= majority_accuracy(codes) + 0.4

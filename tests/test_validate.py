@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.settings import Settings
 from pipelines.validate import CriticalExpectationFailed
-from pipelines.validate.testing import fabricate_snapshot
+from tests.helpers.snapshots import fabricate_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def _every_fifth(col: str, value):
         p[col] = p[col].astype(object)
         p.loc[p.index % 5 == 0, col] = value
         return p, i
+
     return mutate
 
 
@@ -123,7 +124,7 @@ def test_clean_snapshot_passes(vs: Settings, tmp_path: Path) -> None:
 def test_quarantine_rows_with_reason_and_curated_catalog(vs: Settings, tmp_path: Path) -> None:
     def mutate(p: pd.DataFrame, i: pd.DataFrame):
         p, i = p.copy(), i.copy()
-        p.loc[3, "price"] = 0.0            # 1 of 40: under `mostly`, quarantined, not critical
+        p.loc[3, "price"] = 0.0  # 1 of 40: under `mostly`, quarantined, not critical
         p.loc[5, "currency"] = "XYZ"
         i.loc[i["product_id"] == p.loc[7, "product_id"], "width"] = 20  # every image too small
         return p, i
@@ -178,8 +179,10 @@ def test_import_crops_are_worn_and_visible(imported: Path) -> None:
     everything = import_rows(imported, min_visible=0.0)
     assert sum(len(json.loads(r["boxes"])) for r in everything["detector"]) == n_boxes
     assert len(everything["tagger"]) - len(rows["tagger"]) == sum(
-        1 for a in hidden if role.get(next(im["file_name"] for im in coco["images"] if im["id"] == a["image_id"]))
-        in ("street", "model"))
+        1
+        for a in hidden
+        if role.get(next(im["file_name"] for im in coco["images"] if im["id"] == a["image_id"])) in ("street", "model")
+    )
 
 
 def _tamper(imported: Path, dest: Path, fn) -> Path:
@@ -248,8 +251,9 @@ def test_real_photos_not_sure_skip_other_quarantined(shared_photos: Path, tmp_pa
         return p.assign(category=labels), i
 
     s = Settings(root=tmp_path / "proj")
-    snap = fabricate_snapshot(tmp_path / "photos-snap", n=len(rows), mall="photos", images_per_product=1,
-                              near_dup_every=0, mutate=as_photos)
+    snap = fabricate_snapshot(
+        tmp_path / "photos-snap", n=len(rows), mall="photos", images_per_product=1, near_dup_every=0, mutate=as_photos
+    )
     rep = _validate(snap, s)
     assert rep["critical_failed"] == []
     q = pd.read_parquet(Path(rep["run_dir"]) / "quarantine.parquet")
@@ -271,6 +275,7 @@ def test_real_photos_not_sure_skip_other_quarantined(shared_photos: Path, tmp_pa
 def _relabel(labels: list[str]):
     def mutate(p: pd.DataFrame, i: pd.DataFrame):
         return p.assign(category=[labels[k % len(labels)] for k in range(len(p))]), i
+
     return mutate
 
 
@@ -278,11 +283,38 @@ def test_mall_labels_normalised_to_taxonomy(vs: Settings, tmp_path: Path) -> Non
     """Any mall's labels go through models.taxonomy.to_category: the catalog's `category` is the
     taxonomy category, `label` the mall's own; Not sure / unknown labels are quarantined naming
     the label."""
-    labels = ["T-Shirt", "Longsleeve", "Polo", "Hoodie", "Blazer", "Blouse", "dress", "Pants", "Shoes",
-              "Outwear", "t-shirt", "Hat", "Skirt", "Shorts", "Shirt", "Top", "Body", "Undershirt", "Dress",
-              "Not sure", *(["T-Shirt", "Pants", "Shoes", "Dress"] * 8), "Hovercraft"]
-    snap = fabricate_snapshot(tmp_path / "labels", n=len(labels), mall="demo-jsonld", images_per_product=1,
-                              near_dup_every=0, mutate=_relabel(labels))
+    labels = [
+        "T-Shirt",
+        "Longsleeve",
+        "Polo",
+        "Hoodie",
+        "Blazer",
+        "Blouse",
+        "dress",
+        "Pants",
+        "Shoes",
+        "Outwear",
+        "t-shirt",
+        "Hat",
+        "Skirt",
+        "Shorts",
+        "Shirt",
+        "Top",
+        "Body",
+        "Undershirt",
+        "Dress",
+        "Not sure",
+        *(["T-Shirt", "Pants", "Shoes", "Dress"] * 8),
+        "Hovercraft",
+    ]
+    snap = fabricate_snapshot(
+        tmp_path / "labels",
+        n=len(labels),
+        mall="demo-jsonld",
+        images_per_product=1,
+        near_dup_every=0,
+        mutate=_relabel(labels),
+    )
     rep = _validate(snap, vs, previous_rows=0)
     assert rep["critical_failed"] == []
     q = pd.read_parquet(Path(rep["run_dir"]) / "quarantine.parquet")
@@ -311,6 +343,8 @@ def test_committed_gx_project_matches_config() -> None:
         assert all(e["meta"]["severity"] in ("critical", "warning") for e in stored["expectations"])
         assert (gx_dir / "checkpoints" / f"tailor_{suite}.json").exists()
         wanted = [_expectation(sp, cfg) for sp in specs(cfg) if sp.suite == suite]
-        have = sorted((e["type"], repr(sorted(e["kwargs"].items())), repr(sorted(e["meta"].items())))
-                      for e in stored["expectations"])
+        have = sorted(
+            (e["type"], repr(sorted(e["kwargs"].items())), repr(sorted(e["meta"].items())))
+            for e in stored["expectations"]
+        )
         assert have == _signature(wanted), f"{suite}: run `tailor validate init` after editing config"

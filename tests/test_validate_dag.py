@@ -13,8 +13,8 @@ import pytest
 
 from pipelines.assets import TRAINING_SET
 from pipelines.settings import Settings
-from pipelines.validate.testing import fabricate_snapshot
 from tests.airflow_harness import events_of, isolated_airflow, run_dag_test
+from tests.helpers.snapshots import fabricate_snapshot
 
 
 @pytest.mark.slow
@@ -25,14 +25,14 @@ def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> Non
     root = tmp_path / "proj"
     demo_malls.reset()
     cfg = demo_config({n: demo_malls.url(n) for n in demo_malls.malls}, Politeness.off())
-    info = crawl(cfg, out=root / "data" / "snapshots" / "demo", s=Settings(root=root),
-                 state=tmp_path / "state")
+    info = crawl(cfg, out=root / "data" / "snapshots" / "demo", s=Settings(root=root), state=tmp_path / "state")
     good = info["path"]
-    bad = fabricate_snapshot(root / "data" / "snapshots" / "bad", n=20,
-                             mutate=lambda p, i: (p.assign(price=-1.0), i))
+    bad = fabricate_snapshot(root / "data" / "snapshots" / "bad", n=20, mutate=lambda p, i: (p.assign(price=-1.0), i))
     env = isolated_airflow(tmp_path, root)
-    res = {name: run_dag_test(env, "validate_catalog", {"snapshot": str(snap), "previous_rows": 0}, tmp_path)
-           for name, snap in (("good", good), ("bad", bad))}
+    res = {
+        name: run_dag_test(env, "validate_catalog", {"snapshot": str(snap), "previous_rows": 0}, tmp_path)
+        for name, snap in (("good", good), ("bad", bad))
+    }
     log = res["good"]["log"] + res["bad"]["log"]
     assert res["good"]["state"] == "success", log[-4000:]
     assert res["good"]["tis"]["version"] == "success"

@@ -14,11 +14,11 @@ import pytest
 from pipelines.crawl.config import Politeness, demo_config
 from pipelines.crawl.pipeline import crawl
 from pipelines.malls import build_demo_malls
-from pipelines.malls.testing import make_fake_world, running_malls
 from pipelines.services import free_port
 from pipelines.settings import Settings
 from pipelines.validate.checkpoint import validate_snapshot
-from pipelines.validate.testing import fabricate_snapshot
+from tests.helpers.malls import make_fake_world, running_malls
+from tests.helpers.snapshots import fabricate_snapshot
 
 
 def _mall_results(rep: dict) -> dict[str, dict]:
@@ -45,8 +45,7 @@ def test_mall_down_fails_with_reason_healthy_crawl_passes(tmp_path: Path) -> Non
         # The same malls again, one of them not served: nothing listens on its port.
         down_urls = {**urls, microdata.name: f"http://127.0.0.1:{free_port()}/"}
         down = crawl(demo_config(down_urls, Politeness.off()), out=tmp_path / "down", s=s, state=state)
-    assert json.loads((Path(down["path"]) / "snapshot.json").read_text())["malls_requested"] == \
-        sorted(urls)
+    assert json.loads((Path(down["path"]) / "snapshot.json").read_text())["malls_requested"] == sorted(urls)
 
     rep = validate_snapshot(Path(good["path"]), s=s)
     assert rep["status"] in ("passed", "warning") and all(r["success"] for r in _mall_results(rep).values())
@@ -57,7 +56,7 @@ def test_mall_down_fails_with_reason_healthy_crawl_passes(tmp_path: Path) -> Non
     assert _checks(rep)[jsonld.name]["errors"] == 0
 
     rep2 = validate_snapshot(Path(down["path"]), s=s)
-    assert rep2["status"] == "warning"                    # visible, but not blocking the catalog
+    assert rep2["status"] == "warning"  # visible, but not blocking the catalog
     res = _mall_results(rep2)
     assert not res["malls.products_present"]["success"]
     assert not res["malls.products_vs_last_good"]["success"]

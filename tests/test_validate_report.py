@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.settings import PROJECT_ROOT, Settings
-from pipelines.validate.testing import fabricate_snapshot
+from tests.helpers.snapshots import fabricate_snapshot
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOT_DIR = PROJECT_ROOT / "test-artifacts"
@@ -48,8 +48,10 @@ def test_served_on_loopback_with_summary(served) -> None:
     assert gx_index.status == 200
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
-                    "(apt-get install -y chromium); no browser is ever downloaded")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian chromium at /usr/bin/chromium (apt-get install -y chromium); no browser is ever downloaded",
+)
 def test_report_screenshot_in_headless_chromium(served) -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -57,8 +59,9 @@ def test_report_screenshot_in_headless_chromium(served) -> None:
     SHOT_DIR.mkdir(exist_ok=True)
     shot = SHOT_DIR / "quality-report.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(served["url"], wait_until="load")
         # Key elements: title, the status badge, the quarantine reasons and the histogram pictures.

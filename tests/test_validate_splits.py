@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.validate.balance import balance, class_counts, histogram_png
 from pipelines.validate.splits import assign_splits, product_groups
-from pipelines.validate.testing import fabricate_snapshot
+from tests.helpers.snapshots import fabricate_snapshot
 
 
 def _images(links: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -18,9 +18,15 @@ def _images(links: list[tuple[str, str, str]]) -> pd.DataFrame:
 
 
 def test_groups_join_products_through_near_duplicates_and_shared_bytes() -> None:
-    imgs = _images([("a", "s1", "g1"), ("b", "s2", "g1"),  # near-dup across a and b
-                    ("c", "s3", "s3"), ("d", "s3", "s3"),  # exact same bytes
-                    ("e", "s5", "s5")])
+    imgs = _images(
+        [
+            ("a", "s1", "g1"),
+            ("b", "s2", "g1"),  # near-dup across a and b
+            ("c", "s3", "s3"),
+            ("d", "s3", "s3"),  # exact same bytes
+            ("e", "s5", "s5"),
+        ]
+    )
     g = product_groups(imgs, ["a", "b", "c", "d", "e", "f"])
     assert g["a"] == g["b"] and g["c"] == g["d"]
     assert len({g["a"], g["c"], g["e"], g["f"]}) == 4
@@ -31,8 +37,12 @@ def test_no_leakage_across_splits(tmp_path: Path) -> None:
     imgs = pd.read_parquet(snap / "images.parquet")
     prods = pd.read_parquet(snap / "products.parquet")
     groups = product_groups(imgs, prods["product_id"])
-    split = assign_splits(groups, dict(zip(prods["product_id"], prods["category"], strict=True)),
-                          {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
+    split = assign_splits(
+        groups,
+        dict(zip(prods["product_id"], prods["category"], strict=True)),
+        {"train": 0.8, "val": 0.1, "test": 0.1},
+        seed=0,
+    )
     imgs["split"] = imgs["product_id"].map(split)
     assert set(split.values()) == {"train", "val", "test"}
     # One split per near-duplicate group, per exact image and per product.
@@ -40,8 +50,15 @@ def test_no_leakage_across_splits(tmp_path: Path) -> None:
     assert imgs.groupby("sha256")["split"].nunique().max() == 1
     assert imgs.groupby("product_id")["split"].nunique().max() == 1
     # Deterministic in the seed; roughly the requested shares.
-    assert assign_splits(groups, dict(zip(prods["product_id"], prods["category"], strict=True)),
-                         {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0) == split
+    assert (
+        assign_splits(
+            groups,
+            dict(zip(prods["product_id"], prods["category"], strict=True)),
+            {"train": 0.8, "val": 0.1, "test": 0.1},
+            seed=0,
+        )
+        == split
+    )
     share = pd.Series(split).value_counts(normalize=True)
     assert 0.65 < share["train"] < 0.9
 
@@ -60,8 +77,9 @@ def test_oversampling_reaches_target_ratio_on_train_only() -> None:
     # Seed-deterministic; a different seed picks other rows for the remainder draws.
     again = balance(_frame(), "category", {"strategy": "oversample", "target_ratio": 0.5}, seed=3)
     assert out["repeat"].tolist() == again["repeat"].tolist()
-    others = [balance(_frame(), "category", {"strategy": "oversample", "target_ratio": 0.5}, seed=k)
-              for k in range(4, 10)]
+    others = [
+        balance(_frame(), "category", {"strategy": "oversample", "target_ratio": 0.5}, seed=k) for k in range(4, 10)
+    ]
     assert all(class_counts(o, "category").equals(draws) for o in others)
     assert any(o["repeat"].tolist() != out["repeat"].tolist() for o in others)
 
@@ -82,6 +100,10 @@ def test_max_repeat_caps_and_weights_balance() -> None:
 def test_histogram_png(tmp_path: Path) -> None:
     f = _frame()
     after = balance(f, "category", {"strategy": "oversample", "target_ratio": 0.5}, 0)
-    png = histogram_png(class_counts(f.assign(repeat=1, weight=1.0), "category"),
-                        class_counts(after, "category"), tmp_path / "h.png", "tagger")
+    png = histogram_png(
+        class_counts(f.assign(repeat=1, weight=1.0), "category"),
+        class_counts(after, "category"),
+        tmp_path / "h.png",
+        "tagger",
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.manifests import MODELS, load_manifest, read_training_set
 from pipelines.settings import Settings
-from pipelines.validate.testing import fabricate_snapshot
+from tests.helpers.snapshots import fabricate_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +108,30 @@ def test_real_photo_rows_carry_taxonomy_category_and_implied_attributes(tmp_path
     def as_photos(p: pd.DataFrame, i: pd.DataFrame):
         return p.assign(category=[labels[k % len(labels)] for k in range(len(p))]), i
 
-    snap = fabricate_snapshot(tmp_path / "data" / "snapshots" / "photos", n=60, mall="photos",
-                              images_per_product=1, near_dup_every=0, mutate=as_photos)
+    snap = fabricate_snapshot(
+        tmp_path / "data" / "snapshots" / "photos",
+        n=60,
+        mall="photos",
+        images_per_product=1,
+        near_dup_every=0,
+        mutate=as_photos,
+    )
     rep = validate_snapshot(snap, s=s, previous_rows=0)
     ts = build_training_set(Path(rep["run_dir"]), s=s)
     tag = load_manifest(ts, "tagger")
     assert (tag["source"] == "photos").all() and {"label", *ATTRIBUTES} <= set(tag.columns)
     assert dict(zip(tag["label"], tag["category"], strict=False)) == {
-        "Longsleeve": "longsleeve", "Polo": "polo", "Hoodie": "hoodie", "T-Shirt": "t-shirt", "Pants": "pants",
-        "Blazer": "blazer", "Blouse": "blouse", "Dress": "dress", "Shoes": "shoes", "Outwear": "outerwear"}
+        "Longsleeve": "longsleeve",
+        "Polo": "polo",
+        "Hoodie": "hoodie",
+        "T-Shirt": "t-shirt",
+        "Pants": "pants",
+        "Blazer": "blazer",
+        "Blouse": "blouse",
+        "Dress": "dress",
+        "Shoes": "shoes",
+        "Outwear": "outerwear",
+    }
     for r in tag.itertuples(index=False):
         implied = IMPLIED.get(r.category, {})
         for a in ATTRIBUTES:

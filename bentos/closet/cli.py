@@ -12,8 +12,9 @@ from typing import Annotated
 import typer
 
 users_app = typer.Typer(help="Shoppers' API tokens for the closet and look routes.", no_args_is_help=True)
-closet_app = typer.Typer(help="The closet database: migrations and re-tagging after a model update.",
-                         no_args_is_help=True)
+closet_app = typer.Typer(
+    help="The closet database: migrations and re-tagging after a model update.", no_args_is_help=True
+)
 
 
 def _store():  # noqa: ANN202
@@ -101,8 +102,9 @@ def closet_retag(
     def analyze(path: Path) -> Analysis:
         with Image.open(path) as im:
             d = engine.describe(ImageOps.exif_transpose(im).convert("RGB"))
-        return Analysis(d["category"], float(d["category_score"]), d["tags"], d["embedding"], d["box"],
-                        dict(engine.bundle.versions))
+        return Analysis(
+            d["category"], float(d["category_score"]), d["tags"], d["embedding"], d["box"], dict(engine.bundle.versions)
+        )
 
     res = _store().retag(analyze, user)
     typer.echo(json.dumps({**res, "versions": engine.bundle.versions}))

@@ -141,9 +141,15 @@ class ClosetStore:
         """Every user with its item count and state (never a token or its hash)."""
         with self._session() as db:
             counts = dict(db.execute(select(ClosetItem.user_id, func.count()).group_by(ClosetItem.user_id)).all())
-            return [{"name": u.name, "created_at": u.created_at.isoformat(), "revoked": u.revoked_at is not None,
-                     "items": int(counts.get(u.id, 0))}
-                    for u in db.scalars(select(User).order_by(User.name))]
+            return [
+                {
+                    "name": u.name,
+                    "created_at": u.created_at.isoformat(),
+                    "revoked": u.revoked_at is not None,
+                    "items": int(counts.get(u.id, 0)),
+                }
+                for u in db.scalars(select(User).order_by(User.name))
+            ]
 
     def user_for_token(self, token: str | None) -> User | None:
         """The active user whose token this is, else None."""
@@ -181,19 +187,28 @@ class ClosetStore:
             self.image_path(sha, ext).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ items
-    def add_item(self, user_id: int, image: bytes, ext: str, analysis: Analysis,
-                 category: str | None = None) -> dict[str, Any]:
+    def add_item(
+        self, user_id: int, image: bytes, ext: str, analysis: Analysis, category: str | None = None
+    ) -> dict[str, Any]:
         """Store a closet photo and what the models said about it; ``category`` overrides the
         model's (recorded as the user's)."""
         sha = self._put_image(image, ext)
         now = _now()
         item = ClosetItem(
-            id=uuid.uuid4().hex, user_id=user_id, image_sha256=sha, image_ext=ext,
-            category=category or analysis.category, category_score=float(analysis.category_score),
+            id=uuid.uuid4().hex,
+            user_id=user_id,
+            image_sha256=sha,
+            image_ext=ext,
+            category=category or analysis.category,
+            category_score=float(analysis.category_score),
             category_source=USER if category else MODEL,
-            tags={h: {**t, "source": MODEL} for h, t in analysis.tags.items()}, box=analysis.box,
+            tags={h: {**t, "source": MODEL} for h, t in analysis.tags.items()},
+            box=analysis.box,
             embedding=np.asarray(analysis.embedding, np.float32).tobytes(),
-            model_versions=dict(analysis.versions), created_at=now, updated_at=now)
+            model_versions=dict(analysis.versions),
+            created_at=now,
+            updated_at=now,
+        )
         with self._session.begin() as db:
             db.add(item)
         return self.card(item)
@@ -223,8 +238,9 @@ class ClosetStore:
         with self._session() as db:
             return [self.card(i) for i in db.scalars(q.order_by(ClosetItem.created_at.desc(), ClosetItem.id))]
 
-    def update_item(self, user_id: int, item_id: str, category: str | None = None,
-                    tags: dict[str, str] | None = None) -> dict[str, Any]:
+    def update_item(
+        self, user_id: int, item_id: str, category: str | None = None, tags: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Correct the category and/or tag values by hand; corrections survive re-tagging."""
         with self._session.begin() as db:
             item = self._get(db, user_id, item_id)
@@ -294,7 +310,15 @@ class ClosetStore:
     @staticmethod
     def card(item: ClosetItem) -> dict[str, Any]:
         """The item as the API returns it."""
-        return {"id": item.id, "category": item.category, "category_score": item.category_score,
-                "category_source": item.category_source, "tags": dict(item.tags), "box": item.box,
-                "image_url": f"/closet/items/{item.id}/image", "model_versions": dict(item.model_versions),
-                "created_at": item.created_at.isoformat(), "updated_at": item.updated_at.isoformat()}
+        return {
+            "id": item.id,
+            "category": item.category,
+            "category_score": item.category_score,
+            "category_source": item.category_source,
+            "tags": dict(item.tags),
+            "box": item.box,
+            "image_url": f"/closet/items/{item.id}/image",
+            "model_versions": dict(item.model_versions),
+            "created_at": item.created_at.isoformat(),
+            "updated_at": item.updated_at.isoformat(),
+        }

@@ -49,27 +49,33 @@ class Politeness(BaseModel):
     # page could fill memory. Caps apply to the decompressed body; a larger one is a failure.
     max_page_bytes: int = Field(5 * 2**20, ge=1024, description="larger HTML pages are rejected")
     max_sitemap_bytes: int = Field(10 * 2**20, ge=1024, description="larger sitemaps are rejected")
-    max_robots_bytes: int = Field(512 * 2**10, ge=1024,
-                                  description="a larger robots.txt counts as unreachable: disallow all")
+    max_robots_bytes: int = Field(
+        512 * 2**10, ge=1024, description="a larger robots.txt counts as unreachable: disallow all"
+    )
     # A mall answering mostly 5xx/timeouts is having an outage: its run proves nothing about
     # which products are gone, so it is incomplete and marks no removals.
-    max_error_rate: float = Field(0.5, ge=0, le=1,
-                                  description="share of failed page requests (5xx, timeout, network) "
-                                              "above which the run is incomplete")
+    max_error_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of failed page requests (5xx, timeout, network) above which the run is incomplete",
+    )
 
     @field_validator("user_agent")
     @classmethod
     def _has_contact(cls, v: str) -> str:
         if not _CONTACT.search(v):
-            raise ValueError("user_agent must include a contact URL or e-mail, e.g. "
-                             "'TailorBot/1.0 (+https://example.org/bot)'")
+            raise ValueError(
+                "user_agent must include a contact URL or e-mail, e.g. 'TailorBot/1.0 (+https://example.org/bot)'"
+            )
         return v
 
     @classmethod
     def off(cls, user_agent: str = "TailorBot/1.0 (+https://example.org/bot)", **kw: Any) -> Politeness:
         """No delays, high concurrency, Crawl-delay ignored: loopback tests and benchmarks only."""
-        values: dict[str, Any] = dict(concurrency_per_domain=16, delay_s=0.0, obey_crawl_delay=False,
-                                      user_agent=user_agent, backoff_base_s=0.05)
+        values: dict[str, Any] = dict(
+            concurrency_per_domain=16, delay_s=0.0, obey_crawl_delay=False, user_agent=user_agent, backoff_base_s=0.05
+        )
         values.update(kw)
         return cls(**values)
 
@@ -149,16 +155,31 @@ class CrawlConfig(BaseModel):
             raise ConfigError(f"unknown mall(s) {unknown}; the file has {sorted(known)}")
         return CrawlConfig(malls=[m for m in self.malls if m.name in names])
 
-    def with_limits(self, max_pages: int | None = None, max_depth: int | None = None,
-                    time_budget_s: float | None = None, polite: bool = True) -> CrawlConfig:
+    def with_limits(
+        self,
+        max_pages: int | None = None,
+        max_depth: int | None = None,
+        time_budget_s: float | None = None,
+        polite: bool = True,
+    ) -> CrawlConfig:
         """A copy with limits overridden; ``polite=False`` switches politeness off (tests, bench)."""
         malls = []
         for m in self.malls:
-            p = m.politeness if polite else Politeness.off(
-                m.politeness.user_agent, max_pages=m.politeness.max_pages,
-                max_depth=m.politeness.max_depth, time_budget_s=m.politeness.time_budget_s)
-            upd = {k: v for k, v in (("max_pages", max_pages), ("max_depth", max_depth),
-                                      ("time_budget_s", time_budget_s)) if v is not None}
+            p = (
+                m.politeness
+                if polite
+                else Politeness.off(
+                    m.politeness.user_agent,
+                    max_pages=m.politeness.max_pages,
+                    max_depth=m.politeness.max_depth,
+                    time_budget_s=m.politeness.time_budget_s,
+                )
+            )
+            upd = {
+                k: v
+                for k, v in (("max_pages", max_pages), ("max_depth", max_depth), ("time_budget_s", time_budget_s))
+                if v is not None
+            }
             malls.append(m.model_copy(update={"politeness": p.model_copy(update=upd)}))
         return CrawlConfig(malls=malls)
 
@@ -214,8 +235,10 @@ def _on_mall_ports(cfg: CrawlConfig, base_port: int) -> CrawlConfig:
             return url
         return parts._replace(netloc=f"{parts.hostname}:{parts.port + shift}").geturl()
 
-    malls = [m.model_copy(update={"start_urls": [moved(u) for u in m.start_urls], "sitemap": moved(m.sitemap)})
-             for m in cfg.malls]
+    malls = [
+        m.model_copy(update={"start_urls": [moved(u) for u in m.start_urls], "sitemap": moved(m.sitemap)})
+        for m in cfg.malls
+    ]
     return cfg.model_copy(update={"malls": malls})
 
 
@@ -251,10 +274,16 @@ def demo_config(urls: dict[str, str], politeness: Politeness | None = None) -> C
         base = base.rstrip("/")
         ref = shipped.get(name)
         pol = politeness or (ref.politeness if ref else Politeness.off())
-        malls.append(MallConfig(
-            name=name, start_urls=[base + "/"], sitemap=base + "/sitemap.xml",
-            allowed_domains=[urlsplit(base).hostname or "127.0.0.1"],
-            extractor=ref.extractor if ref else "jsonld",
-            selectors=dict(ref.selectors) if ref else {}, politeness=pol,
-            allow_private_addresses=True))  # served on loopback
+        malls.append(
+            MallConfig(
+                name=name,
+                start_urls=[base + "/"],
+                sitemap=base + "/sitemap.xml",
+                allowed_domains=[urlsplit(base).hostname or "127.0.0.1"],
+                extractor=ref.extractor if ref else "jsonld",
+                selectors=dict(ref.selectors) if ref else {},
+                politeness=pol,
+                allow_private_addresses=True,
+            )
+        )  # served on loopback
     return CrawlConfig(malls=malls)

@@ -113,18 +113,26 @@ def _from_schema(item: dict[str, Any], url: str) -> ProductData:
         offers = {}
     props = item.get("additionalProperty") or []
     props = props if isinstance(props, list) else [props]
-    attrs = {str(p.get("name")).strip(): str(_first(p.get("value"))).strip()
-             for p in props if isinstance(p, dict) and p.get("name") is not None}
+    attrs = {
+        str(p.get("name")).strip(): str(_first(p.get("value"))).strip()
+        for p in props
+        if isinstance(p, dict) and p.get("name") is not None
+    }
     title = _text(item.get("name"))
     if not title:
         raise ExtractionError("Product without a name")
     return ProductData(
-        title=title, url=_text(item.get("url")) or _text(offers.get("url")) or url,
+        title=title,
+        url=_text(item.get("url")) or _text(offers.get("url")) or url,
         sku=_text(item.get("sku")) or _text(item.get("productID")) or _text(item.get("mpn")),
-        brand=_text(item.get("brand")), price=parse_price(_first(offers.get("price"))),
-        currency=_text(offers.get("priceCurrency")), category=_text(item.get("category")),
-        description=_text(item.get("description")), image_urls=_images(item.get("image"), url),
-        attributes=attrs)
+        brand=_text(item.get("brand")),
+        price=parse_price(_first(offers.get("price"))),
+        currency=_text(offers.get("priceCurrency")),
+        category=_text(item.get("category")),
+        description=_text(item.get("description")),
+        image_urls=_images(item.get("image"), url),
+        attributes=attrs,
+    )
 
 
 def _jsonld(html: str, url: str) -> ProductData | None:
@@ -153,11 +161,16 @@ def _opengraph(html: str, url: str) -> ProductData | None:
     if not title:
         raise ExtractionError("OpenGraph product without og:title")
     return ProductData(
-        title=title, url=og.get("og:url") or url, sku=og.get("product:retailer_item_id"),
-        brand=og.get("product:brand"), price=parse_price(og.get("product:price:amount")),
-        currency=og.get("product:price:currency"), category=og.get("product:category"),
+        title=title,
+        url=og.get("og:url") or url,
+        sku=og.get("product:retailer_item_id"),
+        brand=og.get("product:brand"),
+        price=parse_price(og.get("product:price:amount")),
+        currency=og.get("product:price:currency"),
+        category=og.get("product:category"),
         description=og.get("og:description"),
-        image_urls=_images([v for k, v in pairs if k in ("og:image", "og:image:url")], url))
+        image_urls=_images([v for k, v in pairs if k in ("og:image", "og:image:url")], url),
+    )
 
 
 def _microdata(html: str, url: str) -> ProductData | None:
@@ -193,14 +206,20 @@ def _css(html: str, url: str, sel: dict[str, str]) -> ProductData | None:
     if len(names) != len(values):
         raise ExtractionError(f"{len(names)} attribute names but {len(values)} values")
     return ProductData(
-        title=title, url=url, sku=one("sku"), brand=one("brand"),
-        price=parse_price(one("price"), sel.get("price_regex")), currency=one("currency"),
-        category=one("category"), description=one("description"),
-        image_urls=_images(page.css(sel["images"]).getall(), url), attributes=dict(zip(names, values, strict=True)))
+        title=title,
+        url=url,
+        sku=one("sku"),
+        brand=one("brand"),
+        price=parse_price(one("price"), sel.get("price_regex")),
+        currency=one("currency"),
+        category=one("category"),
+        description=one("description"),
+        image_urls=_images(page.css(sel["images"]).getall(), url),
+        attributes=dict(zip(names, values, strict=True)),
+    )
 
 
-def extract_product(html: str, url: str, extractor: str,
-                    selectors: dict[str, str] | None = None) -> ProductData | None:
+def extract_product(html: str, url: str, extractor: str, selectors: dict[str, str] | None = None) -> ProductData | None:
     """The product described by ``html`` at ``url``, None when the page is not a product."""
     if extractor == "jsonld":
         return _jsonld(html, url)

@@ -85,8 +85,9 @@ def decode(data: bytes, max_bytes: int = 20 * 2**20) -> ImageInfo:
             # before any pixel is decoded (and without process-global warning filters, so
             # decoding is safe in worker threads).
             if probe.size[0] * probe.size[1] > MAX_PIXELS:
-                raise ImageRejected("decompression_bomb",
-                                    f"{probe.size[0]}x{probe.size[1]} pixels > limit {MAX_PIXELS}")
+                raise ImageRejected(
+                    "decompression_bomb", f"{probe.size[0]}x{probe.size[1]} pixels > limit {MAX_PIXELS}"
+                )
             probe.verify()  # structure check without decoding pixels
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # a truncated file raises here (LOAD_TRUNCATED_IMAGES is off)

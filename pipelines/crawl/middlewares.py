@@ -62,8 +62,7 @@ def rules_from(status: int, body: str, reason: str = "") -> RobotsRules:
         return RobotsRules(status, Protego.parse(body), False, "robots.txt parsed")
     if 400 <= status < 500:
         return RobotsRules(status, None, True, f"robots.txt HTTP {status}: allow all")
-    return RobotsRules(status, None, False,
-                       reason or f"robots.txt HTTP {status}: disallow all (fail closed)")
+    return RobotsRules(status, None, False, reason or f"robots.txt HTTP {status}: disallow all (fail closed)")
 
 
 class FailClosedRobotsMiddleware:
@@ -130,16 +129,23 @@ class FailClosedRobotsMiddleware:
         cached = self.state.robots(netloc) if self.state else None
         if cached is not None:
             return rules_from(*cached)
-        req = Request(f"{netloc}/robots.txt", priority=self.PRIORITY, dont_filter=True,
-                      meta={"dont_obey_robotstxt": True, "max_retry_times": 1, "tailor_kind": "robots",
-                            "download_maxsize": self.max_bytes})
+        req = Request(
+            f"{netloc}/robots.txt",
+            priority=self.PRIORITY,
+            dont_filter=True,
+            meta={
+                "dont_obey_robotstxt": True,
+                "max_retry_times": 1,
+                "tailor_kind": "robots",
+                "download_maxsize": self.max_bytes,
+            },
+        )
         try:
             # Only downloader middlewares apply here: RedirectMiddleware follows up to
             # REDIRECT_MAX_TIMES (5, RFC 9309) hops and raises IgnoreRequest beyond.
             resp: Response = await self.crawler.engine.download_async(req)
         except Exception as exc:  # unreachable, timeouts after retries, redirect loop
-            return RobotsRules(0, None, False,
-                               f"robots.txt unreachable ({type(exc).__name__}: {exc}): disallow all")
+            return RobotsRules(0, None, False, f"robots.txt unreachable ({type(exc).__name__}: {exc}): disallow all")
         body = resp.body.decode("utf-8", errors="replace") if resp.status < 300 else ""
         if 300 <= resp.status < 400:  # a redirect without Location or to a non-http URL
             return RobotsRules(resp.status, None, False, f"robots.txt HTTP {resp.status}: disallow all")
@@ -220,7 +226,6 @@ class BackoffRetryMiddleware:
         stats.inc_value("tailor/retry_count")
         stats.inc_value(f"tailor/retry_reason/{reason.split(':')[0]}")
         new = request.copy()
-        new.meta.update(retry_times=n, tailor_first_try=first, tailor_not_before=now + wait,
-                        tailor_retry_reason=reason)
+        new.meta.update(retry_times=n, tailor_first_try=first, tailor_not_before=now + wait, tailor_retry_reason=reason)
         new.dont_filter = True
         return new

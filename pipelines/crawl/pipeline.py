@@ -46,8 +46,13 @@ def run_dir_for(snapshot_name: str, s: Settings | None = None, state: Path | Non
     return (state or state_dir(s)) / "runs" / _run_id(snapshot_name)
 
 
-def crawl_mall(mall: MallConfig, run_dir: Path, state: Path | None = None,
-               s: Settings | None = None, timeout_s: float | None = None) -> Path:
+def crawl_mall(
+    mall: MallConfig,
+    run_dir: Path,
+    state: Path | None = None,
+    s: Settings | None = None,
+    timeout_s: float | None = None,
+) -> Path:
     """Crawl one mall into ``run_dir/<mall>/`` in a subprocess; return that directory.
 
     Idempotent: a finished run is not crawled again; an unfinished one (killed) resumes.
@@ -67,14 +72,27 @@ def crawl_mall(mall: MallConfig, run_dir: Path, state: Path | None = None,
     from pipelines.crawl.images import sweep_temp_files
 
     sweep_temp_files(state / "blobs")  # what a killed crawl left half-written
-    cmd = [sys.executable, "-m", "pipelines.crawl.run", "--mall-json", str(mall_dir / "mall.json"),
-           "--run-db", str(run_db), "--state-db", str(state / f"{mall.name}.sqlite"),
-           "--blobs", str(state / "blobs"), "--log-file", str(mall_dir / "crawl.log")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.crawl.run",
+        "--mall-json",
+        str(mall_dir / "mall.json"),
+        "--run-db",
+        str(run_db),
+        "--state-db",
+        str(state / f"{mall.name}.sqlite"),
+        "--blobs",
+        str(state / "blobs"),
+        "--log-file",
+        str(mall_dir / "crawl.log"),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     limit = timeout_s or mall.politeness.time_budget_s + 120
-    proc = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=limit)
+    proc = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=limit)
     with Store(run_db) as store:
         if proc.returncode != 0 or not store.get_meta("finished"):
             tail = (proc.stderr or proc.stdout)[-3000:]
@@ -150,8 +168,16 @@ def finalise_mall(mall: str, run_db: Path, state_db: Path, max_error_rate: float
         run.put_many("products", rows)
         # A product kept as it was keeps its images (the snapshot links them from the run store).
         known, have = st.images(), run.images()
-        run.put_many("images", [known[u] for p in rows if not p.get("removed") for u in p["image_urls"]
-                                if u in known and u not in have and known[u].get("sha256")])
+        run.put_many(
+            "images",
+            [
+                known[u]
+                for p in rows
+                if not p.get("removed")
+                for u in p["image_urls"]
+                if u in known and u not in have and known[u].get("sha256")
+            ],
+        )
         st.con.execute("DELETE FROM products WHERE mall=?", (mall,))
         st.put_many("products", run.products(mall).values())
         st.put_many("images", [r for r in run.images().values() if r.get("sha256")])
@@ -161,11 +187,21 @@ def finalise_mall(mall: str, run_db: Path, state_db: Path, max_error_rate: float
         return counts
 
 
-def crawl(malls: Path | str | CrawlConfig, out: Path | None = None, names: list[str] | None = None,
-          max_pages: int | None = None, max_depth: int | None = None,
-          time_budget_s: float | None = None, polite: bool = True, snapshot_name: str | None = None,
-          state: Path | None = None, dvc: bool | None = None, push: bool = True,
-          s: Settings | None = None, parallel: int | None = None) -> dict[str, Any]:
+def crawl(
+    malls: Path | str | CrawlConfig,
+    out: Path | None = None,
+    names: list[str] | None = None,
+    max_pages: int | None = None,
+    max_depth: int | None = None,
+    time_budget_s: float | None = None,
+    polite: bool = True,
+    snapshot_name: str | None = None,
+    state: Path | None = None,
+    dvc: bool | None = None,
+    push: bool = True,
+    s: Settings | None = None,
+    parallel: int | None = None,
+) -> dict[str, Any]:
     """Crawl the configured malls into a new immutable snapshot; return its description.
 
     Malls are crawled concurrently, one Scrapy process each (``parallel`` at a time,
@@ -192,5 +228,13 @@ def crawl(malls: Path | str | CrawlConfig, out: Path | None = None, names: list[
     workers = max(1, min(parallel or len(cfg.malls), 4, len(cfg.malls)))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on subprocesses
         mall_dirs = list(pool.map(lambda m: crawl_mall(m, run_dir, st, s), cfg.malls))
-    return publish_snapshot([str(d) for d in mall_dirs], out, blobs=st / "blobs", dvc=dvc,
-                            push=push, s=s, started_at=t0, requested=[m.name for m in cfg.malls])
+    return publish_snapshot(
+        [str(d) for d in mall_dirs],
+        out,
+        blobs=st / "blobs",
+        dvc=dvc,
+        push=push,
+        s=s,
+        started_at=t0,
+        requested=[m.name for m in cfg.malls],
+    )

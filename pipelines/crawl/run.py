@@ -16,8 +16,9 @@ from typing import Any
 from pipelines.crawl.config import MallConfig, Politeness
 
 
-def scrapy_settings(pol: Politeness, state_db: Path, log_file: Path | None,
-                    mall: MallConfig | None = None) -> dict[str, Any]:
+def scrapy_settings(
+    pol: Politeness, state_db: Path, log_file: Path | None, mall: MallConfig | None = None
+) -> dict[str, Any]:
     """Scrapy settings for one mall's politeness block and scope (:mod:`pipelines.crawl.scope`)."""
     return {
         "TAILOR_ALLOWED_DOMAINS": list(mall.allowed_domains) if mall else [],
@@ -69,17 +70,18 @@ def scrapy_settings(pol: Politeness, state_db: Path, log_file: Path | None,
     }
 
 
-def run_mall(mall: MallConfig, run_db: Path, state_db: Path, blobs: Path,
-             log_file: Path | None = None) -> None:
+def run_mall(mall: MallConfig, run_db: Path, state_db: Path, blobs: Path, log_file: Path | None = None) -> None:
     """Crawl ``mall`` into ``run_db`` in THIS process (call it from a fresh interpreter)."""
     from scrapy.crawler import CrawlerProcess
 
     from pipelines.crawl.spider import MallSpider
 
-    process = CrawlerProcess(scrapy_settings(mall.politeness, state_db, log_file, mall),
-                             install_root_handler=log_file is None)
-    process.crawl(MallSpider, mall=mall.model_dump(mode="json"), run_db=str(run_db),
-                  state_db=str(state_db), blobs=str(blobs))
+    process = CrawlerProcess(
+        scrapy_settings(mall.politeness, state_db, log_file, mall), install_root_handler=log_file is None
+    )
+    process.crawl(
+        MallSpider, mall=mall.model_dump(mode="json"), run_db=str(run_db), state_db=str(state_db), blobs=str(blobs)
+    )
     process.start()
 
 

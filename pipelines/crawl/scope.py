@@ -53,8 +53,7 @@ def non_public(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def refusal(url: str, hosts: Iterable[str], allow_private: bool,
-            addresses: Iterable[str] | None = None) -> str | None:
+def refusal(url: str, hosts: Iterable[str], allow_private: bool, addresses: Iterable[str] | None = None) -> str | None:
     """Why ``url`` must not be requested, or None when it may be.
 
     ``hosts`` are the allowed host names; ``addresses`` are what the host resolves to
@@ -76,8 +75,9 @@ def refusal(url: str, hosts: Iterable[str], allow_private: bool,
         literal = []
     for addr in literal or list(addresses or ()):
         if non_public(addr):
-            return (f"host {host!r} is a non-public address ({addr}); set allow_private_addresses "
-                    f"for this mall to crawl it")
+            return (
+                f"host {host!r} is a non-public address ({addr}); set allow_private_addresses for this mall to crawl it"
+            )
     return None
 
 

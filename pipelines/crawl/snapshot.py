@@ -53,12 +53,12 @@ def _near_dup_groups(phashes: dict[str, str], threshold: int) -> dict[str, str]:
 
         vals = np.array([h for _, h in ints], dtype=np.uint64)
         for i in range(len(vals) - 1):
-            close = np.flatnonzero(np.bitwise_count(vals[i + 1:] ^ vals[i]) <= threshold)
+            close = np.flatnonzero(np.bitwise_count(vals[i + 1 :] ^ vals[i]) <= threshold)
             for j in close:
                 uf.union(shas[i], shas[i + 1 + int(j)])
     else:
         for i, (a, ha) in enumerate(ints):
-            for b, hb in ints[i + 1:]:
+            for b, hb in ints[i + 1 :]:
                 if bin(ha ^ hb).count("1") <= threshold:
                     uf.union(a, b)
     return {sha: uf.find(sha) for sha in shas}
@@ -78,8 +78,9 @@ def mall_outcome(products: dict[str, dict[str, Any]], failures: list[dict[str, A
     policy, and a robots.txt that could not be fetched is ``robots`` (fail closed: the
     reason every request of the mall was refused with).
     """
-    fetched = sum(1 for p in products.values()
-                  if p.get("status") in ("fetched", "not_modified") and not p.get("removed"))
+    fetched = sum(
+        1 for p in products.values() if p.get("status") in ("fetched", "not_modified") and not p.get("removed")
+    )
     errors: dict[str, int] = {}
     disallowed = 0
     robots = None
@@ -90,8 +91,13 @@ def mall_outcome(products: dict[str, dict[str, Any]], failures: list[dict[str, A
             disallowed += 1
         else:
             robots = robots or f.get("reason")
-    return {"fetched": fetched, "errors": sum(errors.values()), "errors_by_kind": dict(sorted(errors.items())),
-            "robots_disallowed": disallowed, "robots": robots}
+    return {
+        "fetched": fetched,
+        "errors": sum(errors.values()),
+        "errors_by_kind": dict(sorted(errors.items())),
+        "robots_disallowed": disallowed,
+        "robots": robots,
+    }
 
 
 def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOLD) -> dict[str, Any]:
@@ -108,9 +114,13 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
             fails = st.failures()
             sstats = st.get_meta("scrapy_stats", {})
             per_mall[mall] = {
-                "products": len(prods), "removed": sum(1 for p in prods.values() if p["removed"]),
-                "pages": st.count("pages"), "images": len(imgs), "failures": len(fails),
-                "close_reason": st.get_meta("close_reason"), "limit_hit": st.get_meta("limit_hit", []),
+                "products": len(prods),
+                "removed": sum(1 for p in prods.values() if p["removed"]),
+                "pages": st.count("pages"),
+                "images": len(imgs),
+                "failures": len(fails),
+                "close_reason": st.get_meta("close_reason"),
+                "limit_hit": st.get_meta("limit_hit", []),
                 # set by finalise_mall: why this run may not mark products removed (None: complete)
                 "incomplete_reason": st.get_meta("incomplete_reason"),
                 "requests": sstats.get("downloader/request_count", 0),
@@ -131,10 +141,22 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
             r = image_by_url.get((p["mall"], url))
             if not r or not r.get("sha256"):
                 continue
-            image_rows.append({"sha256": r["sha256"], "width": r["width"], "height": r["height"],
-                               "format": r["format"], "phash": r["phash"], "bytes": r["bytes"],
-                               "ext": r["ext"], "source_url": url, "product_id": pid,
-                               "mall": p["mall"], "role": image_role(url, pos), "position": pos})
+            image_rows.append(
+                {
+                    "sha256": r["sha256"],
+                    "width": r["width"],
+                    "height": r["height"],
+                    "format": r["format"],
+                    "phash": r["phash"],
+                    "bytes": r["bytes"],
+                    "ext": r["ext"],
+                    "source_url": url,
+                    "product_id": pid,
+                    "mall": p["mall"],
+                    "role": image_role(url, pos),
+                    "position": pos,
+                }
+            )
     phashes = {r["sha256"]: r["phash"] for r in image_rows}
     groups = _near_dup_groups(phashes, near_dup_threshold)
     for r in image_rows:
@@ -154,7 +176,7 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
                 uf.union(pids[0], a)
     for pids in by_group.values():
         for i, a in enumerate(pids):
-            for b in pids[i + 1:]:
+            for b in pids[i + 1 :]:
                 pa, pb = products[a], products[b]
                 if pa["mall"] != pb["mall"] and pa.get("sku") and pa.get("sku") == pb.get("sku"):
                     uf.union(a, b)
@@ -169,32 +191,52 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
     rows = []
     for canon, members in sorted(clusters.items()):
         p = products[canon]
-        listings = [{"product_id": m, "mall": products[m]["mall"], "url": products[m]["url"],
-                     "title": products[m]["title"], "price": products[m]["price"],
-                     "currency": products[m]["currency"], "removed": bool(products[m]["removed"])}
-                    for m in members]
+        listings = [
+            {
+                "product_id": m,
+                "mall": products[m]["mall"],
+                "url": products[m]["url"],
+                "title": products[m]["title"],
+                "price": products[m]["price"],
+                "currency": products[m]["currency"],
+                "removed": bool(products[m]["removed"]),
+            }
+            for m in members
+        ]
         shas: list[str] = []
         for m in members:
             shas += [x for x in shas_of.get(m, []) if x not in shas]
-        rows.append({
-            "product_id": canon, "mall": p["mall"], "url": p["url"], "sku": p["sku"],
-            "title": p["title"], "brand": p["brand"], "price": p["price"], "currency": p["currency"],
-            "category": p["category"], "description": p["description"],
-            "attributes": json.dumps(p["attributes"], sort_keys=True, ensure_ascii=False),
-            "image_urls": list(p["image_urls"]), "image_sha256": shas,
-            "fetched_at": p["fetched_at"], "status": p["status"],
-            "removed": all(bool(products[m]["removed"]) for m in members),
-            "also_in": sorted({products[m]["mall"] for m in members} - {p["mall"]}),
-            "listings": json.dumps(listings, ensure_ascii=False),
-            "n_listings": len(members),
-        })
+        rows.append(
+            {
+                "product_id": canon,
+                "mall": p["mall"],
+                "url": p["url"],
+                "sku": p["sku"],
+                "title": p["title"],
+                "brand": p["brand"],
+                "price": p["price"],
+                "currency": p["currency"],
+                "category": p["category"],
+                "description": p["description"],
+                "attributes": json.dumps(p["attributes"], sort_keys=True, ensure_ascii=False),
+                "image_urls": list(p["image_urls"]),
+                "image_sha256": shas,
+                "fetched_at": p["fetched_at"],
+                "status": p["status"],
+                "removed": all(bool(products[m]["removed"]) for m in members),
+                "also_in": sorted({products[m]["mall"] for m in members} - {p["mall"]}),
+                "listings": json.dumps(listings, ensure_ascii=False),
+                "n_listings": len(members),
+            }
+        )
     for f in failures:
         f.setdefault("mall", None)
     kinds: dict[str, int] = {}
     for f in failures:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
     stats = {
-        "products": len(rows), "listings": len(products),
+        "products": len(rows),
+        "listings": len(products),
         "merged_duplicates": len(products) - len(rows),
         "removed": sum(1 for r in rows if r["removed"]),
         "pages": sum(m["pages"] for m in per_mall.values()),
@@ -204,14 +246,14 @@ def merge_runs(mall_dirs: list[str], near_dup_threshold: int = NEAR_DUP_THRESHOL
         "image_links": len(image_rows),
         "image_bytes": sum({r["sha256"]: r["bytes"] for r in image_rows}.values()),
         "near_dup_groups": len({g for s, g in groups.items() if s != g}),
-        "failures": len(failures), "errors_by_kind": dict(sorted(kinds.items())),
+        "failures": len(failures),
+        "errors_by_kind": dict(sorted(kinds.items())),
         "malls": per_mall,
     }
     return {"products": rows, "images": image_rows, "failures": failures, "stats": stats}
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path, columns: list[str],
-                   time_cols: tuple[str, ...] = ()) -> None:
+def _write_parquet(rows: list[dict[str, Any]], path: Path, columns: list[str], time_cols: tuple[str, ...] = ()) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=columns)
@@ -220,11 +262,42 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path, columns: list[str],
     df.to_parquet(path, index=False)
 
 
-PRODUCT_COLUMNS = ["product_id", "mall", "url", "sku", "title", "brand", "price", "currency",
-                   "category", "description", "attributes", "image_urls", "image_sha256",
-                   "fetched_at", "status", "removed", "also_in", "listings", "n_listings"]
-IMAGE_COLUMNS = ["sha256", "width", "height", "format", "phash", "bytes", "ext", "source_url",
-                 "product_id", "mall", "role", "position", "near_dup_group"]
+PRODUCT_COLUMNS = [
+    "product_id",
+    "mall",
+    "url",
+    "sku",
+    "title",
+    "brand",
+    "price",
+    "currency",
+    "category",
+    "description",
+    "attributes",
+    "image_urls",
+    "image_sha256",
+    "fetched_at",
+    "status",
+    "removed",
+    "also_in",
+    "listings",
+    "n_listings",
+]
+IMAGE_COLUMNS = [
+    "sha256",
+    "width",
+    "height",
+    "format",
+    "phash",
+    "bytes",
+    "ext",
+    "source_url",
+    "product_id",
+    "mall",
+    "role",
+    "position",
+    "near_dup_group",
+]
 FAILURE_COLUMNS = ["url", "mall", "kind", "reason", "status", "time", "product_id"]
 
 
@@ -238,9 +311,14 @@ def tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
-def write_snapshot(mall_dirs: list[str], out: Path, blobs: Path, started_at: float | None = None,
-                   near_dup_threshold: int = NEAR_DUP_THRESHOLD,
-                   requested: list[str] | None = None) -> dict[str, Any]:
+def write_snapshot(
+    mall_dirs: list[str],
+    out: Path,
+    blobs: Path,
+    started_at: float | None = None,
+    near_dup_threshold: int = NEAR_DUP_THRESHOLD,
+    requested: list[str] | None = None,
+) -> dict[str, Any]:
     """Write the snapshot directory ``out`` atomically (staging dir + rename).
 
     ``requested`` names every mall the crawl was asked for (``malls_requested`` in
@@ -272,11 +350,14 @@ def write_snapshot(mall_dirs: list[str], out: Path, blobs: Path, started_at: flo
     stats["duration_s"] = round(now - (started_at or t_merge), 3)
     stats["snapshot_bytes"] = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
     (stage / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
-    meta = {"name": out.name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "malls": sorted(stats["malls"]),
-            "malls_requested": sorted(set(requested or []) | set(stats["malls"])),
-            "content_sha256": tree_hash(stage),
-            "counts": {k: stats[k] for k in ("products", "images", "failures", "removed")}}
+    meta = {
+        "name": out.name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "malls": sorted(stats["malls"]),
+        "malls_requested": sorted(set(requested or []) | set(stats["malls"])),
+        "content_sha256": tree_hash(stage),
+        "counts": {k: stats[k] for k in ("products", "images", "failures", "removed")},
+    }
     (stage / "snapshot.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
@@ -293,8 +374,9 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def version_snapshot(out: Path, dvc: bool | None = None, push: bool = True,
-                     s: Settings | None = None) -> dict[str, Any]:
+def version_snapshot(
+    out: Path, dvc: bool | None = None, push: bool = True, s: Settings | None = None
+) -> dict[str, Any]:
     """Add a written snapshot to DVC when it lies in the data tree; describe it.
 
     Returns ``{"path", "snapshot_id", "data_version", "rel_path", "meta", "stats"}``. The
@@ -320,13 +402,26 @@ def version_snapshot(out: Path, dvc: bool | None = None, push: bool = True,
         with reg.open("a") as fh:
             fh.write(json.dumps({"snapshot_id": snapshot_id, "path": str(out), **meta}) + "\n")
     stats = json.loads((out / "stats.json").read_text())
-    return {"path": str(out), "snapshot_id": snapshot_id, "data_version": data_version,
-            "rel_path": rel, "meta": meta, "stats": stats}
+    return {
+        "path": str(out),
+        "snapshot_id": snapshot_id,
+        "data_version": data_version,
+        "rel_path": rel,
+        "meta": meta,
+        "stats": stats,
+    }
 
 
-def publish_snapshot(mall_dirs: list[str], out: Path, blobs: Path, dvc: bool | None = None,
-                     push: bool = True, s: Settings | None = None,
-                     started_at: float | None = None, requested: list[str] | None = None) -> dict[str, Any]:
+def publish_snapshot(
+    mall_dirs: list[str],
+    out: Path,
+    blobs: Path,
+    dvc: bool | None = None,
+    push: bool = True,
+    s: Settings | None = None,
+    started_at: float | None = None,
+    requested: list[str] | None = None,
+) -> dict[str, Any]:
     """:func:`write_snapshot` then :func:`version_snapshot`."""
     write_snapshot(mall_dirs, Path(out), Path(blobs), started_at, requested=requested)
     return version_snapshot(Path(out), dvc=dvc, push=push, s=s)
@@ -349,8 +444,11 @@ def restore_snapshot(snapshot_id: str, s: Settings | None = None) -> Path:
     meta = yaml.safe_load(dvc_file.read_text())
     out = meta["outs"][0]
     if out.get("md5") != version:
-        meta["outs"][0] = {"md5": version, "path": out.get("path", "data"),
-                           **({"hash": out["hash"]} if "hash" in out else {})}
+        meta["outs"][0] = {
+            "md5": version,
+            "path": out.get("path", "data"),
+            **({"hash": out["hash"]} if "hash" in out else {}),
+        }
         dvc_file.write_text(yaml.safe_dump(meta, sort_keys=False))
     proc = versioning.dvc("checkout", "--force", "data.dvc", s=s, check=False)
     target = Path(s.data_dir) / rel  # type: ignore[arg-type]

@@ -51,8 +51,7 @@ class MallSpider(scrapy.Spider):
 
     name = "tailor_mall"
 
-    def __init__(self, mall: dict[str, Any], run_db: str, state_db: str, blobs: str,
-                 **kwargs: Any) -> None:
+    def __init__(self, mall: dict[str, Any], run_db: str, state_db: str, blobs: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cfg = MallConfig.model_validate(mall)
         self.pol = self.cfg.politeness
@@ -90,8 +89,9 @@ class MallSpider(scrapy.Spider):
             if req is not None:
                 yield req
 
-    def page_request(self, url: str, depth: int, callback: Any = None,
-                     priority: int = 0, kind: str = "page") -> scrapy.Request | None:
+    def page_request(
+        self, url: str, depth: int, callback: Any = None, priority: int = 0, kind: str = "page"
+    ) -> scrapy.Request | None:
         """A request for an HTML page (``kind="page"``) or a sitemap, or None (seen, out of
         scope, over limits). Each kind has its own size cap."""
         url = url.split("#", 1)[0]
@@ -115,24 +115,34 @@ class MallSpider(scrapy.Spider):
         if prev and not prev.get("removed") and (prev.get("etag") or prev.get("last_modified")):
             headers = self._conditional(prev)
             meta["handle_httpstatus_list"] = [304]
-        return scrapy.Request(url, callback=callback or self.parse_page, errback=self.on_error,
-                              headers=headers, meta=meta, priority=priority)
+        return scrapy.Request(
+            url,
+            callback=callback or self.parse_page,
+            errback=self.on_error,
+            headers=headers,
+            meta=meta,
+            priority=priority,
+        )
 
     def image_request(self, url: str, product_id: str) -> scrapy.Request | None:
         """A request for one product image, or None when already fetched/scheduled."""
         if url in self.seen_images or url in self.done_images:
             return None
         self.seen_images.add(url)
-        meta: dict[str, Any] = {"tailor_kind": "image", "product_id": product_id,
-                                "download_maxsize": self.pol.max_image_bytes}
+        meta: dict[str, Any] = {
+            "tailor_kind": "image",
+            "product_id": product_id,
+            "download_maxsize": self.pol.max_image_bytes,
+        }
         headers = {}
         prev = self.prev_images.get(url)
         if prev and prev.get("sha256") and blob_path(self.blobs, prev["sha256"], prev["ext"]).exists():
             headers = self._conditional(prev)
             meta["handle_httpstatus_list"] = [304]
         # Images before pages: a killed crawl leaves complete products, not half ones.
-        return scrapy.Request(url, callback=self.parse_image, errback=self.on_error,
-                              headers=headers, meta=meta, priority=20)
+        return scrapy.Request(
+            url, callback=self.parse_image, errback=self.on_error, headers=headers, meta=meta, priority=20
+        )
 
     @staticmethod
     def _conditional(prev: dict[str, Any]) -> dict[str, str]:
@@ -178,8 +188,7 @@ class MallSpider(scrapy.Spider):
             return
         ctype = (_header(response, "Content-Type") or "").lower()
         if "html" not in ctype and "xml" not in ctype:
-            self._fail(origin, "content_type", f"page Content-Type {ctype!r} is not HTML",
-                       response.status)
+            self._fail(origin, "content_type", f"page Content-Type {ctype!r} is not HTML", response.status)
             return
         html = response.text
         product = None
@@ -193,10 +202,16 @@ class MallSpider(scrapy.Spider):
         if product is not None:
             pid = self.product_id(product.sku, response.url)
             row = product.as_dict()
-            row.update(product_id=pid, mall=self.cfg.name, page_url=response.url,
-                       fetched_at=time.time(), etag=_header(response, "ETag"),
-                       last_modified=_header(response, "Last-Modified"), status="fetched",
-                       removed=0)
+            row.update(
+                product_id=pid,
+                mall=self.cfg.name,
+                page_url=response.url,
+                fetched_at=time.time(),
+                etag=_header(response, "ETag"),
+                last_modified=_header(response, "Last-Modified"),
+                status="fetched",
+                removed=0,
+            )
             self.store.put_product(row)
             for img in product.image_urls:
                 req = self.image_request(img, pid)
@@ -231,8 +246,7 @@ class MallSpider(scrapy.Spider):
         Decoding and hashing run in a worker thread: Pillow releases the GIL while it
         decodes, so image work overlaps the reactor's networking on the other core.
         """
-        url = (response.meta.get("redirect_urls") or [response.request.url])[0] \
-            if response.request else response.url
+        url = (response.meta.get("redirect_urls") or [response.request.url])[0] if response.request else response.url
         pid = response.meta.get("product_id")
         if response.status == 304 and url in self.prev_images:
             row = dict(self.prev_images[url])
@@ -242,16 +256,24 @@ class MallSpider(scrapy.Spider):
             return
         length = _header(response, "Content-Length")
         try:
-            check_headers(_header(response, "Content-Type"),
-                          int(length) if length and length.isdigit() else len(response.body),
-                          self.pol.max_image_bytes)
+            check_headers(
+                _header(response, "Content-Type"),
+                int(length) if length and length.isdigit() else len(response.body),
+                self.pol.max_image_bytes,
+            )
             info = await asyncio.to_thread(self._decode_and_store, response.body)
         except ImageRejected as exc:
             self._fail(url, exc.kind, exc.reason, response.status, pid)
             return
         row = info.as_dict()
-        row.update(url=url, ext=info.ext, fetched_at=time.time(), etag=_header(response, "ETag"),
-                   last_modified=_header(response, "Last-Modified"), status="fetched")
+        row.update(
+            url=url,
+            ext=info.ext,
+            fetched_at=time.time(),
+            etag=_header(response, "ETag"),
+            last_modified=_header(response, "Last-Modified"),
+            status="fetched",
+        )
         self.store.put_image(row)
         self.crawler.stats.inc_value("tailor/images_stored")
 
@@ -269,11 +291,18 @@ class MallSpider(scrapy.Spider):
         parts = urlsplit(url)
         return f"{self.cfg.name}:{parts.path}{'?' + parts.query if parts.query else ''}"
 
-    def _fail(self, url: str, kind: str, reason: str, status: int | None = None,
-              product_id: str | None = None) -> None:
+    def _fail(self, url: str, kind: str, reason: str, status: int | None = None, product_id: str | None = None) -> None:
         self.crawler.stats.inc_value(f"tailor/failures/{kind}")
-        self.store.put_failure({"url": url, "kind": kind, "mall": self.cfg.name, "reason": reason,
-                                "status": status, "product_id": product_id})
+        self.store.put_failure(
+            {
+                "url": url,
+                "kind": kind,
+                "mall": self.cfg.name,
+                "reason": reason,
+                "status": status,
+                "product_id": product_id,
+            }
+        )
 
     def on_error(self, failure: Any) -> None:
         """Turn any request failure into a failures row (never raise)."""
@@ -314,8 +343,7 @@ class MallSpider(scrapy.Spider):
         """Record how the crawl ended (a limit or the time budget makes it incomplete)."""
         if reason == "closespider_timeout":
             self._limit("time_budget")
-        stats = {k: v for k, v in self.crawler.stats.get_stats().items()
-                 if isinstance(v, int | float | str)}
+        stats = {k: v for k, v in self.crawler.stats.get_stats().items() if isinstance(v, int | float | str)}
         self.store.set_meta("scrapy_stats", stats)
         self.store.set_meta("close_reason", reason)
         self.store.set_meta("finished_at", time.time())

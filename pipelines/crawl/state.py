@@ -39,11 +39,40 @@ CREATE TABLE IF NOT EXISTS robots (netloc TEXT PRIMARY KEY, status INTEGER, body
     fetched_at REAL);
 """
 
-PRODUCT_COLS = ("product_id", "mall", "url", "page_url", "sku", "title", "brand", "price",
-                "currency", "category", "description", "attributes", "image_urls", "fetched_at",
-                "etag", "last_modified", "status", "removed")
-IMAGE_COLS = ("url", "sha256", "width", "height", "format", "phash", "bytes", "ext",
-              "fetched_at", "etag", "last_modified", "status")
+PRODUCT_COLS = (
+    "product_id",
+    "mall",
+    "url",
+    "page_url",
+    "sku",
+    "title",
+    "brand",
+    "price",
+    "currency",
+    "category",
+    "description",
+    "attributes",
+    "image_urls",
+    "fetched_at",
+    "etag",
+    "last_modified",
+    "status",
+    "removed",
+)
+IMAGE_COLS = (
+    "url",
+    "sha256",
+    "width",
+    "height",
+    "format",
+    "phash",
+    "bytes",
+    "ext",
+    "fetched_at",
+    "etag",
+    "last_modified",
+    "status",
+)
 FAILURE_COLS = ("url", "kind", "mall", "reason", "status", "time", "product_id")
 
 #: robots.txt answers are reused for at most this long (RFC 9309 section 2.4).
@@ -92,8 +121,9 @@ class Store:
     # ------------------------------------------------------------------ rows
     def _upsert(self, table: str, cols: tuple[str, ...], row: dict[str, Any]) -> None:
         vals = [row.get(c) for c in cols]
-        self.con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})", vals)
+        self.con.execute(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals
+        )
 
     def put_product(self, row: dict[str, Any]) -> None:
         """Insert or replace one product (keyed by product_id)."""
@@ -118,8 +148,9 @@ class Store:
 
     def put_page(self, url: str, status: int, size: int, product_id: str | None) -> None:
         """Record one fetched HTML page."""
-        self.con.execute("INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?)",
-                         (url, status, size, time.time(), product_id))
+        self.con.execute(
+            "INSERT OR REPLACE INTO pages VALUES (?, ?, ?, ?, ?)", (url, status, size, time.time(), product_id)
+        )
 
     def products(self, mall: str | None = None) -> dict[str, dict[str, Any]]:
         """product_id -> row (attributes / image_urls decoded)."""
@@ -162,8 +193,7 @@ class Store:
     # ------------------------------------------------------------------ robots cache
     def robots(self, netloc: str, now: float | None = None) -> tuple[int, str] | None:
         """A cached robots.txt answer younger than 24 h, or None."""
-        row = self.con.execute("SELECT status, body, fetched_at FROM robots WHERE netloc=?",
-                               (netloc,)).fetchone()
+        row = self.con.execute("SELECT status, body, fetched_at FROM robots WHERE netloc=?", (netloc,)).fetchone()
         now = time.time() if now is None else now
         if row and now - row["fetched_at"] < ROBOTS_TTL_S:
             return int(row["status"]), row["body"]
@@ -171,8 +201,7 @@ class Store:
 
     def put_robots(self, netloc: str, status: int, body: str) -> None:
         """Cache one robots.txt answer."""
-        self.con.execute("INSERT OR REPLACE INTO robots VALUES (?, ?, ?, ?)",
-                         (netloc, status, body, time.time()))
+        self.con.execute("INSERT OR REPLACE INTO robots VALUES (?, ?, ?, ?)", (netloc, status, body, time.time()))
 
     # ------------------------------------------------------------------ bulk
     def put_many(self, kind: str, rows: Iterable[dict[str, Any]]) -> None:

@@ -39,8 +39,13 @@ class _Server:
         self.s = get_settings()
         self.port = services.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        svc = server_service(f"bench-batching-{'on' if batching else 'off'}", {"bundle": str(bundle)},
-                             self.port, self.s, startup_timeout_s=400)
+        svc = server_service(
+            f"bench-batching-{'on' if batching else 'off'}",
+            {"bundle": str(bundle)},
+            self.port,
+            self.s,
+            startup_timeout_s=400,
+        )
         self.svc = replace(svc, env={**svc.env, "TAILOR_SERVE_BATCHING": "true" if batching else "false"})
         self.log = self.svc.log_file(self.s)
         self.pid = services.start(self.svc, self.s, already_running_ok=False)["pid"]
@@ -78,12 +83,20 @@ def measure(url: str, images: list[bytes], concurrency: int, n: int) -> dict[str
     wall = time.perf_counter() - t0
     client.close()
     lat = np.array([r[0] for r in res]) * 1000
-    return {"concurrency": concurrency, "n": n, "errors": int(sum(not r[1] for r in res)),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1), "throughput_rps": round(n / wall, 2)}
+    return {
+        "concurrency": concurrency,
+        "n": n,
+        "errors": int(sum(not r[1] for r in res)),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p95_ms": round(float(np.percentile(lat, 95)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "throughput_rps": round(n / wall, 2),
+    }
 
 
-def load_run(server: _Server, images: list[bytes], rate: float, duration_s: float, concurrency: int = 16) -> dict[str, Any]:
+def load_run(
+    server: _Server, images: list[bytes], rate: float, duration_s: float, concurrency: int = 16
+) -> dict[str, Any]:
     """Open-loop requests at ``rate`` per second for ``duration_s``; errors and memory."""
     client = httpx.Client(limits=httpx.Limits(max_connections=concurrency + 4))
     mem_start = server.rss_mb()
@@ -110,15 +123,27 @@ def load_run(server: _Server, images: list[bytes], rate: float, duration_s: floa
     client.close()
     mem_end = server.rss_mb()
     arr = np.array(lat) if lat else np.zeros(1)
-    return {"rate_rps": round(rate, 2), "duration_s": duration_s, "requests": done, "errors": errors,
-            "p50_ms": round(float(np.percentile(arr, 50)), 1), "p99_ms": round(float(np.percentile(arr, 99)), 1),
-            "mem_start_mb": round(mem_start, 1), "mem_end_mb": round(mem_end, 1),
-            "mem_growth_pct": round(100 * (mem_end - mem_start) / max(mem_start, 1e-9), 2)}
+    return {
+        "rate_rps": round(rate, 2),
+        "duration_s": duration_s,
+        "requests": done,
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p99_ms": round(float(np.percentile(arr, 99)), 1),
+        "mem_start_mb": round(mem_start, 1),
+        "mem_end_mb": round(mem_end, 1),
+        "mem_growth_pct": round(100 * (mem_end - mem_start) / max(mem_start, 1e-9), 2),
+    }
 
 
-def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_s: float = 300.0,
-                n_requests: int = 192, levels: tuple[int, ...] = (1, 4, 16),
-                echo: Callable[[str], Any] = print) -> dict[str, Any]:
+def bench_serve(
+    bundle: Path | None = None,
+    world: Path | None = None,
+    duration_s: float = 300.0,
+    n_requests: int = 192,
+    levels: tuple[int, ...] = (1, 4, 16),
+    echo: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     """The whole benchmark (see module docstring); returns the figures and prints a table."""
     s = get_settings()
     if bundle is None:
@@ -143,8 +168,10 @@ def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_
             rows = [measure(server.url, images, c, n_requests if c > 1 else max(16, n_requests // 2)) for c in levels]
             report["runs"][key] = rows
             for r in rows:
-                echo(f"{key:13s} c={r['concurrency']:<3d} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  "
-                     f"p99 {r['p99_ms']:7.1f} ms  {r['throughput_rps']:6.2f} img/s  errors {r['errors']}")
+                echo(
+                    f"{key:13s} c={r['concurrency']:<3d} p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  "
+                    f"p99 {r['p99_ms']:7.1f} ms  {r['throughput_rps']:6.2f} img/s  errors {r['errors']}"
+                )
             if batching and duration_s > 0:
                 best = max(r["throughput_rps"] for r in rows)
                 report["load"] = load_run(server, images, 0.8 * best, duration_s)
@@ -155,6 +182,8 @@ def bench_serve(bundle: Path | None = None, world: Path | None = None, duration_
     echo(f"batching throughput ratio at c={levels[-1]}: {report['batching_ratio_c16']}x (goal >= 1.5x)")
     if "load" in report:
         ld = report["load"]
-        echo(f"load {ld['duration_s']:.0f}s at {ld['rate_rps']} req/s: {ld['requests']} requests, errors {ld['errors']}, "
-             f"memory {ld['mem_start_mb']} -> {ld['mem_end_mb']} MiB ({ld['mem_growth_pct']:+.1f}%)")
+        echo(
+            f"load {ld['duration_s']:.0f}s at {ld['rate_rps']} req/s: {ld['requests']} requests, errors {ld['errors']}, "
+            f"memory {ld['mem_start_mb']} -> {ld['mem_end_mb']} MiB ({ld['mem_growth_pct']:+.1f}%)"
+        )
     return report

@@ -29,9 +29,15 @@ from models import MODEL_NAMES as MODELS
 from pipelines.settings import Settings, get_settings
 
 
-def _write_manifest(out: Path, versions: dict[str, str], source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    manifest = {"versions": versions, "source": source,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(extra or {})}
+def _write_manifest(
+    out: Path, versions: dict[str, str], source: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    manifest = {
+        "versions": versions,
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
     manifest["id"] = hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:12]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
@@ -77,18 +83,23 @@ def champion_index(champs: dict[str, dict[str, str]], s: Settings | None = None)
     built_for = str(json.loads((d / "meta.json").read_text()).get("embedder_version"))
     # Catalog shots embedded whole (the default) depend on the embedder only; cropped by a
     # detector (``embed.crop_with``), on that detector too.
-    want = crop_version(f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}",
-                        f"{registry.registered_name('detector')}/v{champs['detector']['version']}"
-                        if catalog_crop_uri() else None)
+    want = crop_version(
+        f"{registry.registered_name('embedder')}/v{champs['embedder']['version']}",
+        f"{registry.registered_name('detector')}/v{champs['detector']['version']}" if catalog_crop_uri() else None,
+    )
     if built_for != want:
-        raise RuntimeError(f"the champion index {d.name} was built for {built_for}, but the champions are {want}: "
-                           "run the rebuild_index DAG so the index matches the models it will be served with")
+        raise RuntimeError(
+            f"the champion index {d.name} was built for {built_for}, but the champions are {want}: "
+            "run the rebuild_index DAG so the index matches the models it will be served with"
+        )
     # Catalog tags (attribute search) come from the tagger the index was built with.
     tagged_by = (json.loads((d / "meta.json").read_text()).get("attributes") or {}).get("tagger_version")
     tagger = f"{registry.registered_name('tagger')}/v{champs['tagger']['version']}"
     if tagged_by != tagger:
-        raise RuntimeError(f"the champion index {d.name} holds catalog tags of {tagged_by}, but the champion tagger "
-                           f"is {tagger}: run the rebuild_index DAG so attribute search uses the served tagger")
+        raise RuntimeError(
+            f"the champion index {d.name} holds catalog tags of {tagged_by}, but the champion tagger "
+            f"is {tagger}: run the rebuild_index DAG so attribute search uses the served tagger"
+        )
     return d
 
 
@@ -110,12 +121,21 @@ def flat_index_attributes(index_dir: Path, image_of: dict[str, Path], tagger: An
     index_dir = Path(index_dir)
     lines = (index_dir / "products.jsonl").read_text().splitlines()
     cards = pd.DataFrame([json.loads(line) for line in lines if line.strip()])
-    write_attributes(index_dir, cards, [str(image_of[p]) for p in cards["product_id"]],
-                     np.load(index_dir / "vectors.npy"), tagger, tagger_version, progress=False, use_cache=False)
+    write_attributes(
+        index_dir,
+        cards,
+        [str(image_of[p]) for p in cards["product_id"]],
+        np.load(index_dir / "vectors.npy"),
+        tagger,
+        tagger_version,
+        progress=False,
+        use_cache=False,
+    )
 
 
-def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = None,
-                 s: Settings | None = None) -> dict[str, Any]:
+def build_bundle(
+    out: Path, index_dir: Path | None = None, world: Path | None = None, s: Settings | None = None
+) -> dict[str, Any]:
     """Resolve the champions, copy their MLflow models and the index built for them into ``out``.
 
     The index is ``tailor-index@champion`` (checked by :func:`champion_index`), or
@@ -146,19 +166,30 @@ def build_bundle(out: Path, index_dir: Path | None = None, world: Path | None = 
         world = Path(world)  # type: ignore[arg-type]
         products, images = A.world_catalog(world, base_url=s.url(s.mall_base_port))
         versions["index"] = f"flat-e{versions['embedder']}-d{versions['detector']}-{world.name}"
-        A.build_flat_index(A.load_model(out / "models" / "embedder", weights["embedder"]), products, images,
-                           out / "index", versions["index"],
-                           detector=A.load_model(out / "models" / "detector", weights["detector"])
-                           if catalog_crop_uri() else None)
-        flat_index_attributes(out / "index", images, A.load_model(out / "models" / "tagger", weights["tagger"]),
-                              str(versions["tagger"]))
+        A.build_flat_index(
+            A.load_model(out / "models" / "embedder", weights["embedder"]),
+            products,
+            images,
+            out / "index",
+            versions["index"],
+            detector=A.load_model(out / "models" / "detector", weights["detector"]) if catalog_crop_uri() else None,
+        )
+        flat_index_attributes(
+            out / "index", images, A.load_model(out / "models" / "tagger", weights["tagger"]), str(versions["tagger"])
+        )
     manifest = _write_manifest(out, versions, "registry", {"champions": champs, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}
 
 
-def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
-                 base_url: str = "http://127.0.0.1:8001", max_products: int | None = None,
-                 embed_images: bool = True) -> dict[str, Any]:
+def fresh_bundle(
+    out: Path,
+    world: Path,
+    seed: int = 0,
+    profile: str = "demo",
+    base_url: str = "http://127.0.0.1:8001",
+    max_products: int | None = None,
+    embed_images: bool = True,
+) -> dict[str, Any]:
     """A bundle of freshly initialised, seeded models + a flat index over ``world``'s catalog.
 
     ``embed_images`` copies the shop images into ``index/images`` and points ``image_url``
@@ -190,8 +221,14 @@ def fresh_bundle(out: Path, world: Path, seed: int = 0, profile: str = "demo",
                 p["image_url"] = f"/catalog/images/{src.name}"
     versions = {m: f"fresh-s{seed}" for m in MODELS}
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
-    A.build_flat_index(loaded["embedder"], products, images, out / "index", versions["index"],
-                       detector=loaded["detector"] if catalog_crop_uri() else None)
+    A.build_flat_index(
+        loaded["embedder"],
+        products,
+        images,
+        out / "index",
+        versions["index"],
+        detector=loaded["detector"] if catalog_crop_uri() else None,
+    )
     flat_index_attributes(out / "index", images, loaded["tagger"], versions["tagger"])
     manifest = _write_manifest(out, versions, "fresh", {"world": str(world), "seed": seed, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}

@@ -30,8 +30,12 @@ def deploy_rollback_command() -> None:
 
 def deploy_command(
     bundle: Annotated[Path | None, typer.Option(help="deploy this bundle dir instead of the @champion models")] = None,
-    index_dir: Annotated[Path | None, typer.Option(help="index dir; default: the one built for the champion embedder")] = None,
-    fresh_world: Annotated[Path | None, typer.Option(help="demo/test: untrained models + a flat index over this world")] = None,
+    index_dir: Annotated[
+        Path | None, typer.Option(help="index dir; default: the one built for the champion embedder")
+    ] = None,
+    fresh_world: Annotated[
+        Path | None, typer.Option(help="demo/test: untrained models + a flat index over this world")
+    ] = None,
     build: Annotated[bool, typer.Option(help="bentoml build (--no-build serves the source tree)")] = True,
 ) -> None:
     """Build the Bento, start it in the idle slot, smoke-test it, move the public port to it."""
@@ -48,10 +52,17 @@ def deploy_command(
 
 def bench_serve_command(
     bundle: Annotated[Path | None, typer.Option(help="bundle dir; default: the current release's")] = None,
-    world: Annotated[Path | None, typer.Option(help="world whose shop images are the queries; default: demo world")] = None,
+    world: Annotated[
+        Path | None, typer.Option(help="world whose shop images are the queries; default: demo world")
+    ] = None,
     duration: Annotated[float, typer.Option(help="seconds of the load run at 80% of max throughput")] = 300.0,
-    requests: Annotated[int, typer.Option(help="requests per concurrency level (half that at concurrency 1); "
-                                                "48 gave +-10% run-to-run at concurrency 16")] = 192,
+    requests: Annotated[
+        int,
+        typer.Option(
+            help="requests per concurrency level (half that at concurrency 1); "
+            "48 gave +-10% run-to-run at concurrency 16"
+        ),
+    ] = 192,
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here")] = None,
 ) -> None:
     """Latency p50/p95/p99 + throughput at concurrency 1/4/16, batching on vs off, and a load run."""

@@ -30,8 +30,20 @@ from typing import Any
 
 #: RFC 9110 hop-by-hop headers (and Host, which httpx sets for the upstream): never forwarded.
 #: Content-Length is kept: bodies pass through byte for byte (raw, still encoded).
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                        "trailer", "trailers", "transfer-encoding", "upgrade", "host"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
 STATUS_PATH = "/-/gateway"
 
 
@@ -84,14 +96,21 @@ def create_app(upstream_file: Path, timeout_s: float = 300.0) -> Any:
     in_flight: Counter[str] = Counter()
     served: Counter[str] = Counter()
     # one connection pool for every upstream; no pool limit: the Bento server bounds its own work
-    client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0),
-                               limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s, connect=5.0),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+    )
 
     async def status(_: Request) -> JSONResponse:
         up = upstream.current()
-        return JSONResponse({"upstream": up.get("url"), "release": up.get("release"),
-                             "in_flight": {k: v for k, v in in_flight.items() if v},
-                             "served": dict(served)})
+        return JSONResponse(
+            {
+                "upstream": up.get("url"),
+                "release": up.get("release"),
+                "in_flight": {k: v for k, v in in_flight.items() if v},
+                "served": dict(served),
+            }
+        )
 
     async def proxy(request: Request) -> Any:
         up = upstream.current()
@@ -102,15 +121,13 @@ def create_app(upstream_file: Path, timeout_s: float = 300.0) -> Any:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("x-forwarded-for", request.client.host if request.client else ""))
         has_body = request.method not in ("GET", "HEAD", "OPTIONS")
-        req = client.build_request(request.method, url, headers=headers,
-                                   content=request.stream() if has_body else None)
+        req = client.build_request(request.method, url, headers=headers, content=request.stream() if has_body else None)
         in_flight[base] += 1
         try:
             resp = await client.send(req, stream=True)
         except httpx.HTTPError as exc:
             in_flight[base] -= 1
-            return JSONResponse({"detail": f"the live release is unreachable ({type(exc).__name__})"},
-                                status_code=502)
+            return JSONResponse({"detail": f"the live release is unreachable ({type(exc).__name__})"}, status_code=502)
 
         async def done() -> None:
             await resp.aclose()
@@ -118,8 +135,9 @@ def create_app(upstream_file: Path, timeout_s: float = 300.0) -> Any:
             served[base] += 1
 
         out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
-        return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=out_headers,
-                                 background=BackgroundTask(done))
+        return StreamingResponse(
+            resp.aiter_raw(), status_code=resp.status_code, headers=out_headers, background=BackgroundTask(done)
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -127,9 +145,10 @@ def create_app(upstream_file: Path, timeout_s: float = 300.0) -> Any:
         await client.aclose()
 
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return Starlette(routes=[Route(STATUS_PATH, status, methods=["GET"]),
-                             Route("/{path:path}", proxy, methods=methods)],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[Route(STATUS_PATH, status, methods=["GET"]), Route("/{path:path}", proxy, methods=methods)],
+        lifespan=lifespan,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,8 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream-file", type=Path, required=True)
     args = ap.parse_args(argv)
-    uvicorn.run(create_app(args.upstream_file), host=args.host, port=args.port, log_level="warning",
-                access_log=False, timeout_keep_alive=30)
+    uvicorn.run(
+        create_app(args.upstream_file),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+    )
 
 
 if __name__ == "__main__":

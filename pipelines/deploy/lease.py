@@ -75,8 +75,9 @@ def _live(path: Path) -> dict[str, Any] | None:
     return lease
 
 
-def acquire(owner: str, s: Settings | None = None, pid: int | None = None, wait_s: float = WAIT_S,
-            ttl_s: float = TTL_S) -> dict[str, Any]:
+def acquire(
+    owner: str, s: Settings | None = None, pid: int | None = None, wait_s: float = WAIT_S, ttl_s: float = TTL_S
+) -> dict[str, Any]:
     """Take the lease for ``owner`` (again, if it already holds it); wait up to ``wait_s``.
 
     ``pid``: the process whose end also ends the lease (a CLI deploy); None for a DAG run,
@@ -91,16 +92,23 @@ def acquire(owner: str, s: Settings | None = None, pid: int | None = None, wait_
             cur = _live(path)
             if cur is None or cur["owner"] == owner:
                 now = time.time()
-                lease = {"owner": owner, "since": (cur or {}).get("since", now), "expires": now + ttl_s,
-                         "pid": pid, "pid_start": process_start_time(pid) if pid is not None else None}
+                lease = {
+                    "owner": owner,
+                    "since": (cur or {}).get("since", now),
+                    "expires": now + ttl_s,
+                    "pid": pid,
+                    "pid_start": process_start_time(pid) if pid is not None else None,
+                }
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(lease))
                 os.replace(tmp, path)
                 return lease
         if time.monotonic() > deadline:
-            raise DeployBusy(f"{cur['owner']} has held the deploy lease since "
-                             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(cur['since']))}; "
-                             f"gave up after waiting {wait_s:.0f}s")
+            raise DeployBusy(
+                f"{cur['owner']} has held the deploy lease since "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(cur['since']))}; "
+                f"gave up after waiting {wait_s:.0f}s"
+            )
         time.sleep(0.5)
 
 

@@ -51,9 +51,9 @@ def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     Image.new("1", (8, 8)).save(buf, "PNG")
     data = bytearray(buf.getvalue())
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr: ihdr + 17])) & 0xFFFFFFFF
-    data[ihdr + 17: ihdr + 21] = struct.pack(">I", crc)
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -63,7 +63,7 @@ def bad_inputs(max_bytes: int = 10 * 2**20) -> list[tuple[str, bytes | Callable[
 
     def chunked() -> Iterator[bytes]:
         for i in range(0, len(over), 2**16):
-            yield over[i: i + 2**16]
+            yield over[i : i + 2**16]
 
     return [
         ("empty", b""),
@@ -135,9 +135,16 @@ class RssSampler:
         self._t.join()
 
 
-def load_mixed(url: str, server_pid: int, good: list[tuple[str, bytes]], duration_s: float = 600.0,
-               rate: float = 4.0, bad_every: int = 3, concurrency: int = 16,
-               echo: Callable[[str], Any] = print) -> dict[str, Any]:
+def load_mixed(
+    url: str,
+    server_pid: int,
+    good: list[tuple[str, bytes]],
+    duration_s: float = 600.0,
+    rate: float = 4.0,
+    bad_every: int = 3,
+    concurrency: int = 16,
+    echo: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     """``rate`` requests/s for ``duration_s`` at ``url``/search; every ``bad_every``-th is a bad input."""
     bad = bad_inputs()
     statuses: Counter[str] = Counter()
@@ -157,16 +164,21 @@ def load_mixed(url: str, server_pid: int, good: list[tuple[str, bytes]], duratio
         try:
             if callable(body):  # chunked transfer: no Content-Length, the server must count
                 boundary = "tailorloadboundary"
-                head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\n"
-                        "Content-Type: image/jpeg\r\n\r\n").encode()
+                head = (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n'
+                    "Content-Type: image/jpeg\r\n\r\n"
+                ).encode()
 
                 def stream(b: Callable[[], Iterator[bytes]] = body) -> Iterator[bytes]:
                     yield head
                     yield from b()
                     yield f"\r\n--{boundary}--\r\n".encode()
 
-                r = client.post(f"{url}/search", content=stream(),
-                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                r = client.post(
+                    f"{url}/search",
+                    content=stream(),
+                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                )
             else:
                 r = client.post(f"{url}/search", files={"image": (name, body, "image/jpeg")}, data={"k": "5"})
             code = str(r.status_code)
@@ -193,17 +205,29 @@ def load_mixed(url: str, server_pid: int, good: list[tuple[str, bytes]], duratio
                 i += 1
             if time.perf_counter() - last_echo > 60:
                 last_echo = time.perf_counter()
-                echo(f"  {now:5.0f}s: {sum(statuses.values())} answered, {dict(statuses)}, RSS {rss.last_mb:.0f} MiB "
-                     f"(peak {rss.peak_mb:.0f})")
+                echo(
+                    f"  {now:5.0f}s: {sum(statuses.values())} answered, {dict(statuses)}, RSS {rss.last_mb:.0f} MiB "
+                    f"(peak {rss.peak_mb:.0f})"
+                )
             time.sleep(0.01)
     client.close()
     lat = np.array(lat_good) if lat_good else np.zeros(1)
     n5xx = sum(v for k, v in statuses.items() if k.startswith("5"))
-    return {"url": url, "duration_s": duration_s, "rate_rps": rate, "requests": sum(statuses.values()),
-            "statuses": dict(statuses), "5xx": n5xx, "unexpected": dict(unexpected),
-            "good_p50_ms": round(float(np.percentile(lat, 50)), 1), "good_p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "rss_start_mb": round(rss.start_mb, 1), "rss_peak_mb": round(rss.peak_mb, 1),
-            "rss_bound_mb": RSS_BOUND_MB, "rss_within_bound": rss.peak_mb < RSS_BOUND_MB}
+    return {
+        "url": url,
+        "duration_s": duration_s,
+        "rate_rps": rate,
+        "requests": sum(statuses.values()),
+        "statuses": dict(statuses),
+        "5xx": n5xx,
+        "unexpected": dict(unexpected),
+        "good_p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "good_p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "rss_start_mb": round(rss.start_mb, 1),
+        "rss_peak_mb": round(rss.peak_mb, 1),
+        "rss_bound_mb": RSS_BOUND_MB,
+        "rss_within_bound": rss.peak_mb < RSS_BOUND_MB,
+    }
 
 
 def bench_load(duration_s: float = 600.0, rate: float = 4.0, echo: Callable[[str], Any] = print) -> dict[str, Any]:
@@ -222,10 +246,14 @@ def bench_load(duration_s: float = 600.0, rate: float = 4.0, echo: Callable[[str
     if pid is None:
         raise RuntimeError(f"the live slot {slot} is not running: `tailor up` brings it back")
     good = good_photos(Path(s.demo_world_dir), s.demo_photos_dir)
-    echo(f"load run: {duration_s:.0f}s at {rate} req/s on {s.url(s.bento_port)} (slot {slot}, pid {pid}), "
-         f"{len(good)} good photos, {len(bad_inputs())} kinds of bad input every 3rd request")
+    echo(
+        f"load run: {duration_s:.0f}s at {rate} req/s on {s.url(s.bento_port)} (slot {slot}, pid {pid}), "
+        f"{len(good)} good photos, {len(bad_inputs())} kinds of bad input every 3rd request"
+    )
     rep = load_mixed(s.url(s.bento_port), pid, good, duration_s, rate, echo=echo)
-    echo(f"served {rep['requests']} requests: {rep['statuses']}; 5xx {rep['5xx']}; unexpected {rep['unexpected'] or 'none'}; "
-         f"good photos p50 {rep['good_p50_ms']} ms, p99 {rep['good_p99_ms']} ms; "
-         f"RSS {rep['rss_start_mb']} -> peak {rep['rss_peak_mb']} MiB (bound {RSS_BOUND_MB:.0f})")
+    echo(
+        f"served {rep['requests']} requests: {rep['statuses']}; 5xx {rep['5xx']}; unexpected {rep['unexpected'] or 'none'}; "
+        f"good photos p50 {rep['good_p50_ms']} ms, p99 {rep['good_p99_ms']} ms; "
+        f"RSS {rep['rss_start_mb']} -> peak {rep['rss_peak_mb']} MiB (bound {RSS_BOUND_MB:.0f})"
+    )
     return rep

@@ -31,8 +31,9 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def look_scores(bundle: Path, training_set: Path, split: str = "val", seed: int = 0,
-                max_scenes: int = 150) -> dict[str, Any]:
+def look_scores(
+    bundle: Path, training_set: Path, split: str = "val", seed: int = 0, max_scenes: int = 150
+) -> dict[str, Any]:
     """Per matched street garment: ``(best same-category similarity or None, owned)``."""
     import pandas as pd
     import torch
@@ -74,8 +75,13 @@ def look_scores(bundle: Path, training_set: Path, split: str = "val", seed: int 
             cat = a["garments"][best]["category"]
             sim = float((vecs[cat] @ a["embeddings"][best]).max()) if cat in vecs else None
             rows.append((sim, g["identity"] in owned))
-    return {"rows": rows, "scenes": len(scenes), "owned": len(owned), "products": len(ids),
-            "annotated": int(len(street))}
+    return {
+        "rows": rows,
+        "scenes": len(scenes),
+        "owned": len(owned),
+        "products": len(ids),
+        "annotated": int(len(street)),
+    }
 
 
 def threshold_table(rows: list[tuple[float | None, bool]], grid: list[float]) -> list[dict[str, float]]:
@@ -86,8 +92,14 @@ def threshold_table(rows: list[tuple[float | None, bool]], grid: list[float]) ->
     for t in grid:
         tpr = float(np.mean([s is not None and s >= t for s in pos])) if pos else 0.0
         tnr = float(np.mean([s is None or s < t for s in neg])) if neg else 0.0
-        out.append({"covered_min": t, "owned_covered": round(tpr, 3), "other_missing": round(tnr, 3),
-                    "balanced_accuracy": round((tpr + tnr) / 2, 3)})
+        out.append(
+            {
+                "covered_min": t,
+                "owned_covered": round(tpr, 3),
+                "other_missing": round(tnr, 3),
+                "balanced_accuracy": round((tpr + tnr) / 2, 3),
+            }
+        )
     return out
 
 
@@ -97,13 +109,17 @@ def bench_look(bundle: Path, training_set: Path, split: str = "val", echo: Any =
     grid = [round(x, 2) for x in np.arange(0.3, 0.96, 0.05)]
     table = threshold_table(res["rows"], grid)
     pos = sum(1 for _, o in res["rows"] if o)
-    echo(f"split {split}: {res['scenes']} street scenes, {res['products']} products ({res['owned']} owned), "
-         f"{len(res['rows'])} detected garments ({pos} owned, {len(res['rows']) - pos} not); "
-         "baseline (all covered or all missing): balanced accuracy 0.500")
+    echo(
+        f"split {split}: {res['scenes']} street scenes, {res['products']} products ({res['owned']} owned), "
+        f"{len(res['rows'])} detected garments ({pos} owned, {len(res['rows']) - pos} not); "
+        "baseline (all covered or all missing): balanced accuracy 0.500"
+    )
     echo("covered_min  owned->covered  other->missing  balanced")
     for r in table:
-        echo(f"  {r['covered_min']:.2f}       {r['owned_covered']:.3f}           {r['other_missing']:.3f}          "
-             f"{r['balanced_accuracy']:.3f}")
+        echo(
+            f"  {r['covered_min']:.2f}       {r['owned_covered']:.3f}           {r['other_missing']:.3f}          "
+            f"{r['balanced_accuracy']:.3f}"
+        )
     best = max(table, key=lambda r: r["balanced_accuracy"])
     echo(f"best on {split}: covered_min {best['covered_min']:.2f} balanced accuracy {best['balanced_accuracy']:.3f}")
     return {**{k: v for k, v in res.items() if k != "rows"}, "table": table, "best": best}

@@ -26,8 +26,14 @@ import httpx
 import numpy as np
 
 
-def check_photos(url: str, photos: list[tuple[Path, str]], index_categories: list[str], k: int = 5,
-                 grid_png: Path | None = None, echo: Callable[[str], Any] = print) -> dict[str, Any]:
+def check_photos(
+    url: str,
+    photos: list[tuple[Path, str]],
+    index_categories: list[str],
+    k: int = 5,
+    grid_png: Path | None = None,
+    echo: Callable[[str], Any] = print,
+) -> dict[str, Any]:
     """Send each ``(file, label)`` of the 10 main labels to ``url``/search; return the figures."""
     from models.taxonomy import MAIN_CATEGORIES, to_category
 
@@ -39,7 +45,9 @@ def check_photos(url: str, photos: list[tuple[Path, str]], index_categories: lis
     hits, p5, base_p5, rows = [], [], [], []
     with httpx.Client(timeout=120) as client:
         for i, (f, cat) in enumerate(queries):
-            r = client.post(f"{url}/search", files={"image": (f.name, f.read_bytes(), "image/jpeg")}, data={"k": str(k)})
+            r = client.post(
+                f"{url}/search", files={"image": (f.name, f.read_bytes(), "image/jpeg")}, data={"k": str(k)}
+            )
             r.raise_for_status()
             garments = r.json()["garments"]
             top = max(garments, key=lambda g: g["score"]) if garments else None
@@ -53,12 +61,18 @@ def check_photos(url: str, photos: list[tuple[Path, str]], index_categories: lis
             if (i + 1) % 50 == 0:
                 echo(f"  {i + 1}/{len(queries)}: accuracy {np.mean(hits):.3f}, P@{k} {np.mean(p5):.3f}")
     truth = Counter(c for _, c in queries)
-    report = {"url": url, "n": len(queries), "category_accuracy": round(float(np.mean(hits)), 4),
-              "baseline_category_accuracy": round(truth.most_common(1)[0][1] / len(queries), 4),
-              f"precision_at_{k}": round(float(np.mean(p5)), 4),
-              f"baseline_precision_at_{k}": round(float(np.mean(base_p5)), 4),
-              "per_category_accuracy": {c: round(float(np.mean([h for h, (_, q) in zip(hits, queries, strict=True) if q == c])), 3)
-                                        for c in sorted(truth)}}
+    report = {
+        "url": url,
+        "n": len(queries),
+        "category_accuracy": round(float(np.mean(hits)), 4),
+        "baseline_category_accuracy": round(truth.most_common(1)[0][1] / len(queries), 4),
+        f"precision_at_{k}": round(float(np.mean(p5)), 4),
+        f"baseline_precision_at_{k}": round(float(np.mean(base_p5)), 4),
+        "per_category_accuracy": {
+            c: round(float(np.mean([h for h, (_, q) in zip(hits, queries, strict=True) if q == c])), 3)
+            for c in sorted(truth)
+        },
+    }
     if grid_png is not None:
         report["grid"] = str(_grid(rows, grid_png))
     return report
@@ -71,7 +85,9 @@ def _grid(rows: list[tuple[Path, str, str | None, list[dict]]], path: Path, size
     def tile(img: Image.Image, caption: str, colour: tuple[int, int, int]) -> Image.Image:
         t = ImageOps.pad(img.convert("RGB"), (size - 6, size - 6), color=(255, 255, 255))
         t = ImageOps.expand(t, 3, fill=colour)
-        ImageDraw.Draw(t).text((4, size - 16), caption[:20], fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        ImageDraw.Draw(t).text(
+            (4, size - 16), caption[:20], fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0)
+        )
         return t
 
     canvas = Image.new("RGB", (size * 6, size * len(rows)), (255, 255, 255))
@@ -85,8 +101,10 @@ def _grid(rows: list[tuple[Path, str, str | None, list[dict]]], path: Path, size
                 except (httpx.HTTPError, OSError):
                     img = None
                 img = img or Image.new("RGB", (size, size), (220, 220, 220))
-                canvas.paste(tile(img, str(m.get("category")), (0, 160, 0) if m.get("category") == cat else (200, 0, 0)),
-                             (x * size, y * size))
+                canvas.paste(
+                    tile(img, str(m.get("category")), (0, 160, 0) if m.get("category") == cat else (200, 0, 0)),
+                    (x * size, y * size),
+                )
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
@@ -109,9 +127,12 @@ def bench_photos(out_png: Path | None = None, echo: Callable[[str], Any] = print
     cats = [str(p.get("category")) for p in index_products(Path(release_info(cur, s)["bundle"]))]
     photos = held_out_photos(Path(s.demo_photos_dir), seed=s.seed)
     echo(f"{len(photos)} held-out photos (in no catalog, index or training split) -> {s.url(s.bento_port)}/search")
-    rep = check_photos(s.url(s.bento_port), photos, cats, grid_png=out_png or Path(s.var_dir) / "bench" / "photos.png",
-                       echo=echo)
-    echo(f"category accuracy {rep['category_accuracy']} (majority baseline {rep['baseline_category_accuracy']}), "
-         f"same-category P@5 {rep['precision_at_5']} (random baseline {rep['baseline_precision_at_5']}), "
-         f"n={rep['n']}; grid: {rep.get('grid')}")
+    rep = check_photos(
+        s.url(s.bento_port), photos, cats, grid_png=out_png or Path(s.var_dir) / "bench" / "photos.png", echo=echo
+    )
+    echo(
+        f"category accuracy {rep['category_accuracy']} (majority baseline {rep['baseline_category_accuracy']}), "
+        f"same-category P@5 {rep['precision_at_5']} (random baseline {rep['baseline_precision_at_5']}), "
+        f"n={rep['n']}; grid: {rep.get('grid')}"
+    )
     return rep

@@ -70,7 +70,9 @@ def _write_state(state: dict[str, Any], s: Settings) -> None:
 
 
 def _event(state: dict[str, Any], kind: str, **info: Any) -> None:
-    state.setdefault("events", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": kind, **info})
+    state.setdefault("events", []).append(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": kind, **info}
+    )
     state["events"] = state["events"][-50:]
 
 
@@ -91,7 +93,9 @@ def _bento_env(s: Settings, bundle: str) -> dict[str, str]:
     }
 
 
-def server_service(name: str, release: dict[str, Any], port: int, s: Settings, startup_timeout_s: float = 300.0) -> svcs.Service:
+def server_service(
+    name: str, release: dict[str, Any], port: int, s: Settings, startup_timeout_s: float = 300.0
+) -> svcs.Service:
     """The :class:`pipelines.services.Service` running ``release`` on ``port``.
 
     A release with a Bento tag serves the built Bento; one without (``build=False``) serves
@@ -99,8 +103,14 @@ def server_service(name: str, release: dict[str, Any], port: int, s: Settings, s
     """
     target = release.get("bento") or "bentos.service:Tailor"
     argv = [svcs._bin("bentoml"), "serve", target, "--host", s.host, "--port", str(port)]
-    return svcs.Service(name=name, argv=argv, port=port, health_path="/readyz",
-                        env=_bento_env(s, release["bundle"]), startup_timeout_s=startup_timeout_s)
+    return svcs.Service(
+        name=name,
+        argv=argv,
+        port=port,
+        health_path="/readyz",
+        env=_bento_env(s, release["bundle"]),
+        startup_timeout_s=startup_timeout_s,
+    )
 
 
 def start_service(svc: svcs.Service, s: Settings) -> dict[str, Any]:
@@ -155,11 +165,25 @@ def gateway_service(s: Settings) -> svcs.Service:
     """The gateway on the public port."""
     import sys
 
-    argv = [sys.executable, "-m", "pipelines.deploy.gateway", "--host", s.host, "--port", str(s.bento_port),
-            "--upstream-file", str(upstream_file(s))]
-    return svcs.Service(name=GATEWAY, argv=argv, port=s.bento_port, health_path="/-/gateway",
-                        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))},
-                        startup_timeout_s=60.0)
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.deploy.gateway",
+        "--host",
+        s.host,
+        "--port",
+        str(s.bento_port),
+        "--upstream-file",
+        str(upstream_file(s)),
+    ]
+    return svcs.Service(
+        name=GATEWAY,
+        argv=argv,
+        port=s.bento_port,
+        health_path="/-/gateway",
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))},
+        startup_timeout_s=60.0,
+    )
 
 
 def ensure_gateway(s: Settings) -> None:
@@ -177,8 +201,9 @@ def _gateway_status(s: Settings) -> dict[str, Any] | None:
         return None
 
 
-def _point_gateway(slot: str, release_id: str, s: Settings, expect_versions: dict | None = None,
-                   wait_s: float = 30.0) -> None:
+def _point_gateway(
+    slot: str, release_id: str, s: Settings, expect_versions: dict | None = None, wait_s: float = 30.0
+) -> None:
     """Rewrite the upstream file to ``slot``; return once the public port answers from it."""
     from .gateway import write_upstream
 
@@ -231,8 +256,14 @@ def new_release(bundle_info: dict[str, Any], s: Settings | None = None) -> dict[
     rdir = deploy_dir(s) / "releases" / rid
     rdir.mkdir(parents=True, exist_ok=False)
     shutil.copytree(bundle_info["bundle"], rdir / "bundle")
-    info = {"id": rid, "dir": str(rdir), "bundle": str(rdir / "bundle"), "versions": bundle_info["versions"],
-            "bento": None, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {
+        "id": rid,
+        "dir": str(rdir),
+        "bundle": str(rdir / "bundle"),
+        "versions": bundle_info["versions"],
+        "bento": None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (rdir / "release.json").write_text(json.dumps(info, indent=2))
     return info
 
@@ -258,11 +289,21 @@ def build_bento(release: dict[str, Any], s: Settings | None = None, timeout_s: f
             shutil.copy2(root / "config" / f, ctx / "config" / f)
     (ctx / "requirements").mkdir()
     shutil.copy2(root / "requirements" / "lock.txt", ctx / "requirements" / "lock.txt")
-    env = {**os.environ, **svcs.NO_USAGE_DATA, "BENTOML_HOME": str(s.bentoml_home),
-           "TAILOR_BUNDLE_DIR": str(ctx / "bentos" / "bundle")}
+    env = {
+        **os.environ,
+        **svcs.NO_USAGE_DATA,
+        "BENTOML_HOME": str(s.bentoml_home),
+        "TAILOR_BUNDLE_DIR": str(ctx / "bentos" / "bundle"),
+    }
     Path(s.bentoml_home).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-    proc = subprocess.run([svcs._bin("bentoml"), "build", "-f", "bentos/bentofile.yaml", "--output", "tag", "."],
-                          cwd=ctx, env=env, capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        [svcs._bin("bentoml"), "build", "-f", "bentos/bentofile.yaml", "--output", "tag", "."],
+        cwd=ctx,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"bentoml build failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
     tag = next((ln.split("__tag__:")[-1].strip() for ln in proc.stdout.splitlines() if "__tag__:" in ln), None)
@@ -346,8 +387,10 @@ def switch(release: dict[str, Any], s: Settings | None = None) -> dict[str, Any]
         serving = previous if previous and _slot_running(str(live_slot(state)), s) else None
         _event(state, "switch_failed", release=release["id"], serving=serving, reason=str(exc)[:500])
         _write_state(state, s)
-        raise RuntimeError(f"switch to {release['id']} failed; "
-                           f"{'still serving ' + serving if serving else 'nothing was serving'}: {exc}") from exc
+        raise RuntimeError(
+            f"switch to {release['id']} failed; "
+            f"{'still serving ' + serving if serving else 'nothing was serving'}: {exc}"
+        ) from exc
     state = read_state(s)
     if previous:
         state.setdefault("history", []).append(previous)
@@ -364,7 +407,9 @@ def _search_ok(url: str) -> bool:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 80, 80)).save(buf, "JPEG")
     try:
-        r = httpx.post(f"{url}/search", files={"image": ("x.jpg", buf.getvalue(), "image/jpeg")}, data={"k": "1"}, timeout=60)
+        r = httpx.post(
+            f"{url}/search", files={"image": ("x.jpg", buf.getvalue(), "image/jpeg")}, data={"k": "1"}, timeout=60
+        )
     except httpx.HTTPError:
         return False
     return r.status_code == 200
@@ -414,7 +459,8 @@ def ensure_serving(s: Settings | None = None) -> dict[str, Any] | None:
     started: dict[str, Any] = {}
     if not _slot_running(slot, s):
         started[f"bento-{slot}"] = start_service(
-            server_service(f"bento-{slot}", release_info(state["current"], s), slot_port(slot, s), s), s)
+            server_service(f"bento-{slot}", release_info(state["current"], s), slot_port(slot, s), s), s
+        )
     if svcs._read_pid(_named(GATEWAY, s.bento_port, s), s) is None:
         ensure_gateway(s)
         started[GATEWAY] = True
@@ -433,8 +479,11 @@ def status(s: Settings | None = None) -> dict[str, Any]:
     """Current release, versions, the gateway, what answers in each slot, history."""
     s = s or get_settings()
     state = read_state(s)
-    out: dict[str, Any] = {"current": state.get("current"), "history": state.get("history", []),
-                           "last_events": state.get("events", [])[-5:]}
+    out: dict[str, Any] = {
+        "current": state.get("current"),
+        "history": state.get("history", []),
+        "last_events": state.get("events", [])[-5:],
+    }
     if state.get("current"):
         try:
             out["release"] = release_info(state["current"], s)
@@ -442,8 +491,12 @@ def status(s: Settings | None = None) -> dict[str, Any]:
             out["release"] = None
     out["live_slot"] = live_slot(state)
     gw = _gateway_status(s)
-    out[GATEWAY] = {"pid": svcs._read_pid(_named(GATEWAY, s.bento_port, s), s), "url": s.url(s.bento_port),
-                    "upstream": (gw or {}).get("upstream"), "in_flight": (gw or {}).get("in_flight")}
+    out[GATEWAY] = {
+        "pid": svcs._read_pid(_named(GATEWAY, s.bento_port, s), s),
+        "url": s.url(s.bento_port),
+        "upstream": (gw or {}).get("upstream"),
+        "in_flight": (gw or {}).get("in_flight"),
+    }
     for slot in SLOTS:
         port = slot_port(slot, s)
         pid = slot_pid(slot, s)

@@ -68,8 +68,15 @@ def _jpeg(size: tuple[int, int] = (96, 96)) -> bytes:
     return buf.getvalue()
 
 
-def smoke(base_url: str, bundle: Path, expected_versions: dict[str, str] | None = None, n_products: int = 3,
-          top: int = 5, world: Path | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
+def smoke(
+    base_url: str,
+    bundle: Path,
+    expected_versions: dict[str, str] | None = None,
+    n_products: int = 3,
+    top: int = 5,
+    world: Path | None = None,
+    timeout_s: float = 120.0,
+) -> dict[str, Any]:
     """Run the checks against ``base_url``; returns a report or raises :class:`SmokeFailed`."""
     failures: list[str] = []
     report: dict[str, Any] = {"url": base_url, "hits": []}
@@ -88,7 +95,9 @@ def smoke(base_url: str, bundle: Path, expected_versions: dict[str, str] | None 
             failures.append(f"serves versions {info.get('versions')}, expected {expected_versions}")
         products = [p for p in index_products(bundle) if p.get("product_id")]
         # spread the picks over the catalog (first, middle, last ...), deterministically
-        picks = [products[i * (len(products) - 1) // max(n_products - 1, 1)] for i in range(min(n_products, len(products)))]
+        picks = [
+            products[i * (len(products) - 1) // max(n_products - 1, 1)] for i in range(min(n_products, len(products)))
+        ]
         if not picks:
             failures.append("the bundle's index lists no products to test retrieval with")
         for p in picks:
@@ -103,7 +112,9 @@ def smoke(base_url: str, bundle: Path, expected_versions: dict[str, str] | None 
             found = [m["product_id"] for g in r.json()["garments"] for m in g["matches"][:top]]
             report["hits"].append({"product_id": p["product_id"], "found": p["product_id"] in found})
             if p["product_id"] not in found:
-                failures.append(f"product {p['product_id']}'s own image does not return it in the top {top} (got {found[:top]})")
+                failures.append(
+                    f"product {p['product_id']}'s own image does not return it in the top {top} (got {found[:top]})"
+                )
         bad = {
             "not an image": {"files": {"image": ("x.txt", b"hello, not an image", "text/plain")}},
             "truncated image": {"files": {"image": ("t.jpg", _jpeg((200, 200))[:300], "image/jpeg")}},

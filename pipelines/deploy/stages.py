@@ -30,8 +30,12 @@ def bundle_stage(params: dict[str, Any] | None = None, s: Settings | None = None
     elif params.get("fresh_world"):
         info = bundle.fresh_bundle(out, Path(params["fresh_world"]), seed=int(params.get("seed", 0)))
     else:
-        info = bundle.build_bundle(out, index_dir=Path(params["index_dir"]) if params.get("index_dir") else None,
-                                   world=Path(params["world"]) if params.get("world") else None, s=s)
+        info = bundle.build_bundle(
+            out,
+            index_dir=Path(params["index_dir"]) if params.get("index_dir") else None,
+            world=Path(params["world"]) if params.get("world") else None,
+            s=s,
+        )
     return release.new_release(info, s)
 
 
@@ -56,8 +60,12 @@ def smoke_stage(rel: dict[str, Any], s: Settings | None = None, world: Path | No
 
     s = s or get_settings()
     try:
-        report = smoke(rel["candidate_url"], Path(rel["bundle"]), expected_versions=rel["versions"],
-                       world=world or s.demo_world_dir)
+        report = smoke(
+            rel["candidate_url"],
+            Path(rel["bundle"]),
+            expected_versions=rel["versions"],
+            world=world or s.demo_world_dir,
+        )
     except Exception:
         release.stop_candidate(s)
         raise
@@ -87,8 +95,9 @@ def switch_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, An
     return release.switch(rel, s or get_settings())
 
 
-def deploy(params: dict[str, Any] | None = None, build: bool = True, s: Settings | None = None,
-           world: Path | None = None) -> dict[str, Any]:
+def deploy(
+    params: dict[str, Any] | None = None, build: bool = True, s: Settings | None = None, world: Path | None = None
+) -> dict[str, Any]:
     """bundle -> build -> candidate -> smoke -> switch, all in one process (``tailor deploy run``).
 
     On any failure the candidate is stopped, the public port is untouched (or restored by
@@ -122,5 +131,7 @@ def deploy(params: dict[str, Any] | None = None, build: bool = True, s: Settings
         state = release.read_state(s)
         release._event(state, "deploy_failed", stage=stage, reason=str(exc)[:500])
         release._write_state(state, s)
-        raise RuntimeError(f"deploy failed at stage {stage!r}; the previous release keeps serving "
-                           f"({state.get('current') or 'none'}): {exc}") from exc
+        raise RuntimeError(
+            f"deploy failed at stage {stage!r}; the previous release keeps serving "
+            f"({state.get('current') or 'none'}): {exc}"
+        ) from exc

@@ -29,8 +29,9 @@ VECTORS_FILE = "attr_vectors.npy"
 MAP_FILE = "map.json"
 
 
-def _tag_rows(tagger: Any, images: list[str], batch: int = 64, progress: bool = True,
-              use_cache: bool = True) -> list[dict[str, tuple[str, float]]]:
+def _tag_rows(
+    tagger: Any, images: list[str], batch: int = 64, progress: bool = True, use_cache: bool = True
+) -> list[dict[str, tuple[str, float]]]:
     """``[{head: (value, prob)}]`` of the tagger on whole product shots; through the training
     feature cache where the tagger trains from one (a catalog in the training set costs only
     the heads)."""
@@ -45,15 +46,16 @@ def _tag_rows(tagger: Any, images: list[str], batch: int = 64, progress: bool = 
     logits: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         if use_cache and cache_enabled(cfg) and hasattr(tagger, "from_prefix"):
-            feats = prefix_features(tagger, pd.DataFrame({"image": images, "bbox": [None] * len(images)}), cfg,
-                                    progress=progress)
-            chunks = (tagger.from_prefix(feats[i:i + 512]) for i in range(0, len(feats), 512))
+            feats = prefix_features(
+                tagger, pd.DataFrame({"image": images, "bbox": [None] * len(images)}), cfg, progress=progress
+            )
+            chunks = (tagger.from_prefix(feats[i : i + 512]) for i in range(0, len(feats), 512))
         else:
             from PIL import Image
 
             def crops(i: int) -> torch.Tensor:
                 arr = []
-                for p in images[i:i + batch]:
+                for p in images[i : i + batch]:
                     with Image.open(p) as im:
                         arr.append(garment_crop(im.convert("RGB"), None, size, TRAIN_CONTEXT))
                 return torch.from_numpy(np.stack(arr)).permute(0, 3, 1, 2).float().div(255.0)
@@ -82,7 +84,7 @@ def pca_2d(vectors: np.ndarray) -> dict[str, Any]:
         comps = vt[:2]
         # the sign of an SVD axis is arbitrary: fix it so re-builds draw the same picture
         comps *= np.where(comps[np.arange(len(comps)), np.abs(comps).argmax(1)] < 0, -1.0, 1.0)[:, None]
-        share = (sv[:2] ** 2 / max(float((sv ** 2).sum()), 1e-12)).tolist()
+        share = (sv[:2] ** 2 / max(float((sv**2).sum()), 1e-12)).tolist()
     return {"mean": mean.tolist(), "components": comps.tolist(), "explained_variance": share}
 
 
@@ -91,8 +93,16 @@ def project(mapping: dict[str, Any], vectors: np.ndarray) -> np.ndarray:
     return (np.asarray(vectors, np.float64) - np.asarray(mapping["mean"])) @ np.asarray(mapping["components"]).T
 
 
-def write_attributes(index_dir: Path, cards: Any, images: list[str], vectors: np.ndarray, tagger: Any | None,
-                     tagger_version: str | None, progress: bool = True, use_cache: bool = True) -> dict[str, Any]:
+def write_attributes(
+    index_dir: Path,
+    cards: Any,
+    images: list[str],
+    vectors: np.ndarray,
+    tagger: Any | None,
+    tagger_version: str | None,
+    progress: bool = True,
+    use_cache: bool = True,
+) -> dict[str, Any]:
     """Tag each product, lay the catalog out in 2-D and write the three files into ``index_dir``.
 
     ``cards``: DataFrame with ``product_id``, the card fields and ``category`` (the mall's),
@@ -108,29 +118,47 @@ def write_attributes(index_dir: Path, cards: Any, images: list[str], vectors: np
     df = cards.reset_index(drop=True).copy()
     if len(df) != len(images) or len(df) != len(vectors):
         raise ValueError(f"{len(df)} cards, {len(images)} images and {len(vectors)} vectors: one each per product")
-    tags = _tag_rows(tagger, images, progress=progress, use_cache=use_cache) if tagger is not None and len(images) else None
+    tags = (
+        _tag_rows(tagger, images, progress=progress, use_cache=use_cache)
+        if tagger is not None and len(images)
+        else None
+    )
     df["tagger_category"] = [t["category"][0] for t in tags] if tags else None
     df["category_score"] = [round(t["category"][1], 4) for t in tags] if tags else None
     # The mall's category when it is one of the taxonomy's, else the tagger's.
     known = set(CATEGORIES)
-    df["category"] = [c if c in known else (tc or c) for c, tc in zip(df["category"], df["tagger_category"], strict=True)]
+    df["category"] = [
+        c if c in known else (tc or c) for c, tc in zip(df["category"], df["tagger_category"], strict=True)
+    ]
     for head in ATTRIBUTES:
-        df[head] = [t[head][0] if head in t and head in APPLICABLE.get(c, ()) else None
-                    for t, c in zip(tags, df["category"], strict=True)] if tags else None
+        df[head] = (
+            [
+                t[head][0] if head in t and head in APPLICABLE.get(c, ()) else None
+                for t, c in zip(tags, df["category"], strict=True)
+            ]
+            if tags
+            else None
+        )
     mapping = pca_2d(vectors)
     xy = project(mapping, vectors) if len(vectors) else np.zeros((0, 2))
     df["x"], df["y"] = xy[:, 0].round(5), xy[:, 1].round(5)
     df = df.astype(object).where(df.notna(), None)
     df.to_parquet(index_dir / ATTRIBUTES_FILE, index=False)
     np.save(index_dir / VECTORS_FILE, np.asarray(vectors, np.float32))
-    summary = {**mapping, "method": "pca", "n": int(len(df)), "tagger_version": tagger_version,
-               "tagged": tags is not None}
+    summary = {
+        **mapping,
+        "method": "pca",
+        "n": int(len(df)),
+        "tagger_version": tagger_version,
+        "tagged": tags is not None,
+    }
     (index_dir / MAP_FILE).write_text(json.dumps(summary))
     return summary
 
 
-def index_attributes(index_dir: Path, catalog: Path, embed_fn: Any, tagger: Any | None,
-                     tagger_version: str | None, progress: bool = True) -> dict[str, Any]:
+def index_attributes(
+    index_dir: Path, catalog: Path, embed_fn: Any, tagger: Any | None, tagger_version: str | None, progress: bool = True
+) -> dict[str, Any]:
     """:func:`write_attributes` for a saved index version: every product it holds, its image
     from the index's id table, its card from ``products.parquet`` (or the catalog)."""
     import pandas as pd
@@ -141,15 +169,21 @@ def index_attributes(index_dir: Path, catalog: Path, embed_fn: Any, tagger: Any 
     ids = pd.read_parquet(index_dir / "ids.parquet").drop_duplicates("product_id")
     cards_file = index_dir / "products.parquet"
     cards = pd.read_parquet(cards_file) if cards_file.exists() else product_cards(Path(catalog))
-    df = ids[["product_id", "image", "category"]].merge(cards.drop(columns=["category"], errors="ignore"),
-                                                        on="product_id", how="left")
+    df = ids[["product_id", "image", "category"]].merge(
+        cards.drop(columns=["category"], errors="ignore"), on="product_id", how="left"
+    )
     df = df[[Path(p).is_file() for p in df["image"]]].reset_index(drop=True)
     vectors = embed_images(df["image"].tolist(), embed_fn, progress=progress) if len(df) else np.zeros((0, 2))
-    summary = write_attributes(index_dir, df.drop(columns=["image"]), df["image"].tolist(), vectors, tagger,
-                               tagger_version, progress)
+    summary = write_attributes(
+        index_dir, df.drop(columns=["image"]), df["image"].tolist(), vectors, tagger, tagger_version, progress
+    )
     meta_file = index_dir / "meta.json"
     meta = json.loads(meta_file.read_text())
-    meta["attributes"] = {"tagger_version": tagger_version, "n": summary["n"], "map": "pca",
-                          "explained_variance": summary["explained_variance"]}
+    meta["attributes"] = {
+        "tagger_version": tagger_version,
+        "n": summary["n"],
+        "map": "pca",
+        "explained_variance": summary["explained_variance"],
+    }
     meta_file.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
     return summary

@@ -68,26 +68,49 @@ def scan_ns_per_code(index: VectorIndex, q: np.ndarray, k: int = 10) -> float:
     return max(0.0, ts - tq) / max(1, codes) * 1e9
 
 
-def _ivf_row(name: str, xb: np.ndarray, tune_q: np.ndarray, eval_q: np.ndarray, truth: np.ndarray,
-             cfg: dict[str, Any], target: float, factory: str | None, single_n: int) -> dict[str, Any]:
+def _ivf_row(
+    name: str,
+    xb: np.ndarray,
+    tune_q: np.ndarray,
+    eval_q: np.ndarray,
+    truth: np.ndarray,
+    cfg: dict[str, Any],
+    target: float,
+    factory: str | None,
+    single_n: int,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     index, meta = build_index(xb, np.arange(len(xb)), cfg, recall_target=target, factory=factory, queries=tune_q)
     build_s = time.perf_counter() - t0
     _, found = index.search(eval_q, 10)
-    row = {"method": name, "factory": meta["factory"] + (f" +refine {meta['refine']}" if meta["refine"] else ""),
-           "recall": recall_at_k(found, truth, 10),
-           "ms_single": _single_ms(lambda r: index.search(r, 10), eval_q, single_n),
-           "ms_batched": _batched_ms(lambda b: index.search(b, 10), eval_q),
-           "bytes_per_vector": index.nbytes() / len(xb), "build_s": build_s,
-           "nprobe": index.nprobe, "k_factor": index.k_factor, "tune_recall": meta["recall"],
-           "ns_per_code": scan_ns_per_code(index, eval_q[:200])}
+    row = {
+        "method": name,
+        "factory": meta["factory"] + (f" +refine {meta['refine']}" if meta["refine"] else ""),
+        "recall": recall_at_k(found, truth, 10),
+        "ms_single": _single_ms(lambda r: index.search(r, 10), eval_q, single_n),
+        "ms_batched": _batched_ms(lambda b: index.search(b, 10), eval_q),
+        "bytes_per_vector": index.nbytes() / len(xb),
+        "build_s": build_s,
+        "nprobe": index.nprobe,
+        "k_factor": index.k_factor,
+        "tune_recall": meta["recall"],
+        "ns_per_code": scan_ns_per_code(index, eval_q[:200]),
+    }
     index = None  # free before the next variant is built
     gc.collect()
     return row
 
 
-def _hnsw_row(xb: np.ndarray, tune_q: np.ndarray, eval_q: np.ndarray, truth: np.ndarray, tune_truth: np.ndarray,
-              target: float, single_n: int, m: int = 16) -> dict[str, Any]:
+def _hnsw_row(
+    xb: np.ndarray,
+    tune_q: np.ndarray,
+    eval_q: np.ndarray,
+    truth: np.ndarray,
+    tune_truth: np.ndarray,
+    target: float,
+    single_n: int,
+    m: int = 16,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     index = faiss.IndexHNSWFlat(xb.shape[1], m)
     index.hnsw.efConstruction = 40
@@ -100,19 +123,31 @@ def _hnsw_row(xb: np.ndarray, tune_q: np.ndarray, eval_q: np.ndarray, truth: np.
             ef_used = ef
             break
     index.hnsw.efSearch = ef_used
-    row = {"method": "hnsw", "factory": f"HNSW{m},Flat efSearch={ef_used}",
-           "recall": recall_at_k(index.search(eval_q, 10)[1], truth, 10),
-           "ms_single": _single_ms(lambda r: index.search(r, 10), eval_q, single_n),
-           "ms_batched": _batched_ms(lambda b: index.search(b, 10), eval_q),
-           "bytes_per_vector": len(faiss.serialize_index(index)) / len(xb), "build_s": build_s}
+    row = {
+        "method": "hnsw",
+        "factory": f"HNSW{m},Flat efSearch={ef_used}",
+        "recall": recall_at_k(index.search(eval_q, 10)[1], truth, 10),
+        "ms_single": _single_ms(lambda r: index.search(r, 10), eval_q, single_n),
+        "ms_batched": _batched_ms(lambda b: index.search(b, 10), eval_q),
+        "bytes_per_vector": len(faiss.serialize_index(index)) / len(xb),
+        "build_s": build_s,
+    }
     index = None  # free before the next variant is built
     gc.collect()
     return row
 
 
-def run_benchmark(sizes: list[int], dim: int = 128, n_queries: int = 1000, target: float = 0.95,
-                  seed: int = 0, cfg: dict[str, Any] | None = None, real_vectors: Path | None = None,
-                  hnsw: bool = True, verbose: bool = True) -> list[dict]:
+def run_benchmark(
+    sizes: list[int],
+    dim: int = 128,
+    n_queries: int = 1000,
+    target: float = 0.95,
+    seed: int = 0,
+    cfg: dict[str, Any] | None = None,
+    real_vectors: Path | None = None,
+    hnsw: bool = True,
+    verbose: bool = True,
+) -> list[dict]:
     """Benchmark rows (one dict per size x method); see the module docstring for the columns."""
     from pipelines.index.stages import load_config
 
@@ -125,27 +160,32 @@ def run_benchmark(sizes: list[int], dim: int = 128, n_queries: int = 1000, targe
         t0 = time.perf_counter()
         if given is None:
             x = clustered_vectors(n + 2 * n_queries, dim, seed=seed)
-            xb, tune_q, eval_q = x[:n], x[n:n + n_queries], x[n + n_queries:]
+            xb, tune_q, eval_q = x[:n], x[n : n + n_queries], x[n + n_queries :]
         else:
             rng = np.random.default_rng(seed)
             perm = rng.permutation(len(given))
             nq = min(n_queries, len(given) // 10)
-            tune_q, eval_q, xb = given[perm[:nq]], given[perm[nq:2 * nq]], given[perm[2 * nq:]]
+            tune_q, eval_q, xb = given[perm[:nq]], given[perm[nq : 2 * nq]], given[perm[2 * nq :]]
             n = len(xb)
         del_t = time.perf_counter() - t0
         _, tune_truth = exact_knn(xb, tune_q, 10)
         _, truth = exact_knn(xb, eval_q, 10)
         if verbose:
-            print(f"[{kind} N={n}] data {del_t:.1f}s, ground truth {time.perf_counter() - t0 - del_t:.1f}s",
-                  flush=True)
+            print(f"[{kind} N={n}] data {del_t:.1f}s, ground truth {time.perf_counter() - t0 - del_t:.1f}s", flush=True)
         t1 = time.perf_counter()
         flat = faiss.IndexFlatL2(xb.shape[1])
         flat.add(xb)
         base = {"dataset": kind, "n": n, "d": xb.shape[1]}
-        fr = {**base, "method": "flat", "factory": "Flat", "recall": 1.0,
-              "ms_single": _single_ms(lambda r, ix=flat: ix.search(r, 10), eval_q, 30 if n > 200_000 else 100),
-              "ms_batched": _batched_ms(lambda b, ix=flat: ix.search(b, 10), eval_q),
-              "bytes_per_vector": len(faiss.serialize_index(flat)) / n, "build_s": time.perf_counter() - t1}
+        fr = {
+            **base,
+            "method": "flat",
+            "factory": "Flat",
+            "recall": 1.0,
+            "ms_single": _single_ms(lambda r, ix=flat: ix.search(r, 10), eval_q, 30 if n > 200_000 else 100),
+            "ms_batched": _batched_ms(lambda b, ix=flat: ix.search(b, 10), eval_q),
+            "bytes_per_vector": len(faiss.serialize_index(flat)) / n,
+            "build_s": time.perf_counter() - t1,
+        }
         rows.append(fr)
         flat.reset()  # free the raw vectors' copy before building the next index
         gc.collect()
@@ -158,10 +198,12 @@ def run_benchmark(sizes: list[int], dim: int = 128, n_queries: int = 1000, targe
         # re-ranking, the memory end of the trade-off, tuned to the 1M goal's 0.90: 3 bits
         # per dimension (the least memory that gets near 0.90) and 2 bits (the most that
         # fits 1/8 of exact at d=128: 52 B codes + 8 B ids).
-        variants = [("ivfpq-tuned", None, None, target),
-                    ("ivfpq-fastscan-ref", f"IVF{nlist},PQ{max(1, d // 4)}x4fs", "Flat", target),
-                    ("ivf-rabitq3", f"IVF{nlist},RaBitQ3", "none", min(target, 0.90)),
-                    ("ivf-rabitq2", f"IVF{nlist},RaBitQ2", "none", min(target, 0.90))]
+        variants = [
+            ("ivfpq-tuned", None, None, target),
+            ("ivfpq-fastscan-ref", f"IVF{nlist},PQ{max(1, d // 4)}x4fs", "Flat", target),
+            ("ivf-rabitq3", f"IVF{nlist},RaBitQ3", "none", min(target, 0.90)),
+            ("ivf-rabitq2", f"IVF{nlist},RaBitQ2", "none", min(target, 0.90)),
+        ]
         for name, factory, refine, goal in variants:
             c = cfg if refine is None else {**cfg, "build": {**(cfg.get("build") or {}), "refine": refine}}
             rows.append({**base, **_ivf_row(name, xb, tune_q, eval_q, truth, c, goal, factory, 200)})
@@ -186,18 +228,25 @@ def run_benchmark(sizes: list[int], dim: int = 128, n_queries: int = 1000, targe
 
 def print_table(rows: list[dict]) -> None:
     """Fixed-width table of benchmark rows."""
-    head = (f"{'data':9} {'N':>8} {'method':19} {'R@10':>6} {'ms/q 1t':>8} {'ms/q bat':>8} {'x exact':>8} "
-            f"{'B/vec':>7} {'mem':>6} {'build s':>8} {'nprobe':>6} {'kf':>3} {'ns/code':>8} {'vs fs':>6}  factory")
+    head = (
+        f"{'data':9} {'N':>8} {'method':19} {'R@10':>6} {'ms/q 1t':>8} {'ms/q bat':>8} {'x exact':>8} "
+        f"{'B/vec':>7} {'mem':>6} {'build s':>8} {'nprobe':>6} {'kf':>3} {'ns/code':>8} {'vs fs':>6}  factory"
+    )
     print(head)
     print("-" * len(head))
+
     def fmt_of(r: dict, key: str, spec: str) -> str:
         v = r.get(key)
         return format(v, spec) if isinstance(v, int | float) else "-"
 
     for r in rows:
+
         def f(key: str, spec: str, r: dict = r) -> str:
             return fmt_of(r, key, spec)
-        print(f"{r['dataset']:9} {r['n']:>8} {r['method']:19} {f('recall', '6.3f')} {f('ms_single', '8.3f')} "
-              f"{f('ms_batched', '8.4f')} {f('speedup_single', '8.1f')} {f('bytes_per_vector', '7.1f')} "
-              f"{f('memory_ratio', '6.3f')} {f('build_s', '8.1f')} {f('nprobe', '>6')} {f('k_factor', '>3')} "
-              f"{f('ns_per_code', '8.2f')} {f('scan_vs_fastscan', '6.2f')}  {r.get('factory', '')}")
+
+        print(
+            f"{r['dataset']:9} {r['n']:>8} {r['method']:19} {f('recall', '6.3f')} {f('ms_single', '8.3f')} "
+            f"{f('ms_batched', '8.4f')} {f('speedup_single', '8.1f')} {f('bytes_per_vector', '7.1f')} "
+            f"{f('memory_ratio', '6.3f')} {f('build_s', '8.1f')} {f('nprobe', '>6')} {f('k_factor', '>3')} "
+            f"{f('ns_per_code', '8.2f')} {f('scan_vs_fastscan', '6.2f')}  {r.get('factory', '')}"
+        )

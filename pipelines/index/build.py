@@ -79,12 +79,21 @@ class VectorIndex:
 
     def _params(self, nprobe: int, sel: Any | None) -> Any:
         if self.ivf is not None:
-            return faiss.SearchParametersIVF(nprobe=int(nprobe), sel=sel) if sel is not None \
+            return (
+                faiss.SearchParametersIVF(nprobe=int(nprobe), sel=sel)
+                if sel is not None
                 else faiss.SearchParametersIVF(nprobe=int(nprobe))
+            )
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, k_factor: int | None = None,
-               sel: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None = None,
+        k_factor: int | None = None,
+        sel: Any | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, ids)`` of the ``k`` nearest vectors (squared L2; -1 ids pad).
 
         ``sel`` is a faiss ``IDSelector`` (category range/batch); it is applied inside the
@@ -128,7 +137,7 @@ class VectorIndex:
         tot = sizes.sum()
         if tot == 0 or not len(sizes):
             return 1.0
-        return float(len(sizes) * (sizes ** 2).sum() / tot ** 2)
+        return float(len(sizes) * (sizes**2).sum() / tot**2)
 
     def nbytes(self) -> int:
         """Serialised size of base + re-ranking store (what a server holds in RAM)."""
@@ -154,8 +163,9 @@ def sample_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def train_and_add(plan: IndexPlan, vectors: np.ndarray, ids: np.ndarray, seed: int = 0,
-                  add_batch: int = 200_000) -> tuple[VectorIndex, dict[str, float]]:
+def train_and_add(
+    plan: IndexPlan, vectors: np.ndarray, ids: np.ndarray, seed: int = 0, add_batch: int = 200_000
+) -> tuple[VectorIndex, dict[str, float]]:
     """Train ``plan``'s index on a sample of ``vectors`` and add all of them with ``ids``.
 
     Returns the index and timings ``{"train_s", "add_s"}``. Adding is batched so the
@@ -179,7 +189,7 @@ def train_and_add(plan: IndexPlan, vectors: np.ndarray, ids: np.ndarray, seed: i
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     for start in range(0, len(x), add_batch):
-        index.add(x[start:start + add_batch], ids[start:start + add_batch])
+        index.add(x[start : start + add_batch], ids[start : start + add_batch])
     add_s = time.perf_counter() - t1
     index.info = {"plan": plan.to_dict(), "imbalance_at_build": index.imbalance(), "ntotal_at_build": index.ntotal}
     return index, {"train_s": train_s, "add_s": add_s}
@@ -213,9 +223,16 @@ def single_query_ms(index: VectorIndex, queries: np.ndarray, k: int = 10, n: int
         faiss.omp_set_num_threads(prev)
 
 
-def build_index(vectors: np.ndarray, ids: np.ndarray, cfg: dict[str, Any] | None = None,
-                recall_target: float = 0.95, factory: str | None = None, queries: np.ndarray | None = None,
-                k: int = 10, seed: int = 0) -> tuple[VectorIndex, dict[str, Any]]:
+def build_index(
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    cfg: dict[str, Any] | None = None,
+    recall_target: float = 0.95,
+    factory: str | None = None,
+    queries: np.ndarray | None = None,
+    k: int = 10,
+    seed: int = 0,
+) -> tuple[VectorIndex, dict[str, Any]]:
     """Plan, train, add, and tune one index; returns it with its build metadata.
 
     ``cfg`` is ``config/index.yaml`` (sections ``build``, ``tune``); ``factory`` overrides
@@ -243,12 +260,25 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, cfg: dict[str, Any] | None
         queries = heldout_queries(x, nq, float(tcfg.get("query_noise", 0.05)), seed + 1)
     _, truth = exact_knn(x, queries, k, base_ids=ids)
     result = tune(index, queries, truth, target=recall_target, k=k)
-    meta = {"factory": plan.factory, "refine": plan.refine, "plan": plan.to_dict(), "recall": result["recall"],
-            "recall_target": recall_target, "recall_reached": result["reached"], "k": k,
-            "curve": result["curve"], "build_s": build_s, **timings,
-            "ms_per_query": single_query_ms(index, queries, k),
-            "ms_per_query_batched": next(r["ms_per_query_batched"] for r in result["curve"]
-                                         if r["nprobe"] == index.nprobe and r["k_factor"] == index.k_factor),
-            "imbalance_at_build": index.imbalance(), "imbalance": index.imbalance()}
+    meta = {
+        "factory": plan.factory,
+        "refine": plan.refine,
+        "plan": plan.to_dict(),
+        "recall": result["recall"],
+        "recall_target": recall_target,
+        "recall_reached": result["reached"],
+        "k": k,
+        "curve": result["curve"],
+        "build_s": build_s,
+        **timings,
+        "ms_per_query": single_query_ms(index, queries, k),
+        "ms_per_query_batched": next(
+            r["ms_per_query_batched"]
+            for r in result["curve"]
+            if r["nprobe"] == index.nprobe and r["k_factor"] == index.k_factor
+        ),
+        "imbalance_at_build": index.imbalance(),
+        "imbalance": index.imbalance(),
+    }
     index.info["tuned"] = {"nprobe": index.nprobe, "k_factor": index.k_factor}
     return index, meta

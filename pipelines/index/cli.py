@@ -9,11 +9,24 @@ from typing import Annotated
 import typer
 
 
-def _params(full: bool, recall: float | None, factory: str | None, embedder: str | None,
-            training_set: Path | None, catalog: Path | None, images_root: Path | None) -> dict:
-    return {"full_rebuild": full, "recall_target": recall, "factory": factory or "", "embedder": embedder or "",
-            "training_set": str(training_set or ""), "catalog": str(catalog or ""),
-            "images_root": str(images_root or "")}
+def _params(
+    full: bool,
+    recall: float | None,
+    factory: str | None,
+    embedder: str | None,
+    training_set: Path | None,
+    catalog: Path | None,
+    images_root: Path | None,
+) -> dict:
+    return {
+        "full_rebuild": full,
+        "recall_target": recall,
+        "factory": factory or "",
+        "embedder": embedder or "",
+        "training_set": str(training_set or ""),
+        "catalog": str(catalog or ""),
+        "images_root": str(images_root or ""),
+    }
 
 
 def index_build_command(
@@ -28,8 +41,10 @@ def index_build_command(
     from pipelines.index.stages import run_all
 
     res = run_all(_params(True, recall, factory, embedder, training_set, catalog, images_root))
-    typer.echo(f"index {res['index_dir']} v{res['version']} recall={res.get('recall')} "
-               f"nprobe={res.get('nprobe')} k_factor={res.get('k_factor')}")
+    typer.echo(
+        f"index {res['index_dir']} v{res['version']} recall={res.get('recall')} "
+        f"nprobe={res.get('nprobe')} k_factor={res.get('k_factor')}"
+    )
 
 
 def index_update_command(
@@ -42,8 +57,10 @@ def index_update_command(
     from pipelines.index.stages import run_all
 
     res = run_all(_params(False, None, None, embedder, training_set, catalog, images_root))
-    typer.echo(f"mode={res['mode']} {res.get('reasons') or ''} added={res.get('added', res.get('n'))} "
-               f"removed={res.get('removed', 0)} -> {res['index_dir']} v{res['version']}")
+    typer.echo(
+        f"mode={res['mode']} {res.get('reasons') or ''} added={res.get('added', res.get('n'))} "
+        f"removed={res.get('removed', 0)} -> {res['index_dir']} v{res['version']}"
+    )
 
 
 def index_search_command(
@@ -77,6 +94,7 @@ def bench_index_command(
     """Flat vs tuned IVF-PQ vs IVF-PQ fast-scan vs HNSW at each N: recall, latency, memory, build."""
     from pipelines.index.bench import print_table, run_benchmark
 
-    rows = run_benchmark([int(s) for s in sizes.split(",") if s], dim=dim, n_queries=queries,
-                         real_vectors=catalog_vectors)
+    rows = run_benchmark(
+        [int(s) for s in sizes.split(",") if s], dim=dim, n_queries=queries, real_vectors=catalog_vectors
+    )
     print_table(rows)

@@ -36,8 +36,7 @@ def pixel_embed_fn(dim: int = 128, size: int = 16, seed: int = 0) -> EmbedFn:
     def embed(images: list[Any]) -> np.ndarray:
         if not images:
             return np.zeros((0, dim), dtype=np.float32)
-        px = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0
-                       for im in images])
+        px = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) / 255.0 for im in images])
         px = px.reshape(len(images), -1)
         px -= px.mean(axis=1, keepdims=True)  # brightness-invariant, as a crude learned embedder would be
         v = px @ proj
@@ -53,11 +52,11 @@ def resolve_model_uri(uri: str) -> tuple[str, str]:
 
     client = registry._client()
     if uri.startswith("models:/") and "@" in uri:
-        name, alias = uri[len("models:/"):].split("@", 1)
+        name, alias = uri[len("models:/") :].split("@", 1)
         mv = client.get_model_version_by_alias(name, alias)
         return f"{name}/v{mv.version}", f"models:/{name}/{mv.version}"
     if uri.startswith("models:/") and uri.count("/") == 2:
-        name, number = uri[len("models:/"):].split("/")
+        name, number = uri[len("models:/") :].split("/")
         return f"{name}/v{number}", uri
     return uri, uri
 
@@ -68,8 +67,9 @@ def crop_version(embedder: str, detector: str | None) -> str:
     return f"{embedder}+crop:{detector}" if detector else embedder
 
 
-def crop_embed_fn(embedder: Any, detector: Any | None, score_min: float | None = None
-                  ) -> Callable[[list[Any]], np.ndarray]:
+def crop_embed_fn(
+    embedder: Any, detector: Any | None, score_min: float | None = None
+) -> Callable[[list[Any]], np.ndarray]:
     """Loaded models -> ``embed_fn`` for catalog images.
 
     ``detector=None`` (the default policy, :mod:`pipelines.garments`): each image is a
@@ -138,9 +138,10 @@ def shot_embed_fn(embedder: Any) -> EmbedFn:
     def embed_paths(paths: list[str], progress: bool = True) -> np.ndarray:
         import pandas as pd
 
-        feats = prefix_features(embedder, pd.DataFrame({"image": paths, "bbox": [None] * len(paths)}), cfg,
-                                progress=progress)
-        out = [embedder.from_prefix(feats[i:i + 512]).numpy() for i in range(0, len(feats), 512)]
+        feats = prefix_features(
+            embedder, pd.DataFrame({"image": paths, "bbox": [None] * len(paths)}), cfg, progress=progress
+        )
+        out = [embedder.from_prefix(feats[i : i + 512]).numpy() for i in range(0, len(feats), 512)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, int(embedder.dim)), np.float32)
 
     if cache_enabled(cfg) and hasattr(embedder, "from_prefix"):
@@ -148,9 +149,11 @@ def shot_embed_fn(embedder: Any) -> EmbedFn:
     return embed
 
 
-def champion_embed_fn(model_uri: str = "models:/tailor-embedder@champion",
-                      crop_uri: str | None = "models:/tailor-detector@champion",
-                      score_min: float | None = None) -> EmbedFn:
+def champion_embed_fn(
+    model_uri: str = "models:/tailor-embedder@champion",
+    crop_uri: str | None = "models:/tailor-detector@champion",
+    score_min: float | None = None,
+) -> EmbedFn:
     """The registered embedder (``@champion`` by default) behind the ``predict`` contract,
     cropping each image with the registered detector the way the search service does.
 
@@ -257,8 +260,9 @@ def _first_per_product(df, key: str):
     return df.sort_values([key, *order], kind="stable").drop_duplicates(key)
 
 
-def assign_ids(categories: list[str], known: dict[str, int] | None = None,
-               next_seq: dict[str, int] | None = None) -> tuple[np.ndarray, dict[str, int], dict[str, int]]:
+def assign_ids(
+    categories: list[str], known: dict[str, int] | None = None, next_seq: dict[str, int] | None = None
+) -> tuple[np.ndarray, dict[str, int], dict[str, int]]:
     """Category-contiguous 64-bit vector ids (``code << 32 | seq``) for rows in ``categories``.
 
     ``known`` (category -> code) and ``next_seq`` (category -> next free sequence) carry over
@@ -278,8 +282,9 @@ def assign_ids(categories: list[str], known: dict[str, int] | None = None,
     return out, codes, seq
 
 
-def embed_images(paths: list[str], embed_fn: EmbedFn, batch_size: int = 64, progress: bool = True,
-                 label: str = "embed") -> np.ndarray:
+def embed_images(
+    paths: list[str], embed_fn: EmbedFn, batch_size: int = 64, progress: bool = True, label: str = "embed"
+) -> np.ndarray:
     """Embed image files in batches (one batch of decoded images in memory at a time), or
     through ``embed_fn.embed_paths`` where it has one (:func:`shot_embed_fn`: cached trunk features)."""
     from PIL import Image
@@ -291,7 +296,7 @@ def embed_images(paths: list[str], embed_fn: EmbedFn, batch_size: int = 64, prog
     n = len(paths)
     for start in range(0, n, batch_size):
         batch = []
-        for p in paths[start:start + batch_size]:
+        for p in paths[start : start + batch_size]:
             with Image.open(p) as im:
                 batch.append(im.convert("RGB"))
         v = np.asarray(embed_fn(batch), dtype=np.float32)
@@ -308,9 +313,15 @@ def embed_images(paths: list[str], embed_fn: EmbedFn, batch_size: int = 64, prog
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def embed_catalog(catalog: Path, images_root: Path | None, embed_fn: EmbedFn, batch_size: int = 64,
-                  progress: bool = True, known: dict[str, int] | None = None,
-                  next_seq: dict[str, int] | None = None):
+def embed_catalog(
+    catalog: Path,
+    images_root: Path | None,
+    embed_fn: EmbedFn,
+    batch_size: int = 64,
+    progress: bool = True,
+    known: dict[str, int] | None = None,
+    next_seq: dict[str, int] | None = None,
+):
     """Embed every catalog product image; returns ``(vectors, ids_table)``.
 
     ``ids_table`` (DataFrame, columns :data:`ID_COLUMNS`) maps row i of ``vectors`` ->

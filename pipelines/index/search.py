@@ -37,8 +37,10 @@ def _lookup(loaded: Any) -> dict[int, tuple[str, str, str]]:
     cache = getattr(loaded, "_lookup_cache", None)
     if cache is None or len(cache) != len(loaded.ids):
         t = loaded.ids
-        cache = {int(v): (p, i, c) for v, p, i, c in zip(t["vector_id"], t["product_id"], t["image"],
-                                                         t["category"], strict=True)}
+        cache = {
+            int(v): (p, i, c)
+            for v, p, i, c in zip(t["vector_id"], t["product_id"], t["image"], t["category"], strict=True)
+        }
         loaded._lookup_cache = cache
     return cache
 
@@ -47,8 +49,14 @@ def _cards(loaded: Any) -> dict[str, dict[str, Any]]:
     cache = getattr(loaded, "_card_cache", None)
     if cache is None:
         p = getattr(loaded, "products", None)
-        cache = {} if p is None else {str(r["product_id"]): {k: v for k, v in r.items() if k != "product_id"}
-                                      for r in p.astype(object).where(p.notna(), None).to_dict("records")}
+        cache = (
+            {}
+            if p is None
+            else {
+                str(r["product_id"]): {k: v for k, v in r.items() if k != "product_id"}
+                for r in p.astype(object).where(p.notna(), None).to_dict("records")
+            }
+        )
         loaded._card_cache = cache
     return cache
 
@@ -102,8 +110,16 @@ def search(loaded: Any, queries: Any, k: int = 10, category: str | list[str] | N
             if pid in seen:
                 continue
             seen.add(pid)
-            hits.append({**cards.get(pid, {}), "product_id": pid, "score": float(1.0 - dist / 2.0), "image": img,
-                         "category": cat, "vector_id": int(vid)})
+            hits.append(
+                {
+                    **cards.get(pid, {}),
+                    "product_id": pid,
+                    "score": float(1.0 - dist / 2.0),
+                    "image": img,
+                    "category": cat,
+                    "vector_id": int(vid),
+                }
+            )
             if len(hits) == k:
                 break
         out.append(hits)

@@ -117,5 +117,17 @@ def plan_index(n: int, d: int, cfg: dict[str, Any] | None = None) -> IndexPlan:
         # Below this size exact re-ranking costs nothing worth saving: keep the raw vectors.
         refine = "Flat" if n < int(cfg.get("refine_flat_below", 50_000)) else cfg.get("refine_large", "SQ8")
     k_factor = int(cfg.get("k_factor", 4 if refine else 1))
-    return IndexPlan(n=n, d=d, nlist=nlist, m=m, nbits=nbits, opq=opq, fast_scan=fast_scan,
-                     train_size=int(train_size), factory=factory, refine=refine, k_factor=k_factor, notes=notes)
+    return IndexPlan(
+        n=n,
+        d=d,
+        nlist=nlist,
+        m=m,
+        nbits=nbits,
+        opq=opq,
+        fast_scan=fast_scan,
+        train_size=int(train_size),
+        factory=factory,
+        refine=refine,
+        k_factor=k_factor,
+        notes=notes,
+    )

@@ -111,11 +111,19 @@ def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, A
             reasons.append(f"embedder changed: {old} -> {version}")
     work = Path(s.var_dir) / "index-work" / time.strftime("%Y%m%d-%H%M%S")  # type: ignore[arg-type]
     work.mkdir(parents=True, exist_ok=True)
-    return {"mode": "full" if reasons else "update", "reasons": reasons, "embedder": embedder,
-            "embedder_version": version, "catalog": str(catalog), "images_root": str(images_root),
-            "snapshot_id": snapshot_id, "champion_dir": str(champion) if champion else None,
-            "recall_target": float(params.get("recall_target") or (cfg.get("tune") or {}).get("recall_target", 0.95)),
-            "factory": params.get("factory") or None, "work": str(work)}
+    return {
+        "mode": "full" if reasons else "update",
+        "reasons": reasons,
+        "embedder": embedder,
+        "embedder_version": version,
+        "catalog": str(catalog),
+        "images_root": str(images_root),
+        "snapshot_id": snapshot_id,
+        "champion_dir": str(champion) if champion else None,
+        "recall_target": float(params.get("recall_target") or (cfg.get("tune") or {}).get("recall_target", 0.95)),
+        "factory": params.get("factory") or None,
+        "work": str(work),
+    }
 
 
 def embed_stage(spec: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +137,12 @@ def embed_stage(spec: dict[str, Any]) -> dict[str, Any]:
         return spec
     cfg = load_config()
     embed_fn = make_embed_fn(spec["embedder"], cfg)
-    vectors, table = embed_catalog(Path(spec["catalog"]), Path(spec["images_root"]) if spec["images_root"] else None,
-                                   embed_fn, batch_size=int((cfg.get("embed") or {}).get("batch_size", 64)))
+    vectors, table = embed_catalog(
+        Path(spec["catalog"]),
+        Path(spec["images_root"]) if spec["images_root"] else None,
+        embed_fn,
+        batch_size=int((cfg.get("embed") or {}).get("batch_size", 64)),
+    )
     work = Path(spec["work"])
     np.save(work / "vectors.npy", vectors)
     table.to_parquet(work / "ids.parquet", index=False)
@@ -151,23 +163,43 @@ def build_stage(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = load_config()
     if spec["mode"] == "update":
-        res = update_index(Path(spec["champion_dir"]), Path(spec["catalog"]),
-                           Path(spec["images_root"]) if spec["images_root"] else None,
-                           make_embed_fn(spec["embedder"], cfg), cfg, snapshot_id=spec["snapshot_id"] or None)
+        res = update_index(
+            Path(spec["champion_dir"]),
+            Path(spec["catalog"]),
+            Path(spec["images_root"]) if spec["images_root"] else None,
+            make_embed_fn(spec["embedder"], cfg),
+            cfg,
+            snapshot_id=spec["snapshot_id"] or None,
+        )
         if res["path"]:
             return {**spec, **res, "index_dir": res["path"]}
         spec = embed_stage({**spec, "mode": "full", "reasons": res["rebuild"]})
     vectors = np.load(spec["vectors"])
     table = pd.read_parquet(spec["ids"])
     attrs = json.loads((Path(spec["work"]) / "ids_attrs.json").read_text())
-    index, meta = build_index(vectors, table["vector_id"].to_numpy(), cfg, recall_target=spec["recall_target"],
-                              factory=spec.get("factory"))
-    meta.update({"kind": "build", "embedder_version": spec["embedder_version"], "snapshot_id": spec["snapshot_id"],
-                 "catalog": spec["catalog"], "categories": attrs["categories"], "next_seq": attrs["next_seq"],
-                 "ntotal_at_build": int(index.ntotal), "reasons": spec["reasons"]})
+    index, meta = build_index(
+        vectors, table["vector_id"].to_numpy(), cfg, recall_target=spec["recall_target"], factory=spec.get("factory")
+    )
+    meta.update(
+        {
+            "kind": "build",
+            "embedder_version": spec["embedder_version"],
+            "snapshot_id": spec["snapshot_id"],
+            "catalog": spec["catalog"],
+            "categories": attrs["categories"],
+            "next_seq": attrs["next_seq"],
+            "ntotal_at_build": int(index.ntotal),
+            "reasons": spec["reasons"],
+        }
+    )
     path = save_index(index, table, meta, products=product_cards(Path(spec["catalog"])))
-    return {**spec, "index_dir": str(path), "recall": meta["recall"], "nprobe": index.nprobe,
-            "k_factor": index.k_factor}
+    return {
+        **spec,
+        "index_dir": str(path),
+        "recall": meta["recall"],
+        "nprobe": index.nprobe,
+        "k_factor": index.k_factor,
+    }
 
 
 def champion_tagger() -> tuple[Any | None, str | None]:
@@ -194,8 +226,9 @@ def attributes_stage(info: dict[str, Any]) -> dict[str, Any]:
 
     cfg = load_config()
     tagger, version = champion_tagger() if info["embedder"] != "pixels" else (None, None)
-    summary = index_attributes(Path(info["index_dir"]), Path(info["catalog"]), make_embed_fn(info["embedder"], cfg),
-                               tagger, version)
+    summary = index_attributes(
+        Path(info["index_dir"]), Path(info["catalog"]), make_embed_fn(info["embedder"], cfg), tagger, version
+    )
     return {**info, "tagger_version": version, "attributes": summary["n"]}
 
 

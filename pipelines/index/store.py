@@ -50,8 +50,9 @@ class LoadedIndex:
 
 def new_version_id(meta: dict[str, Any]) -> str:
     """``idx-<UTC time>-<hash of the inputs>``: sortable and unique per build."""
-    key = json.dumps({k: meta.get(k) for k in ("embedder_version", "snapshot_id", "factory", "ntotal")},
-                     sort_keys=True, default=str)
+    key = json.dumps(
+        {k: meta.get(k) for k in ("embedder_version", "snapshot_id", "factory", "ntotal")}, sort_keys=True, default=str
+    )
     return f"idx-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
@@ -61,8 +62,9 @@ def index_root(s: Settings | None = None) -> Path:
     return Path(s.var_dir) / "index"  # type: ignore[arg-type]
 
 
-def save_index(index: Any, ids: Any, meta: dict[str, Any], out: Path | None = None,
-               s: Settings | None = None, products: Any = None) -> Path:
+def save_index(
+    index: Any, ids: Any, meta: dict[str, Any], out: Path | None = None, s: Settings | None = None, products: Any = None
+) -> Path:
     """Write one index version directory (atomically: temp dir, then rename). Returns its path.
 
     ``products`` (see :func:`pipelines.index.embed.product_cards`) is kept for the products the
@@ -131,8 +133,13 @@ def load_index(uri_or_dir: str | Path, s: Settings | None = None) -> LoadedIndex
         raise ValueError(f"{d}: unsupported index format {meta.get('format')}")
     base = faiss.read_index(str(d / "base.faiss"))
     refine = faiss.read_index(str(d / "refine.faiss")) if (d / "refine.faiss").exists() else None
-    index = VectorIndex(base=base, refine=refine, nprobe=int(meta["nprobe"]), k_factor=int(meta["k_factor"]),
-                        info=dict(meta.get("info") or {}))
+    index = VectorIndex(
+        base=base,
+        refine=refine,
+        nprobe=int(meta["nprobe"]),
+        k_factor=int(meta["k_factor"]),
+        info=dict(meta.get("info") or {}),
+    )
     ids = pd.read_parquet(d / "ids.parquet")
     if len(ids) != index.ntotal:
         raise ValueError(f"{d}: id table has {len(ids)} rows but the index {index.ntotal} vectors")
@@ -159,27 +166,56 @@ def log_index(index_dir: Path, promote: bool = True, s: Settings | None = None) 
     name = registry.registered_name(MODEL)
     index_dir = Path(index_dir)
     meta = json.loads((index_dir / "meta.json").read_text())
-    tags = {"index.version": meta["version"], "embedder.version": str(meta.get("embedder_version")),
-            "data.snapshot": str(meta.get("snapshot_id")), "index.kind": str(meta.get("kind", "build"))}
+    tags = {
+        "index.version": meta["version"],
+        "embedder.version": str(meta.get("embedder_version")),
+        "data.snapshot": str(meta.get("snapshot_id")),
+        "index.kind": str(meta.get("kind", "build")),
+    }
     with mlflow.start_run(experiment_id=exp_id, run_name=meta["version"]) as run:
         mlflow.set_tags(tags)
         plan = meta.get("plan", {})
-        mlflow.log_params({"factory": meta.get("factory"), "refine": str(plan.get("refine")),
-                           "nlist": plan.get("nlist"), "m": plan.get("m"), "nbits": plan.get("nbits"),
-                           "train_size": plan.get("train_size"), "nprobe": meta["nprobe"],
-                           "k_factor": meta["k_factor"], "recall_target": meta.get("recall_target")})
-        metrics = {k: float(meta[k]) for k in ("recall", "ms_per_query", "ms_per_query_batched",
-                                               "bytes_per_vector", "ntotal", "build_s", "imbalance")
-                   if isinstance(meta.get(k), int | float)}
+        mlflow.log_params(
+            {
+                "factory": meta.get("factory"),
+                "refine": str(plan.get("refine")),
+                "nlist": plan.get("nlist"),
+                "m": plan.get("m"),
+                "nbits": plan.get("nbits"),
+                "train_size": plan.get("train_size"),
+                "nprobe": meta["nprobe"],
+                "k_factor": meta["k_factor"],
+                "recall_target": meta.get("recall_target"),
+            }
+        )
+        metrics = {
+            k: float(meta[k])
+            for k in (
+                "recall",
+                "ms_per_query",
+                "ms_per_query_batched",
+                "bytes_per_vector",
+                "ntotal",
+                "build_s",
+                "imbalance",
+            )
+            if isinstance(meta.get(k), int | float)
+        }
         mlflow.log_metrics(metrics)
         for step, row in enumerate(meta.get("curve", [])):
-            mlflow.log_metrics({"curve_recall": row["recall"], "curve_nprobe": row["nprobe"],
-                                "curve_k_factor": row["k_factor"]}, step=step)
+            mlflow.log_metrics(
+                {"curve_recall": row["recall"], "curve_nprobe": row["nprobe"], "curve_k_factor": row["k_factor"]},
+                step=step,
+            )
         mlflow.log_artifacts(str(index_dir), "index")
-        info = mlflow.pyfunc.log_model(name="model", python_model=IndexModel(),
-                                       artifacts={"index": str(index_dir)},
-                                       pip_requirements=["faiss-cpu", "pandas", "numpy"],
-                                       registered_model_name=name, await_registration_for=60)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=IndexModel(),
+            artifacts={"index": str(index_dir)},
+            pip_requirements=["faiss-cpu", "pandas", "numpy"],
+            registered_model_name=name,
+            await_registration_for=60,
+        )
         version = str(info.registered_model_version)
     for k, v in {**tags, "index.recall": str(meta.get("recall"))}.items():
         client.set_model_version_tag(name, version, k, v)

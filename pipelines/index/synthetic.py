@@ -13,8 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def clustered_vectors(n: int, dim: int, n_clusters: int | None = None, seed: int = 0,
-                      spread: float = 0.6, decay: float = 1.0, chunk: int = 65536) -> np.ndarray:
+def clustered_vectors(
+    n: int,
+    dim: int,
+    n_clusters: int | None = None,
+    seed: int = 0,
+    spread: float = 0.6,
+    decay: float = 1.0,
+    chunk: int = 65536,
+) -> np.ndarray:
     """``n`` unit vectors of ``dim`` floats from an anisotropic Gaussian mixture.
 
     Cluster sizes are Zipf-like (popular categories are bigger); each cluster has its own
@@ -26,8 +33,8 @@ def clustered_vectors(n: int, dim: int, n_clusters: int | None = None, seed: int
     k = n_clusters or int(max(8, min(4096, round(4 * np.sqrt(n)))))
     centres = rng.standard_normal((k, dim)).astype(np.float32)
     # Power-law spectrum: a few strong directions per cluster, as in trained embeddings.
-    spectrum = (np.arange(1, dim + 1, dtype=np.float32) ** -decay)
-    spectrum *= (spread ** 2 * 2 * dim) / (2 * spectrum.sum())  # E||x - c||^2 = spread^2 * E||c - c'||^2 / 2
+    spectrum = np.arange(1, dim + 1, dtype=np.float32) ** -decay
+    spectrum *= (spread**2 * 2 * dim) / (2 * spectrum.sum())  # E||x - c||^2 = spread^2 * E||c - c'||^2 / 2
     scale = np.sqrt(spectrum).astype(np.float32)
     weights = 1.0 / np.arange(1, k + 1) ** 0.5
     weights /= weights.sum()
@@ -38,7 +45,7 @@ def clustered_vectors(n: int, dim: int, n_clusters: int | None = None, seed: int
     rot_of = rng.integers(0, len(bank), size=k)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
-        lab = labels[start:start + chunk]
+        lab = labels[start : start + chunk]
         z = rng.standard_normal((len(lab), dim)).astype(np.float32) * scale
         x = np.empty_like(z)
         for r in np.unique(rot_of[lab]):
@@ -46,5 +53,5 @@ def clustered_vectors(n: int, dim: int, n_clusters: int | None = None, seed: int
             x[sel] = z[sel] @ bank[r]
         x += centres[lab]
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        out[start:start + chunk] = x
+        out[start : start + chunk] = x
     return out

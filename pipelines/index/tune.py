@@ -11,8 +11,9 @@ import numpy as np
 from pipelines.index.build import VectorIndex
 
 
-def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, base_ids: np.ndarray | None = None,
-              batch: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(
+    base: np.ndarray, queries: np.ndarray, k: int, base_ids: np.ndarray | None = None, batch: int = 262_144
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN (squared L2) of ``queries`` in ``base``, batched over the base.
 
     Batching keeps memory at ``batch * d`` floats plus the running top-k, so ground truth
@@ -24,7 +25,7 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, base_ids: np.ndarra
     best_d = np.full((nq, k), np.inf, dtype=np.float32)
     best_i = np.full((nq, k), -1, dtype=np.int64)
     for start in range(0, len(base), batch):
-        chunk = np.ascontiguousarray(base[start:start + batch], dtype=np.float32)
+        chunk = np.ascontiguousarray(base[start : start + batch], dtype=np.float32)
         flat = faiss.IndexFlatL2(d)
         flat.add(chunk)
         D, nn = flat.search(q, min(k, len(chunk)))
@@ -69,11 +70,18 @@ def _plateaued(curve: list[dict[str, Any]], k_factor: int, steps: int = 3, gain:
     recalls = [r["recall"] for r in curve if r["k_factor"] == k_factor]
     if len(recalls) <= steps:
         return False
-    return all(b - a < gain for a, b in zip(recalls[-steps - 1:-1], recalls[-steps:], strict=True))
+    return all(b - a < gain for a, b in zip(recalls[-steps - 1 : -1], recalls[-steps:], strict=True))
 
 
-def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: float = 0.95, k: int = 10,
-         k_factors: list[int] | None = None, timing_queries: int = 200) -> dict[str, Any]:
+def tune(
+    index: VectorIndex,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    target: float = 0.95,
+    k: int = 10,
+    k_factors: list[int] | None = None,
+    timing_queries: int = 200,
+) -> dict[str, Any]:
     """Smallest setting that reaches ``target`` Recall@k; sets it on ``index``.
 
     "Smallest" = fewest scanned lists first, then the shallowest re-ranking depth: for each
@@ -104,8 +112,18 @@ def tune(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, target: flo
             if rec >= 0.9999 or _plateaued(curve, kf):
                 break
     reached = bool(candidates)
-    best = min(candidates, key=lambda r: (r["ms_per_query_batched"], r["nprobe"], r["k_factor"])) if reached \
+    best = (
+        min(candidates, key=lambda r: (r["ms_per_query_batched"], r["nprobe"], r["k_factor"]))
+        if reached
         else max(curve, key=lambda r: (r["recall"], -r["ms_per_query_batched"]))
+    )
     index.nprobe, index.k_factor = int(best["nprobe"]), int(best["k_factor"])
-    return {"nprobe": index.nprobe, "k_factor": index.k_factor, "recall": best["recall"], "target": target,
-            "reached": reached, "k": k, "curve": curve}
+    return {
+        "nprobe": index.nprobe,
+        "k_factor": index.k_factor,
+        "recall": best["recall"],
+        "target": target,
+        "reached": reached,
+        "k": k,
+        "curve": curve,
+    }

@@ -28,8 +28,9 @@ def diff_catalog(ids_table: Any, catalog_rows: Any) -> tuple[Any, np.ndarray]:
     return new_rows, removed
 
 
-def rebuild_reasons(meta: dict[str, Any], embedder_version: str, imbalance: float, ntotal: int,
-                    cfg: dict[str, Any] | None = None) -> list[str]:
+def rebuild_reasons(
+    meta: dict[str, Any], embedder_version: str, imbalance: float, ntotal: int, cfg: dict[str, Any] | None = None
+) -> list[str]:
     """Why the index must be rebuilt rather than updated (empty list: update is fine)."""
     cfg = cfg or {}
     reasons = []
@@ -46,9 +47,17 @@ def rebuild_reasons(meta: dict[str, Any], embedder_version: str, imbalance: floa
     return reasons
 
 
-def update_index(index_dir: Path, catalog: Path, images_root: Path | None, embed_fn: Any,
-                 cfg: dict[str, Any] | None = None, out: Path | None = None, snapshot_id: str | None = None,
-                 batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+def update_index(
+    index_dir: Path,
+    catalog: Path,
+    images_root: Path | None,
+    embed_fn: Any,
+    cfg: dict[str, Any] | None = None,
+    out: Path | None = None,
+    snapshot_id: str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Apply the catalog's additions and removals to the index in ``index_dir``.
 
     Writes a *new* version directory (the old one is never modified, serving may hold it)
@@ -90,12 +99,18 @@ def update_index(index_dir: Path, catalog: Path, images_root: Path | None, embed
     reasons = rebuild_reasons(meta, version, imb, index.ntotal, cfg.get("update"))
     if reasons:
         return {"path": None, "added": int(len(new_rows)), "removed": n_removed, "rebuild": reasons}
-    meta.update({"kind": "update", "parent": meta.get("version"), "imbalance": imb,
-                 "snapshot_id": snapshot_id or meta.get("snapshot_id"),
-                 "ntotal_at_build": meta.get("ntotal_at_build") or meta.get("ntotal"),
-                 "added": int(len(new_rows)), "removed": int(n_removed)})
+    meta.update(
+        {
+            "kind": "update",
+            "parent": meta.get("version"),
+            "imbalance": imb,
+            "snapshot_id": snapshot_id or meta.get("snapshot_id"),
+            "ntotal_at_build": meta.get("ntotal_at_build") or meta.get("ntotal"),
+            "added": int(len(new_rows)),
+            "removed": int(n_removed),
+        }
+    )
     for k in ("version", "created", "bytes", "bytes_per_vector"):
         meta.pop(k, None)
     path = save_index(index, ids_table.reset_index(drop=True), meta, out=out, products=product_cards(Path(catalog)))
-    return {"path": str(path), "added": int(len(new_rows)), "removed": int(n_removed), "imbalance": imb,
-            "rebuild": []}
+    return {"path": str(path), "added": int(len(new_rows)), "removed": int(n_removed), "imbalance": imb, "rebuild": []}

@@ -73,9 +73,14 @@ def derive_box(img, work: int = 128, thresh: float | None = None) -> tuple[list[
     return box, "segmented"
 
 
-def photo_manifest_rows(photos_dir: Path, labels_csv: Path | None = None, limit: int | None = None,
-                        skip_non_garment: bool = False, absolute: bool = False,
-                        progress: bool = False) -> dict[str, Any]:
+def photo_manifest_rows(
+    photos_dir: Path,
+    labels_csv: Path | None = None,
+    limit: int | None = None,
+    skip_non_garment: bool = False,
+    absolute: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Rows for the detector, tagger and embedder from the real photos.
 
     - every row: ``image`` (relative to ``photos_dir``, or absolute if ``absolute``),
@@ -115,15 +120,35 @@ def photo_manifest_rows(photos_dir: Path, labels_csv: Path | None = None, limit:
         label = str(rec.label)
         cat = to_category(label)
         rel = str(path) if absolute else path.relative_to(photos_dir).as_posix()
-        base: dict[str, Any] = {"image": rel, "source": "photos", "label": label, "group": f"photo:{rec.image}",
-                                "sender_id": str(rec.sender_id), "kids": str(rec.kids) == "True",
-                                "width": width, "height": height}
+        base: dict[str, Any] = {
+            "image": rel,
+            "source": "photos",
+            "label": label,
+            "group": f"photo:{rec.image}",
+            "sender_id": str(rec.sender_id),
+            "kids": str(rec.kids) == "True",
+            "width": width,
+            "height": height,
+        }
         bbox = json.dumps([round(v, 1) for v in box])
         implied = IMPLIED.get(cat, {}) if cat else {}
-        tag.append({**base, "bbox": bbox, "box_source": how, "category": cat, "identity": None,
-                    **{a: implied.get(a) for a in ATTRIBUTES}})
+        tag.append(
+            {
+                **base,
+                "bbox": bbox,
+                "box_source": how,
+                "category": cat,
+                "identity": None,
+                **{a: implied.get(a) for a in ATTRIBUTES},
+            }
+        )
         emb.append({**base, "bbox": bbox, "box_source": how, "category": cat, "identity": None, "role": "shop"})
         if cat is not None:
-            det.append({**base, "boxes": json.dumps([{"bbox": [round(v, 1) for v in box], "category": cat}]),
-                        "box_source": how})
+            det.append(
+                {
+                    **base,
+                    "boxes": json.dumps([{"bbox": [round(v, 1) for v in box], "category": cat}]),
+                    "box_source": how,
+                }
+            )
     return {"detector": pd.DataFrame(det), "tagger": pd.DataFrame(tag), "embedder": pd.DataFrame(emb)}

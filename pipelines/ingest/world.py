@@ -64,11 +64,27 @@ def world_manifest_rows(world: Path, min_crop: int = MIN_CROP) -> dict[str, Any]
             if w < min_crop or h < min_crop:
                 continue
             attrs = a.get("attributes") or {}
-            crop = {"image": rel, "source": "synthetic", "role": role, "bbox": json.dumps([float(v) for v in a["bbox"]]),
-                    "category": cats[a["category_id"]], "group": a["product_id"]}
-            tag.append({**crop, "identity": a["product_id"], **{k: attrs.get(k) for k in ATTRIBUTES},
-                        "visible_fraction": a.get("visible_fraction", 1.0)})
+            crop = {
+                "image": rel,
+                "source": "synthetic",
+                "role": role,
+                "bbox": json.dumps([float(v) for v in a["bbox"]]),
+                "category": cats[a["category_id"]],
+                "group": a["product_id"],
+            }
+            tag.append(
+                {
+                    **crop,
+                    "identity": a["product_id"],
+                    **{k: attrs.get(k) for k in ATTRIBUTES},
+                    "visible_fraction": a.get("visible_fraction", 1.0),
+                }
+            )
             emb.append({**crop, "identity": a["product_id"]})
     assert all(c in SYNTHETIC_TO_CATEGORY.values() for c in cats.values())
-    return {"detector": pd.DataFrame(det), "parser": pd.DataFrame(par),
-            "tagger": pd.DataFrame(tag), "embedder": pd.DataFrame(emb)}
+    return {
+        "detector": pd.DataFrame(det),
+        "parser": pd.DataFrame(par),
+        "tagger": pd.DataFrame(tag),
+        "embedder": pd.DataFrame(emb),
+    }

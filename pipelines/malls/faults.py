@@ -72,8 +72,11 @@ class FaultConfig(BaseModel):
 
     def rate(self, kind: str) -> float:
         """The rate of fault ``kind`` (one of :data:`PRODUCT_FAULTS` / :data:`IMAGE_FAULTS`)."""
-        name = {"error_burst": "error_burst_rate", "wrong_content_type": "wrong_content_type_rate",
-                "truncated_image": "truncated_image_rate"}.get(kind, f"{kind}_rate")
+        name = {
+            "error_burst": "error_burst_rate",
+            "wrong_content_type": "wrong_content_type_rate",
+            "truncated_image": "truncated_image_rate",
+        }.get(kind, f"{kind}_rate")
         return float(getattr(self, name))
 
     @property
@@ -82,8 +85,7 @@ class FaultConfig(BaseModel):
         return any(self.rate(k) > 0 for k in PRODUCT_FAULTS + IMAGE_FAULTS)
 
 
-def _select(ids: list[str], kinds: tuple[str, ...], config: FaultConfig, seed: int,
-            mall: str) -> dict[str, set[str]]:
+def _select(ids: list[str], kinds: tuple[str, ...], config: FaultConfig, seed: int, mall: str) -> dict[str, set[str]]:
     """Pick disjoint id sets per kind: rank by hash, take ``max(1, round(rate*n))``.
 
     Disjoint sets keep each faulty URL showing exactly one fault, which keeps crawler
@@ -98,8 +100,7 @@ def _select(ids: list[str], kinds: tuple[str, ...], config: FaultConfig, seed: i
             chosen[kind] = set()
             continue
         want = max(2 if kind == "redirect" else 1, round(rate * n))
-        ranked = sorted((i for i in ids if i not in taken),
-                        key=lambda i, k=kind: stable_hash(seed, mall, k, i))
+        ranked = sorted((i for i in ids if i not in taken), key=lambda i, k=kind: stable_hash(seed, mall, k, i))
         chosen[kind] = set(ranked[:want])
         taken |= chosen[kind]
     return chosen
@@ -117,8 +118,9 @@ class FaultPlan:
     wrong_type_variant: dict[str, str] = field(default_factory=dict)  # image -> variant
 
     @classmethod
-    def build(cls, config: FaultConfig, product_ids: list[str], image_names: list[str],
-              seed: int, mall: str) -> FaultPlan:
+    def build(
+        cls, config: FaultConfig, product_ids: list[str], image_names: list[str], seed: int, mall: str
+    ) -> FaultPlan:
         """Select faulty products and images deterministically from ``seed`` and ``mall``."""
         plan = cls(config=config)
         plan.products = _select(sorted(product_ids), PRODUCT_FAULTS, config, seed, mall)
@@ -131,8 +133,7 @@ class FaultPlan:
             plan.burst_status[pid] = 500 if stable_hash(seed, mall, "status", pid) < 0.5 else 503
         for name in plan.images["wrong_content_type"]:
             # "header": real JPEG bytes labelled text/html; "body": an HTML page labelled image/jpeg.
-            plan.wrong_type_variant[name] = (
-                "header" if stable_hash(seed, mall, "variant", name) < 0.5 else "body")
+            plan.wrong_type_variant[name] = "header" if stable_hash(seed, mall, "variant", name) < 0.5 else "body"
         return plan
 
     def product_fault(self, pid: str) -> str | None:

@@ -14,10 +14,30 @@ from typing import Any
 from pipelines.malls.faults import FaultConfig, stable_hash
 from pipelines.malls.site import ImageRef, Listing, Mall
 
-_BRANDS = ("Northwind", "Atelier Nova", "Blue Fern", "Kestrel", "Maison Ode", "Urban Loom",
-           "Verdant", "Solstice", "Harbor & Pine", "Lumen")
-_ADJECTIVES = ("Classic", "Everyday", "Relaxed", "Essential", "Vintage", "Modern", "Soft",
-               "Signature", "Light", "Tailored")
+_BRANDS = (
+    "Northwind",
+    "Atelier Nova",
+    "Blue Fern",
+    "Kestrel",
+    "Maison Ode",
+    "Urban Loom",
+    "Verdant",
+    "Solstice",
+    "Harbor & Pine",
+    "Lumen",
+)
+_ADJECTIVES = (
+    "Classic",
+    "Everyday",
+    "Relaxed",
+    "Essential",
+    "Vintage",
+    "Modern",
+    "Soft",
+    "Signature",
+    "Light",
+    "Tailored",
+)
 
 
 def _images_dir(photos_dir: Path) -> Path:
@@ -36,9 +56,15 @@ def is_held_out(image_id: str, seed: int = 0, share: float = HOLDOUT_SHARE) -> b
     return share > 0 and stable_hash(seed, "holdout", Path(image_id).stem) < share
 
 
-def held_out_photos(photos_dir: Path, labels_csv: Path | None = None, seed: int = 0,
-                    share: float = HOLDOUT_SHARE, image_col: str = "image",
-                    label_col: str = "label", ext: str = ".jpg") -> list[tuple[Path, str]]:
+def held_out_photos(
+    photos_dir: Path,
+    labels_csv: Path | None = None,
+    seed: int = 0,
+    share: float = HOLDOUT_SHARE,
+    image_col: str = "image",
+    label_col: str = "label",
+    ext: str = ".jpg",
+) -> list[tuple[Path, str]]:
     """``(file, label)`` of the photos :func:`build_photo_mall` leaves out with ``holdout=share``."""
     photos_dir = Path(photos_dir)
     img_dir = _images_dir(photos_dir)
@@ -51,8 +77,9 @@ def held_out_photos(photos_dir: Path, labels_csv: Path | None = None, seed: int 
     return out
 
 
-def read_labels(labels_csv: Path, image_col: str = "image", label_col: str = "label",
-                limit: int | None = None) -> list[dict[str, str]]:
+def read_labels(
+    labels_csv: Path, image_col: str = "image", label_col: str = "label", limit: int | None = None
+) -> list[dict[str, str]]:
     """Rows of the labels CSV in file order (first ``limit`` rows if given)."""
     with Path(labels_csv).open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
@@ -67,10 +94,20 @@ def read_labels(labels_csv: Path, image_col: str = "image", label_col: str = "la
     return rows
 
 
-def build_photo_mall(photos_dir: Path, labels_csv: Path | None = None, name: str = "photos",
-                     image_col: str = "image", label_col: str = "label", *, seed: int = 0,
-                     limit: int | None = None, faults: FaultConfig | None = None,
-                     ext: str = ".jpg", holdout: float = 0.0, **mall_kwargs: Any) -> Mall:
+def build_photo_mall(
+    photos_dir: Path,
+    labels_csv: Path | None = None,
+    name: str = "photos",
+    image_col: str = "image",
+    label_col: str = "label",
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    faults: FaultConfig | None = None,
+    ext: str = ".jpg",
+    holdout: float = 0.0,
+    **mall_kwargs: Any,
+) -> Mall:
     """A JSON-LD mall with one product per photo in ``photos_dir``.
 
     ``labels_csv`` defaults to ``photos_dir/labels.csv``. Title, brand and price are
@@ -95,9 +132,17 @@ def build_photo_mall(photos_dir: Path, labels_csv: Path | None = None, name: str
         adjective = _ADJECTIVES[int(stable_hash(seed, "adj", image_id) * len(_ADJECTIVES))]
         price = round(9.99 + int(h * 1000) / 10, 2)
         attributes = {k: v for k, v in row.items() if k not in (image_col, label_col) and k and v}
-        listings.append(Listing(
-            pid=Path(image_id).stem, category=label, title=f"{adjective} {label} {image_id[:8]}",
-            brand=brand, price=price, currency="EUR",
-            description=f"{adjective} {label.lower()} by {brand}.", attributes=attributes,
-            images=[ImageRef(file.name, file, "shop")]))
+        listings.append(
+            Listing(
+                pid=Path(image_id).stem,
+                category=label,
+                title=f"{adjective} {label} {image_id[:8]}",
+                brand=brand,
+                price=price,
+                currency="EUR",
+                description=f"{adjective} {label.lower()} by {brand}.",
+                attributes=attributes,
+                images=[ImageRef(file.name, file, "shop")],
+            )
+        )
     return Mall(name, "jsonld", listings, seed=seed, faults=faults, **mall_kwargs)

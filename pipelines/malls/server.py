@@ -58,9 +58,13 @@ class RequestLog:
 
     def count(self, path: str | None = None, status: int | None = None, prefix: str | None = None) -> int:
         """Requests matching an exact ``path``, a path ``prefix`` and/or a ``status``."""
-        return sum(1 for e in self.entries
-                   if (path is None or e.path == path) and (status is None or e.status == status)
-                   and (prefix is None or e.path.startswith(prefix)))
+        return sum(
+            1
+            for e in self.entries
+            if (path is None or e.path == path)
+            and (status is None or e.status == status)
+            and (prefix is None or e.path.startswith(prefix))
+        )
 
     def by_path(self) -> Counter[str]:
         """Request count per path."""
@@ -168,8 +172,9 @@ class MallServer:
                 port = self.base_port + i if self.base_port else 0
                 srv = _MallHTTPServer((self.host, port), mall)
                 self._servers[name] = srv
-                t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                                     name=f"mall-{name}", daemon=True)
+                t = threading.Thread(
+                    target=srv.serve_forever, kwargs={"poll_interval": 0.1}, name=f"mall-{name}", daemon=True
+                )
                 t.start()
                 self._threads.append(t)
         except BaseException:
@@ -252,8 +257,9 @@ def benchmark_requests(url: str, n: int = 1000, threads: int = 4) -> float:
     return per * threads / (time.perf_counter() - t0)
 
 
-def serve_forever(world: Path | None, photos: Path | None, labels: Path | None, host: str,
-                  base_port: int, faults: bool, seed: int) -> None:
+def serve_forever(
+    world: Path | None, photos: Path | None, labels: Path | None, host: str, base_port: int, faults: bool, seed: int
+) -> None:
     """Serve the demo malls (from ``world``) and/or the photo mall until Ctrl-C.
 
     Prints one ``name -> URL`` line per mall. Ports are consecutive from ``base_port``

@@ -179,11 +179,22 @@ class Mall:
     changed at runtime.
     """
 
-    def __init__(self, name: str, markup: str, listings: list[Listing], *, seed: int = 0,
-                 faults: FaultConfig | None = None, crawl_delay: float = 1.0, per_page: int = 12,
-                 change_rate: float = 0.1, remove_rate: float = 0.05,
-                 robots_status: int | str = 200, robots_redirects: int = 0,
-                 price_style: str = "symbol_first") -> None:
+    def __init__(
+        self,
+        name: str,
+        markup: str,
+        listings: list[Listing],
+        *,
+        seed: int = 0,
+        faults: FaultConfig | None = None,
+        crawl_delay: float = 1.0,
+        per_page: int = 12,
+        change_rate: float = 0.1,
+        remove_rate: float = 0.05,
+        robots_status: int | str = 200,
+        robots_redirects: int = 0,
+        price_style: str = "symbol_first",
+    ) -> None:
         if markup not in mk.MARKUPS:
             raise ValueError(f"unknown markup {markup!r}")
         self.name = name
@@ -213,8 +224,7 @@ class Mall:
             self.categories[slug] = c
         self._cat_slug = {c: s for s, c in self.categories.items()}
         self.fault_config = faults or FaultConfig()
-        self.faults = FaultPlan.build(self.fault_config, list(self.listings), list(self.images),
-                                      seed, name)
+        self.faults = FaultPlan.build(self.fault_config, list(self.listings), list(self.images), seed, name)
         self.revision = 0
         self._lock = threading.Lock()
         self._states: dict[int, dict[str, ProductState]] = {}
@@ -242,22 +252,27 @@ class Mall:
         for rr in range(1, r + 1):
             active = [pid for pid, s in table.items() if s.removed_rev is None]
             removed = _rank_pick(active, self.remove_rate, self.seed, self.name, "remove", rr)
-            changed = _rank_pick([p for p in active if p not in removed], self.change_rate,
-                                 self.seed, self.name, "change", rr)
+            changed = _rank_pick(
+                [p for p in active if p not in removed], self.change_rate, self.seed, self.name, "change", rr
+            )
             for pid in removed:
                 table[pid] = replace(table[pid], removed_rev=rr)
             for pid in changed:
                 s, base = table[pid], self.listings[pid]
-                table[pid] = replace(s, title=f"{base.title} - edition {rr}",
-                                     price=round(max(1.0, s.price * 0.9), 2), lastmod_rev=rr)
+                table[pid] = replace(
+                    s, title=f"{base.title} - edition {rr}", price=round(max(1.0, s.price * 0.9), 2), lastmod_rev=rr
+                )
         with self._lock:
             self._states[r] = table
         return table
 
     def changed_at(self, revision: int) -> set[str]:
         """Product ids whose title/price changed exactly at ``revision``."""
-        return {p for p, s in self.states(revision).items()
-                if s.lastmod_rev == revision and revision > 0 and s.removed_rev is None}
+        return {
+            p
+            for p, s in self.states(revision).items()
+            if s.lastmod_rev == revision and revision > 0 and s.removed_rev is None
+        }
 
     def removed_at(self, revision: int) -> set[str]:
         """Product ids removed exactly at ``revision``."""
@@ -267,8 +282,9 @@ class Mall:
         """``{"changed": ..., "removed": ...}`` between ``since`` and ``revision``."""
         old, new = self.states(since), self.states(revision)
         removed = {p for p, s in new.items() if s.removed_rev is not None and old[p].removed_rev is None}
-        changed = {p for p, s in new.items() if s.removed_rev is None
-                   and (s.title, s.price) != (old[p].title, old[p].price)}
+        changed = {
+            p for p, s in new.items() if s.removed_rev is None and (s.title, s.price) != (old[p].title, old[p].price)
+        }
         return {"changed": changed, "removed": removed}
 
     def active_ids(self, revision: int | None = None) -> list[str]:
@@ -301,17 +317,17 @@ class Mall:
     def expected_faults(self) -> dict[str, Any]:
         """Faulty product ids / image names per kind with parameters (see FaultPlan.describe)."""
         desc = self.faults.describe()
-        desc["product_paths"] = {k: sorted(self.listings[p].path for p in v)
-                                 for k, v in self.faults.products.items()}
-        desc["image_paths"] = {k: sorted(self.images[n].url_path for n in v)
-                               for k, v in self.faults.images.items()}
+        desc["product_paths"] = {k: sorted(self.listings[p].path for p in v) for k, v in self.faults.products.items()}
+        desc["image_paths"] = {k: sorted(self.images[n].url_path for n in v) for k, v in self.faults.images.items()}
         return desc
 
     def robots_txt(self, base: str) -> str:
         """The robots.txt body (normal mode)."""
         delay = int(self.crawl_delay) if float(self.crawl_delay).is_integer() else self.crawl_delay
-        return ("User-agent: *\nDisallow: /cart\nDisallow: /account\nDisallow: /search\n"
-                f"Crawl-delay: {delay}\n\nSitemap: {base}/sitemap.xml\n")
+        return (
+            "User-agent: *\nDisallow: /cart\nDisallow: /account\nDisallow: /search\n"
+            f"Crawl-delay: {delay}\n\nSitemap: {base}/sitemap.xml\n"
+        )
 
     # ------------------------------------------------------------------ rendering
     def _nav(self) -> list[tuple[str, str]]:
@@ -323,11 +339,19 @@ class Mall:
     def _view(self, pid: str, base: str, state: ProductState) -> mk.ProductView:
         lst = self.listings[pid]
         return mk.ProductView(
-            pid=pid, title=state.title, brand=lst.brand, category=lst.category,
-            category_path=self.category_path(lst.category), price=state.price,
-            currency=lst.currency, description=lst.description, url=base + lst.path,
+            pid=pid,
+            title=state.title,
+            brand=lst.brand,
+            category=lst.category,
+            category_path=self.category_path(lst.category),
+            price=state.price,
+            currency=lst.currency,
+            description=lst.description,
+            url=base + lst.path,
             image_urls=[base + i.url_path for i in lst.images],
-            image_paths=[i.url_path for i in lst.images], attributes=dict(lst.attributes))
+            image_paths=[i.url_path for i in lst.images],
+            attributes=dict(lst.attributes),
+        )
 
     def _render(self, path: str, query: dict[str, list[str]], base: str) -> Response | None:
         """Render a cacheable page (None: not a page of this mall)."""
@@ -348,31 +372,44 @@ class Mall:
             pages = max(1, -(-len(pids) // self.per_page))
             if not 1 <= page <= pages:
                 return None
-            chunk = pids[(page - 1) * self.per_page: page * self.per_page]
-            cards = [mk.CardView(states[p].title, self.link_path(p), states[p].price,
-                                 self.listings[p].currency,
-                                 self.listings[p].images[0].url_path if self.listings[p].images else "")
-                     for p in chunk]
+            chunk = pids[(page - 1) * self.per_page : page * self.per_page]
+            cards = [
+                mk.CardView(
+                    states[p].title,
+                    self.link_path(p),
+                    states[p].price,
+                    self.listings[p].currency,
+                    self.listings[p].images[0].url_path if self.listings[p].images else "",
+                )
+                for p in chunk
+            ]
             html = mk.render_listing(self.name, self._nav(), cat, cards, page, pages, path)
             return Response(200, html.encode(), last_modified=rev_date)
         if path == "/sitemap.xml":
-            body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                    '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-                    + "".join(f"<sitemap><loc>{base}/{n}</loc><lastmod>{rev_date.date()}</lastmod></sitemap>\n"
-                              for n in ("sitemap-products.xml", "sitemap-categories.xml"))
-                    + "</sitemapindex>\n")
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+                + "".join(
+                    f"<sitemap><loc>{base}/{n}</loc><lastmod>{rev_date.date()}</lastmod></sitemap>\n"
+                    for n in ("sitemap-products.xml", "sitemap-categories.xml")
+                )
+                + "</sitemapindex>\n"
+            )
             return Response(200, body.encode(), "application/xml", last_modified=rev_date)
         if path in ("/sitemap-products.xml", "/sitemap-categories.xml"):
             if path == "/sitemap-products.xml":
-                entries = [(base + self.listings[p].path, self._revision_date(states[p].lastmod_rev))
-                           for p in self.active_ids(r)]
+                entries = [
+                    (base + self.listings[p].path, self._revision_date(states[p].lastmod_rev))
+                    for p in self.active_ids(r)
+                ]
             else:
                 entries = [(f"{base}/c/{s}", rev_date) for s in self.categories]
-            body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                    '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
-                    + "".join(f"<url><loc>{_xml(u)}</loc><lastmod>{d.date()}</lastmod></url>\n"
-                              for u, d in entries)
-                    + "</urlset>\n")
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+                + "".join(f"<url><loc>{_xml(u)}</loc><lastmod>{d.date()}</lastmod></url>\n" for u, d in entries)
+                + "</urlset>\n"
+            )
             return Response(200, body.encode(), "application/xml", last_modified=rev_date)
         if path.startswith("/p/"):
             pid = self._by_path.get(path)
@@ -381,12 +418,10 @@ class Mall:
             st = states[pid]
             if st.removed_rev is not None:
                 code = self.gone_status(pid)
-                html = mk.render_simple("Gone" if code == 410 else "Not found",
-                                        "This product is no longer available.")
+                html = mk.render_simple("Gone" if code == 410 else "Not found", "This product is no longer available.")
                 return Response(code, html.encode())
             style = self.price_style if self.listings[pid].primary else "european"
-            html = mk.render_product(self.markup, self.name, self._nav(),
-                                     self._view(pid, base, st), style)
+            html = mk.render_product(self.markup, self.name, self._nav(), self._view(pid, base, st), style)
             return Response(200, html.encode(), last_modified=self._revision_date(st.lastmod_rev))
         return None
 
@@ -404,8 +439,7 @@ class Mall:
         return resp
 
     # ------------------------------------------------------------------ routing
-    def handle(self, method: str, target: str, headers: Mapping[str, str], host: str,
-               state: FaultState) -> Response:
+    def handle(self, method: str, target: str, headers: Mapping[str, str], host: str, state: FaultState) -> Response:
         """Answer one request (``target`` is the raw request path with query).
 
         ``host`` is the Host header value (builds absolute URLs); ``state`` holds this
@@ -437,16 +471,28 @@ class Mall:
                 return Response(404, mk.render_simple("Not found", path).encode())
             if fault == "error_burst" and state.hit("burst:" + path) < cfg.burst_len:
                 code = self.faults.burst_status[pid]
-                return Response(code, mk.render_simple("Server error", "try again").encode(),
-                                headers={"Retry-After": "0"} if code == 503 else {})
+                return Response(
+                    code,
+                    mk.render_simple("Server error", "try again").encode(),
+                    headers={"Retry-After": "0"} if code == 503 else {},
+                )
             if fault == "rate_limit" and state.hit("429:" + path) < 1:
-                return Response(429, mk.render_simple("Too many requests", "slow down").encode(),
-                                headers={"Retry-After": str(cfg.retry_after_s)})
+                return Response(
+                    429,
+                    mk.render_simple("Too many requests", "slow down").encode(),
+                    headers={"Retry-After": str(cfg.retry_after_s)},
+                )
             if fault == "slow":
                 resp = replace(resp, delay_s=cfg.slow_s)
         if _not_modified(resp, headers):
-            return Response(304, b"", resp.content_type, headers={"ETag": resp.etag or ""},
-                            last_modified=resp.last_modified, delay_s=resp.delay_s)
+            return Response(
+                304,
+                b"",
+                resp.content_type,
+                headers={"ETag": resp.etag or ""},
+                last_modified=resp.last_modified,
+                delay_s=resp.delay_s,
+            )
         return resp
 
     def _robots(self, path: str, base: str, headers: Mapping[str, str]) -> Response:
@@ -459,8 +505,7 @@ class Mall:
             return Response(0, drop=True)
         if int(mode) != 200:
             return Response(int(mode), f"robots {mode}\n".encode(), "text/plain")
-        resp = Response(200, self.robots_txt(base).encode(), "text/plain; charset=utf-8",
-                        last_modified=BASE_DATE)
+        resp = Response(200, self.robots_txt(base).encode(), "text/plain; charset=utf-8", last_modified=BASE_DATE)
         if _not_modified(resp, headers):
             return Response(304, b"", headers={"ETag": resp.etag or ""}, last_modified=BASE_DATE)
         return resp
@@ -489,8 +534,7 @@ class Mall:
                 ctype = "text/html; charset=utf-8"
             else:
                 data = mk.render_simple("Image", "this is not an image").encode()
-        resp = Response(200, data, ctype, last_modified=BASE_DATE,
-                        headers={"Cache-Control": "public, max-age=3600"})
+        resp = Response(200, data, ctype, last_modified=BASE_DATE, headers={"Cache-Control": "public, max-age=3600"})
         if _not_modified(resp, headers):
             return Response(304, b"", ctype, headers={"ETag": resp.etag or ""}, last_modified=BASE_DATE)
         return resp
@@ -526,18 +570,25 @@ def _image_name(file: str) -> str:
 def _listing(world: Path, prod: dict[str, Any], primary: bool) -> Listing:
     listed = prod.get("listed") or {}
     attrs = listed.get("attributes", prod.get("attributes", {})) or {}
-    images = [ImageRef(_image_name(i["file"]), world / i["file"], i.get("role", "shop"))
-              for i in prod.get("images", [])]
+    images = [
+        ImageRef(_image_name(i["file"]), world / i["file"], i.get("role", "shop")) for i in prod.get("images", [])
+    ]
     title = prod["title"] if primary else f"{prod['title']} | {prod['brand']}"
-    return Listing(pid=prod["product_id"], category=listed.get("category", prod["category"]),
-                   title=title, brand=prod["brand"], price=float(prod["price"]),
-                   currency=prod.get("currency", "EUR"), description=prod.get("description", ""),
-                   attributes={str(k): _attr_text(v) for k, v in attrs.items() if v is not None},
-                   images=images, primary=primary)
+    return Listing(
+        pid=prod["product_id"],
+        category=listed.get("category", prod["category"]),
+        title=title,
+        brand=prod["brand"],
+        price=float(prod["price"]),
+        currency=prod.get("currency", "EUR"),
+        description=prod.get("description", ""),
+        attributes={str(k): _attr_text(v) for k, v in attrs.items() if v is not None},
+        images=images,
+        primary=primary,
+    )
 
 
-def _fault_configs(faults: bool | dict[str, Any] | FaultConfig, names: list[str]
-                   ) -> dict[str, FaultConfig | None]:
+def _fault_configs(faults: bool | dict[str, Any] | FaultConfig, names: list[str]) -> dict[str, FaultConfig | None]:
     if faults is True:
         return {n: FaultConfig.all_on() for n in names}
     if not faults:
@@ -545,15 +596,29 @@ def _fault_configs(faults: bool | dict[str, Any] | FaultConfig, names: list[str]
     if isinstance(faults, FaultConfig):
         return dict.fromkeys(names, faults)
     if set(faults) <= set(names):  # per-mall mapping
-        return {n: (v if isinstance(v, FaultConfig) or v is None else
-                    FaultConfig.all_on() if v is True else FaultConfig(**v) if v else None)
-                for n, v in ((n, faults.get(n)) for n in names)}
+        return {
+            n: (
+                v
+                if isinstance(v, FaultConfig) or v is None
+                else FaultConfig.all_on()
+                if v is True
+                else FaultConfig(**v)
+                if v
+                else None
+            )
+            for n, v in ((n, faults.get(n)) for n in names)
+        }
     cfg = FaultConfig(**faults)  # one set of FaultConfig fields for every mall
     return dict.fromkeys(names, cfg)
 
 
-def build_demo_malls(world: Path, seed: int = 0, faults: bool | dict[str, Any] | FaultConfig = False,
-                     duplicate_share: float = 0.05, **mall_kwargs: Any) -> list[Mall]:
+def build_demo_malls(
+    world: Path,
+    seed: int = 0,
+    faults: bool | dict[str, Any] | FaultConfig = False,
+    duplicate_share: float = 0.05,
+    **mall_kwargs: Any,
+) -> list[Mall]:
     """The three demo malls (JSON-LD, microdata+OpenGraph, CSS) built from one world.
 
     Products are split by a hash of product id and ``seed``; ``duplicate_share`` of them is
@@ -577,11 +642,9 @@ def build_demo_malls(world: Path, seed: int = 0, faults: bool | dict[str, Any] |
             per_mall[other].append(_listing(world, prod, primary=False))
             shared[pid] = [names[i], other]
     cfgs = _fault_configs(faults, names)
-    malls = [Mall(n, DEMO_MALLS[n], per_mall[n], seed=seed, faults=cfgs[n], **mall_kwargs)
-             for n in names]
+    malls = [Mall(n, DEMO_MALLS[n], per_mall[n], seed=seed, faults=cfgs[n], **mall_kwargs) for n in names]
     for m in malls:
-        m.shared_with = {pid: [x for x in ms if x != m.name] for pid, ms in shared.items()
-                         if pid in m.listings}
+        m.shared_with = {pid: [x for x in ms if x != m.name] for pid, ms in shared.items() if pid in m.listings}
     return malls
 
 

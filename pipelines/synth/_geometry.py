@@ -64,7 +64,9 @@ def _frame(origin: tuple[float, float], xaxis: tuple[float, float], yaxis: tuple
     )
 
 
-def _limb(origin: tuple[float, float], angle: float, side: int, length: float, hw: float) -> tuple[np.ndarray, tuple[float, float]]:
+def _limb(
+    origin: tuple[float, float], angle: float, side: int, length: float, hw: float
+) -> tuple[np.ndarray, tuple[float, float]]:
     d = (side * math.sin(angle), math.cos(angle))
     perp = (side * d[1], -side * d[0])
     f = _frame(origin, (perp[0] * hw, perp[1] * hw), (d[0] * length, d[1] * length))
@@ -120,7 +122,9 @@ def _arr(pts: list[tuple[float, float]]) -> np.ndarray:
     return np.asarray(pts, dtype=np.float64)
 
 
-def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 20, a0: float = 0.0, a1: float = 2 * math.pi) -> list[tuple[float, float]]:
+def ellipse(
+    cx: float, cy: float, rx: float, ry: float, n: int = 20, a0: float = 0.0, a1: float = 2 * math.pi
+) -> list[tuple[float, float]]:
     """Points on an ellipse arc (angles in radians, y down)."""
     return [
         (cx + rx * math.cos(a), cy + ry * math.sin(a))
@@ -145,12 +149,48 @@ def body_parts(shape: BodyShape, aspect: dict[str, float]) -> list[Part]:
     parts: list[Part] = []
     hf = shape.hipf
     if shape.hair_style == "long":
-        parts.append(Part("head", _arr(ellipse(0, -0.1, 1.05, 1.05, 14, math.pi, 2 * math.pi) + [(1.15, 1.6), (0.9, 2.35), (-0.9, 2.35), (-1.15, 1.6)]), "hair", 0.15))
+        parts.append(
+            Part(
+                "head",
+                _arr(
+                    ellipse(0, -0.1, 1.05, 1.05, 14, math.pi, 2 * math.pi)
+                    + [(1.15, 1.6), (0.9, 2.35), (-0.9, 2.35), (-1.15, 1.6)]
+                ),
+                "hair",
+                0.15,
+            )
+        )
     for s in ("l", "r"):
         parts.append(Part(f"uleg_{s}", capsule(aspect[f"uleg_{s}"]), "skin"))
         parts.append(Part(f"lleg_{s}", capsule(aspect[f"lleg_{s}"]), "skin"))
         parts.append(Part(f"foot_{s}", _arr([(-0.8, -0.4), (0.8, -0.4), (1.6, 0.9), (1.7, 1.3), (-0.9, 1.3)]), "skin"))
-    parts.append(Part("torso", _arr([(-0.25, -0.25), (0.25, -0.25), (0.25, 0.0), (0.95, 0.06), (1.02, 0.18), (0.86, 0.42), (0.7, 0.7), (0.86 * hf, 1.0), (0.6 * hf, 1.12), (-0.6 * hf, 1.12), (-0.86 * hf, 1.0), (-0.7, 0.7), (-0.86, 0.42), (-1.02, 0.18), (-0.95, 0.06), (-0.25, 0.0)]), "skin", 0.3))
+    parts.append(
+        Part(
+            "torso",
+            _arr(
+                [
+                    (-0.25, -0.25),
+                    (0.25, -0.25),
+                    (0.25, 0.0),
+                    (0.95, 0.06),
+                    (1.02, 0.18),
+                    (0.86, 0.42),
+                    (0.7, 0.7),
+                    (0.86 * hf, 1.0),
+                    (0.6 * hf, 1.12),
+                    (-0.6 * hf, 1.12),
+                    (-0.86 * hf, 1.0),
+                    (-0.7, 0.7),
+                    (-0.86, 0.42),
+                    (-1.02, 0.18),
+                    (-0.95, 0.06),
+                    (-0.25, 0.0),
+                ]
+            ),
+            "skin",
+            0.3,
+        )
+    )
     for s in ("l", "r"):
         parts.append(Part(f"uarm_{s}", capsule(aspect[f"uarm_{s}"]), "skin"))
         parts.append(Part(f"larm_{s}", capsule(aspect[f"larm_{s}"]), "skin"))
@@ -170,7 +210,11 @@ def body_parts(shape: BodyShape, aspect: dict[str, float]) -> list[Part]:
 
 # --------------------------------------------------------------------------- garments
 
-_LENGTH_HEM = {"dress": {"short": 1.5, "knee": 1.95, "long": 2.55}, "skirt": {"short": 1.45, "knee": 1.9, "long": 2.55}, "outerwear": {"short": 1.1, "knee": 1.85, "long": 2.3}}
+_LENGTH_HEM = {
+    "dress": {"short": 1.5, "knee": 1.95, "long": 2.55},
+    "skirt": {"short": 1.45, "knee": 1.9, "long": 2.55},
+    "outerwear": {"short": 1.1, "knee": 1.85, "long": 2.3},
+}
 
 
 def _torso_body(p: dict, hem: float, *, sleeveless: bool, neckline: str, gap: float = 0.0) -> list[np.ndarray]:
@@ -202,7 +246,17 @@ def _collar(p: dict) -> list[Part]:
 
 
 def _hood() -> Part:
-    pts = [(-0.58, -0.1), (-0.32, -0.16), (0.32, -0.16), (0.58, -0.1), (0.62, 0.06), (0.35, 0.17), (0.0, 0.21), (-0.35, 0.17), (-0.62, 0.06)]
+    pts = [
+        (-0.58, -0.1),
+        (-0.32, -0.16),
+        (0.32, -0.16),
+        (0.58, -0.1),
+        (0.62, 0.06),
+        (0.35, 0.17),
+        (0.0, 0.21),
+        (-0.35, 0.17),
+        (-0.62, 0.06),
+    ]
     return Part("torso", _arr(pts), "dark", 0.2)
 
 
@@ -211,19 +265,66 @@ def _sleeves(p: dict, sleeve: str, cuff: bool) -> list[Part]:
     out: list[Part] = []
     for s in ("l", "r"):
         if sleeve == "short":
-            out.append(Part(f"uarm_{s}", _arr([(-1.5 * w, 0.0), (-0.6 * w, -0.16), (0.7 * w, -0.12), (1.5 * w, 0.08), (1.42 * w, p["short_sleeve"]), (-1.42 * w, p["short_sleeve"])])))
+            out.append(
+                Part(
+                    f"uarm_{s}",
+                    _arr(
+                        [
+                            (-1.5 * w, 0.0),
+                            (-0.6 * w, -0.16),
+                            (0.7 * w, -0.12),
+                            (1.5 * w, 0.08),
+                            (1.42 * w, p["short_sleeve"]),
+                            (-1.42 * w, p["short_sleeve"]),
+                        ]
+                    ),
+                )
+            )
         elif sleeve == "long":
-            out.append(Part(f"uarm_{s}", _arr([(-1.45 * w, 0.0), (-0.6 * w, -0.16), (0.7 * w, -0.12), (1.45 * w, 0.08), (1.35 * w, 1.1), (-1.35 * w, 1.1)])))
-            out.append(Part(f"larm_{s}", _arr([(-1.55 * w, -0.12), (1.55 * w, -0.12), (1.45 * w, 0.96), (-1.45 * w, 0.96)])))
+            out.append(
+                Part(
+                    f"uarm_{s}",
+                    _arr(
+                        [
+                            (-1.45 * w, 0.0),
+                            (-0.6 * w, -0.16),
+                            (0.7 * w, -0.12),
+                            (1.45 * w, 0.08),
+                            (1.35 * w, 1.1),
+                            (-1.35 * w, 1.1),
+                        ]
+                    ),
+                )
+            )
+            out.append(
+                Part(f"larm_{s}", _arr([(-1.55 * w, -0.12), (1.55 * w, -0.12), (1.45 * w, 0.96), (-1.45 * w, 0.96)]))
+            )
             if cuff:
-                out.append(Part(f"larm_{s}", _arr([(-1.5 * w, 0.84), (1.5 * w, 0.84), (1.45 * w, 0.97), (-1.45 * w, 0.97)]), "dark", 0.1))
+                out.append(
+                    Part(
+                        f"larm_{s}",
+                        _arr([(-1.5 * w, 0.84), (1.5 * w, 0.84), (1.45 * w, 0.97), (-1.45 * w, 0.97)]),
+                        "dark",
+                        0.1,
+                    )
+                )
     return out
 
 
 def _skirt_poly(p: dict, hem: float, top: float = 0.68) -> np.ndarray:
     hw = 0.9 + p["flare"] * (hem - 0.7)
     mid = top + 0.45 * (hem - top)
-    return _arr([(-0.8, top), (0.8, top), (0.92 + 0.5 * (hw - 0.92), mid), (hw, hem), (0.0, hem + 0.03), (-hw, hem), (-0.92 - 0.5 * (hw - 0.92), mid)])
+    return _arr(
+        [
+            (-0.8, top),
+            (0.8, top),
+            (0.92 + 0.5 * (hw - 0.92), mid),
+            (hw, hem),
+            (0.0, hem + 0.03),
+            (-hw, hem),
+            (-0.92 - 0.5 * (hw - 0.92), mid),
+        ]
+    )
 
 
 def garment_parts(cat: str, attrs: dict[str, str], p: dict) -> list[Part]:
@@ -253,23 +354,43 @@ def garment_parts(cat: str, attrs: dict[str, str], p: dict) -> list[Part]:
             parts += _collar(p)
         if neck == "hooded":
             for x in (-0.12, 0.12):
-                parts.append(Part("torso", _arr([(x - 0.015, 0.12), (x + 0.015, 0.12), (x + 0.015, 0.42), (x - 0.015, 0.42)]), "trim", 0.0))
+                parts.append(
+                    Part(
+                        "torso",
+                        _arr([(x - 0.015, 0.12), (x + 0.015, 0.12), (x + 0.015, 0.42), (x - 0.015, 0.42)]),
+                        "trim",
+                        0.0,
+                    )
+                )
     elif cat == "skirt":
         parts.append(Part("torso", _skirt_poly(p, _LENGTH_HEM["skirt"][attrs["length"]], 0.7), "main", 0.3))
         parts.append(Part("torso", _arr([(-0.8, 0.68), (0.8, 0.68), (0.81, 0.76), (-0.81, 0.76)]), "dark", 0.2))
     elif cat in ("pants", "shorts"):
         w = p["leg_w"]
-        parts.append(Part("torso", _arr([(-0.8, 0.7), (0.8, 0.7), (0.93, 1.0), (0.9, 1.12), (0.0, 1.22), (-0.9, 1.12), (-0.93, 1.0)]), "main", 0.3))
+        parts.append(
+            Part(
+                "torso",
+                _arr([(-0.8, 0.7), (0.8, 0.7), (0.93, 1.0), (0.9, 1.12), (0.0, 1.22), (-0.9, 1.12), (-0.93, 1.0)]),
+                "main",
+                0.3,
+            )
+        )
         parts.append(Part("torso", _arr([(-0.8, 0.68), (0.8, 0.68), (0.81, 0.76), (-0.81, 0.76)]), "dark", 0.2))
         length = attrs["length"]
         for s in ("l", "r"):
             if cat == "shorts":
                 y1 = 0.45 if length == "short" else 0.95
-                parts.append(Part(f"uleg_{s}", _arr([(-1.3 * w, -0.2), (1.3 * w, -0.2), (1.35 * w, y1), (-1.35 * w, y1)])))
+                parts.append(
+                    Part(f"uleg_{s}", _arr([(-1.3 * w, -0.2), (1.3 * w, -0.2), (1.35 * w, y1), (-1.35 * w, y1)]))
+                )
             else:
-                parts.append(Part(f"uleg_{s}", _arr([(-1.22 * w, -0.2), (1.22 * w, -0.2), (1.15 * w, 1.06), (-1.15 * w, 1.06)])))
+                parts.append(
+                    Part(f"uleg_{s}", _arr([(-1.22 * w, -0.2), (1.22 * w, -0.2), (1.15 * w, 1.06), (-1.15 * w, 1.06)]))
+                )
                 y1 = 0.97 if length == "long" else 0.5
-                parts.append(Part(f"lleg_{s}", _arr([(-1.45 * w, -0.1), (1.45 * w, -0.1), (1.55 * w, y1), (-1.55 * w, y1)])))
+                parts.append(
+                    Part(f"lleg_{s}", _arr([(-1.45 * w, -0.1), (1.45 * w, -0.1), (1.55 * w, y1), (-1.55 * w, y1)]))
+                )
     elif cat == "shoes":
         style = p["style"]
         for s in ("l", "r"):
@@ -278,10 +399,20 @@ def garment_parts(cat: str, attrs: dict[str, str], p: dict) -> list[Part]:
             elif style == "heel":
                 poly = [(-0.85, -0.2), (0.85, -0.2), (1.75, 0.95), (1.7, 1.3), (0.3, 1.12), (-0.55, 1.36), (-0.95, 1.3)]
             else:
-                poly = [(-1.05, -0.35), (0.95, -0.35), (1.5, 0.45), (2.05, 0.85), (2.05, 1.38), (-1.15, 1.38), (-1.25, 0.6)]
+                poly = [
+                    (-1.05, -0.35),
+                    (0.95, -0.35),
+                    (1.5, 0.45),
+                    (2.05, 0.85),
+                    (2.05, 1.38),
+                    (-1.15, 1.38),
+                    (-1.25, 0.6),
+                ]
             parts.append(Part(f"foot_{s}", _arr(poly), "main", 0.2))
             if style == "sneaker":
-                parts.append(Part(f"foot_{s}", _arr([(-1.2, 1.08), (2.08, 1.08), (2.08, 1.4), (-1.2, 1.4)]), "trim", 0.0))
+                parts.append(
+                    Part(f"foot_{s}", _arr([(-1.2, 1.08), (2.08, 1.08), (2.08, 1.4), (-1.2, 1.4)]), "trim", 0.0)
+                )
     elif cat == "bag":
         style = p["style"]
         side = p["side"]
@@ -290,12 +421,22 @@ def garment_parts(cat: str, attrs: dict[str, str], p: dict) -> list[Part]:
             if side == "l":
                 a, b = (0.8, 0.02), (-0.9, 0.98)
             t = 0.07
-            parts.append(Part("torso", _arr([(a[0] - t, a[1]), (a[0] + t, a[1]), (b[0] + t, b[1]), (b[0] - t, b[1])]), "dark", 0.0))
+            parts.append(
+                Part(
+                    "torso", _arr([(a[0] - t, a[1]), (a[0] + t, a[1]), (b[0] + t, b[1]), (b[0] - t, b[1])]), "dark", 0.0
+                )
+            )
             parts.append(Part(f"hip_{side}", _arr([(-1.9, -0.6), (1.9, -0.6), (2.0, 2.3), (-2.0, 2.3)]), "main", 0.15))
-            parts.append(Part(f"hip_{side}", _arr([(-1.9, -0.6), (1.9, -0.6), (1.95, 0.5), (0.0, 0.8), (-1.95, 0.5)]), "dark", 0.1))
+            parts.append(
+                Part(
+                    f"hip_{side}", _arr([(-1.9, -0.6), (1.9, -0.6), (1.95, 0.5), (0.0, 0.8), (-1.95, 0.5)]), "dark", 0.1
+                )
+            )
         elif style == "clutch":
             parts.append(Part(f"wrist_{side}", _arr([(-2.3, 0.2), (2.3, 0.2), (2.3, 2.3), (-2.3, 2.3)]), "main", 0.15))
-            parts.append(Part(f"wrist_{side}", _arr([(-2.3, 0.2), (2.3, 0.2), (2.3, 0.9), (0.0, 1.3), (-2.3, 0.9)]), "dark", 0.1))
+            parts.append(
+                Part(f"wrist_{side}", _arr([(-2.3, 0.2), (2.3, 0.2), (2.3, 0.9), (0.0, 1.3), (-2.3, 0.9)]), "dark", 0.1)
+            )
         else:  # tote
             outer = ellipse(0, 1.9, 1.8, 1.9, 10, math.pi, 2 * math.pi)
             inner = ellipse(0, 1.9, 1.45, 1.55, 10, math.pi, 2 * math.pi)
@@ -304,11 +445,27 @@ def garment_parts(cat: str, attrs: dict[str, str], p: dict) -> list[Part]:
     elif cat == "hat":
         style = p["style"]
         if style == "beanie":
-            parts.append(Part("head", _arr(ellipse(0, 0, 0.92, 1.15, 16, math.pi + 0.2, 2 * math.pi - 0.2) + [(0.95, -0.15), (-0.95, -0.15)]), "main", 0.25))
-            parts.append(Part("head", _arr([(-0.97, -0.45), (0.97, -0.45), (0.97, -0.12), (-0.97, -0.12)]), "dark", 0.2))
+            parts.append(
+                Part(
+                    "head",
+                    _arr(
+                        ellipse(0, 0, 0.92, 1.15, 16, math.pi + 0.2, 2 * math.pi - 0.2)
+                        + [(0.95, -0.15), (-0.95, -0.15)]
+                    ),
+                    "main",
+                    0.25,
+                )
+            )
+            parts.append(
+                Part("head", _arr([(-0.97, -0.45), (0.97, -0.45), (0.97, -0.12), (-0.97, -0.12)]), "dark", 0.2)
+            )
         elif style == "cap":
             parts.append(Part("head", _arr(ellipse(0, -0.25, 0.9, 0.92, 16, math.pi, 2 * math.pi)), "main", 0.25))
-            parts.append(Part("head", _arr([(-0.9, -0.35), (0.9, -0.35), (1.7, -0.22), (1.6, -0.08), (-0.9, -0.16)]), "dark", 0.1))
+            parts.append(
+                Part(
+                    "head", _arr([(-0.9, -0.35), (0.9, -0.35), (1.7, -0.22), (1.6, -0.08), (-0.9, -0.16)]), "dark", 0.1
+                )
+            )
         else:  # brim hat
             parts.append(Part("head", _arr([(-0.68, -0.45), (-0.62, -1.4), (0.62, -1.4), (0.68, -0.45)]), "main", 0.25))
             parts.append(Part("head", _arr(ellipse(0, -0.45, 1.75, 0.3, 20)), "main", 0.1))

@@ -87,7 +87,9 @@ def pattern_rgb(p: dict, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
         s2 = (np.mod(ry / per, 1.0) < duty).astype(np.float32)
         w = (0.45 * (s1 + s2))[:, None]
         out = prim * (1 - w) + sec * w
-        thin = (np.abs(np.mod(rx / per + 0.5 * duty + 0.5, 1.0) - 0.5) < 0.04) | (np.abs(np.mod(ry / per + 0.5 * duty + 0.5, 1.0) - 0.5) < 0.04)
+        thin = (np.abs(np.mod(rx / per + 0.5 * duty + 0.5, 1.0) - 0.5) < 0.04) | (
+            np.abs(np.mod(ry / per + 0.5 * duty + 0.5, 1.0) - 0.5) < 0.04
+        )
         out[thin] = np.asarray(p["rgb3"], np.float32)
     elif kind == "dots":
         sp = p["period"]
@@ -116,7 +118,9 @@ def pattern_rgb(p: dict, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
         out[leaf] = prim * 0.6 + np.asarray((30, 90, 40), np.float32) * 0.4
     elif kind == "camo":
         s = p["period"]
-        v = 0.65 * value_noise(rx / s, ry / s, p["salt"]) + 0.35 * value_noise(rx / (s * 0.45), ry / (s * 0.45), p["salt"] + 7)
+        v = 0.65 * value_noise(rx / s, ry / s, p["salt"]) + 0.35 * value_noise(
+            rx / (s * 0.45), ry / (s * 0.45), p["salt"] + 7
+        )
         out[v > 0.42] = sec
         out[v > 0.55] = np.asarray(p["rgb3"], np.float32)
         out[v > 0.66] = prim * 0.55

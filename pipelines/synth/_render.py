@@ -55,8 +55,26 @@ LAYER = {
 TOPS = ("t-shirt", "shirt", "sweater")
 BOTTOMS = ("skirt", "pants", "shorts")
 
-SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 140, 100), (160, 105, 70), (120, 78, 50), (88, 57, 38), (236, 188, 150)]
-HAIR_COLORS = [(20, 16, 14), (58, 38, 24), (98, 64, 36), (170, 130, 80), (220, 190, 120), (150, 60, 30), (160, 160, 160), (90, 90, 95)]
+SKIN_TONES = [
+    (255, 224, 196),
+    (241, 194, 160),
+    (224, 172, 130),
+    (198, 140, 100),
+    (160, 105, 70),
+    (120, 78, 50),
+    (88, 57, 38),
+    (236, 188, 150),
+]
+HAIR_COLORS = [
+    (20, 16, 14),
+    (58, 38, 24),
+    (98, 64, 36),
+    (170, 130, 80),
+    (220, 190, 120),
+    (150, 60, 30),
+    (160, 160, 160),
+    (90, 90, 95),
+]
 
 
 @dataclass
@@ -76,11 +94,19 @@ def _mat(a: float, b: float, c: float, d: float, e: float, f: float) -> np.ndarr
     return np.array([[a, b, c], [d, e, f], [0, 0, 1]], dtype=np.float64)
 
 
-def similarity(scale: float, tx: float, ty: float, rot: float = 0.0, pivot: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def similarity(
+    scale: float, tx: float, ty: float, rot: float = 0.0, pivot: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """Figure units -> image pixels: rotate about ``pivot`` (figure units), scale, translate."""
     c, s = math.cos(rot), math.sin(rot)
     r = _mat(c, -s, 0, s, c, 0)
-    return _mat(1, 0, tx, 0, 1, ty) @ _mat(scale, 0, 0, 0, scale, 0) @ _mat(1, 0, pivot[0], 0, 1, pivot[1]) @ r @ _mat(1, 0, -pivot[0], 0, 1, -pivot[1])
+    return (
+        _mat(1, 0, tx, 0, 1, ty)
+        @ _mat(scale, 0, 0, 0, scale, 0)
+        @ _mat(1, 0, pivot[0], 0, 1, pivot[1])
+        @ r
+        @ _mat(1, 0, -pivot[0], 0, 1, -pivot[1])
+    )
 
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -97,7 +123,17 @@ class Canvas:
         self.inst = np.zeros((self.h, self.w), np.int32)
         self.polys: dict[int, list[np.ndarray]] = {}
 
-    def draw(self, poly: np.ndarray, frame: np.ndarray, tex: np.ndarray, paint: Paint, key: str, cls: int, inst: int, shade: float) -> None:
+    def draw(
+        self,
+        poly: np.ndarray,
+        frame: np.ndarray,
+        tex: np.ndarray,
+        paint: Paint,
+        key: str,
+        cls: int,
+        inst: int,
+        shade: float,
+    ) -> None:
         """Fill image polygon ``poly``; colours come from ``paint`` at texture coordinates.
 
         ``frame`` maps part-local -> image; ``tex`` maps part-local -> texture units.
@@ -181,7 +217,9 @@ def body_paint(shape: BodyShape) -> Paint:
     return paint
 
 
-def _draw_parts(cv: Canvas, frames: Frames, G: np.ndarray, parts: list[Part], paint: Paint, cls_of: Callable[[Part], int], inst: int) -> None:
+def _draw_parts(
+    cv: Canvas, frames: Frames, G: np.ndarray, parts: list[Part], paint: Paint, cls_of: Callable[[Part], int], inst: int
+) -> None:
     for part in parts:
         f = G @ frames[part.frame]
         cv.draw(_apply(f, part.poly), f, TEXTURE_FRAMES[part.frame], paint, part.paint, cls_of(part), inst, part.shade)
@@ -248,6 +286,7 @@ def sample_body(rng: np.random.Generator) -> BodyShape:
 
 def sample_pose(rng: np.random.Generator, wild: bool) -> Pose:
     """A standing pose; ``wild`` allows raised arms, wide stances and bent knees."""
+
     def arm() -> float:
         if wild and rng.random() < 0.22:
             return float(rng.uniform(1.2, 2.7))
@@ -266,7 +305,16 @@ def sample_pose(rng: np.random.Generator, wild: bool) -> Pose:
     )
 
 
-def sample_outfit(rng: np.random.Generator, pools: dict[str, list[dict]], force: dict | None = None, *, outer_p: float = 0.35, bag_p: float = 0.3, hat_p: float = 0.25, shoes_p: float = 0.92) -> list[dict]:
+def sample_outfit(
+    rng: np.random.Generator,
+    pools: dict[str, list[dict]],
+    force: dict | None = None,
+    *,
+    outer_p: float = 0.35,
+    bag_p: float = 0.3,
+    hat_p: float = 0.25,
+    shoes_p: float = 0.92,
+) -> list[dict]:
     """A plausible outfit of catalogue products (dress, or top + bottom; extras)."""
     chosen: dict[str, dict] = {}
 
@@ -324,13 +372,19 @@ def render_shop(prod: dict, size: tuple[int, int], rng: np.random.Generator) -> 
         d.polygon([tuple(q) for q in _apply(G @ _FLAT_FRAMES[p.frame], p.poly) + off], fill=255)
     sh = np.asarray(sil.filter(ImageFilter.GaussianBlur(max(2.0, w / 50))), np.float32) / 255.0
     cv.rgb *= (1 - 0.25 * sh)[:, :, None]
-    _draw_parts(cv, _FLAT_FRAMES, G, parts, product_paint(prod["render"]), lambda p: TAXONOMY.parsing_class(prod["category"]), 1)
+    _draw_parts(
+        cv, _FLAT_FRAMES, G, parts, product_paint(prod["render"]), lambda p: TAXONOMY.parsing_class(prod["category"]), 1
+    )
     img = photometric(cv.rgb, rng, 0.12)
     anns = extract_annotations(cv, {1: prod})
-    return Rendered("shop", prod["product_id"], w, h, to_jpeg(img, 92), to_png_labels(cv.label, TAXONOMY.parsing_palette), anns)
+    return Rendered(
+        "shop", prod["product_id"], w, h, to_jpeg(img, 92), to_png_labels(cv.label, TAXONOMY.parsing_palette), anns
+    )
 
 
-def render_model(prod: dict, k: int, pools: dict[str, list[dict]], size: tuple[int, int], rng: np.random.Generator) -> Rendered:
+def render_model(
+    prod: dict, k: int, pools: dict[str, list[dict]], size: tuple[int, int], rng: np.random.Generator
+) -> Rendered:
     """Worn shot: one figure on a studio backdrop wearing the product plus an outfit."""
     w, h = size
     cv = Canvas(studio_background(w, h, rng, light=rng.random() < 0.6))
@@ -344,7 +398,15 @@ def render_model(prod: dict, k: int, pools: dict[str, list[dict]], size: tuple[i
     img = photometric(cv.rgb, rng, 0.35)
     anns = extract_annotations(cv, worn)
     q = int(rng.integers(75, 93))
-    return Rendered("model", f"{prod['product_id']}_{k}", w, h, to_jpeg(img, q, float(rng.uniform(0, 0.5))), to_png_labels(cv.label, TAXONOMY.parsing_palette), anns)
+    return Rendered(
+        "model",
+        f"{prod['product_id']}_{k}",
+        w,
+        h,
+        to_jpeg(img, q, float(rng.uniform(0, 0.5))),
+        to_png_labels(cv.label, TAXONOMY.parsing_palette),
+        anns,
+    )
 
 
 def _occluder(cv: Canvas, rng: np.random.Generator) -> None:
@@ -366,15 +428,30 @@ def _occluder(cv: Canvas, rng: np.random.Generator) -> None:
         poly = [(cx - bw, h - bh), (cx + bw, h - bh), (cx + bw, h), (cx - bw, h)]
     elif kind == 2:  # car-ish
         bw, bh = rng.uniform(0.25, 0.45) * w, rng.uniform(0.18, 0.32) * h
-        poly = [(cx - bw, h), (cx - bw, h - bh * 0.6), (cx - bw * 0.5, h - bh), (cx + bw * 0.4, h - bh), (cx + bw, h - bh * 0.55), (cx + bw, h)]
+        poly = [
+            (cx - bw, h),
+            (cx - bw, h - bh * 0.6),
+            (cx - bw * 0.5, h - bh),
+            (cx + bw * 0.4, h - bh),
+            (cx + bw, h - bh * 0.55),
+            (cx + bw, h),
+        ]
     else:  # bush
         r = rng.uniform(0.1, 0.22) * w
-        poly = [(cx + r * math.cos(a) * (1 + 0.2 * math.sin(5 * a)), h - r * 0.5 + r * 0.8 * math.sin(a) * (1 + 0.2 * math.cos(7 * a))) for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
+        poly = [
+            (
+                cx + r * math.cos(a) * (1 + 0.2 * math.sin(5 * a)),
+                h - r * 0.5 + r * 0.8 * math.sin(a) * (1 + 0.2 * math.cos(7 * a)),
+            )
+            for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)
+        ]
     arr = np.asarray(poly, np.float64)
     cv.draw(arr, np.eye(3), np.eye(3), paint, "main", 0, 0, 0.0)
 
 
-def render_street(idx: int, pools: dict[str, list[dict]], size: tuple[int, int], figures: tuple[int, int], rng: np.random.Generator) -> Rendered:
+def render_street(
+    idx: int, pools: dict[str, list[dict]], size: tuple[int, int], figures: tuple[int, int], rng: np.random.Generator
+) -> Rendered:
     """Street scene: cluttered background, 1..n dressed figures, occluders, bad lighting."""
     w, h = size
     bg, horizon = street_background(w, h, rng)
@@ -404,4 +481,6 @@ def render_street(idx: int, pools: dict[str, list[dict]], size: tuple[int, int],
     anns = extract_annotations(cv, worn_all)
     blur = float(rng.uniform(0.3, 1.6)) if rng.random() < 0.5 else 0.0
     q = int(rng.integers(40, 91))
-    return Rendered("street", f"s{idx:05d}", w, h, to_jpeg(img, q, blur), to_png_labels(cv.label, TAXONOMY.parsing_palette), anns)
+    return Rendered(
+        "street", f"s{idx:05d}", w, h, to_jpeg(img, q, blur), to_png_labels(cv.label, TAXONOMY.parsing_palette), anns
+    )

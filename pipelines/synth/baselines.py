@@ -36,10 +36,14 @@ def trivial_baselines(world: Path, max_queries: int = 800) -> dict[str, float]:
     if not street:
         raise ValueError(f"{world} has no street-scene annotations")
     majority = Counter(a["category_id"] for a in street).most_common(1)[0][1] / len(street)
-    whole = float(np.mean([
-        _iou_xywh([0, 0, images[a["image_id"]]["width"], images[a["image_id"]]["height"]], a["bbox"]) >= 0.5
-        for a in street
-    ]))
+    whole = float(
+        np.mean(
+            [
+                _iou_xywh([0, 0, images[a["image_id"]]["width"], images[a["image_id"]]["height"]], a["bbox"]) >= 0.5
+                for a in street
+            ]
+        )
+    )
 
     shop: dict[str, np.ndarray] = {}
     for line in (world / "products.jsonl").read_text().splitlines():
@@ -49,7 +53,7 @@ def trivial_baselines(world: Path, max_queries: int = 800) -> dict[str, float]:
         except (OSError, ValueError):  # the world's deliberately broken files
             continue
         h, w, _ = im.shape
-        shop[p["product_id"]] = _mean_rgb(im[h // 4: 3 * h // 4, w // 4: 3 * w // 4])
+        shop[p["product_id"]] = _mean_rgb(im[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4])
     ids = list(shop)
     bank = np.stack([shop[i] for i in ids])
     hits1 = hits5 = n = 0
@@ -61,7 +65,7 @@ def trivial_baselines(world: Path, max_queries: int = 800) -> dict[str, float]:
         if fn not in cache:
             cache[fn] = np.asarray(Image.open(world / fn).convert("RGB"), dtype=np.float32)
         x, y, bw, bh = (int(v) for v in a["bbox"])
-        crop = cache[fn][y: y + bh + 1, x: x + bw + 1]
+        crop = cache[fn][y : y + bh + 1, x : x + bw + 1]
         order = np.argsort(np.linalg.norm(bank - _mean_rgb(crop), axis=1))
         ranked = [ids[i] for i in order[:5]]
         n += 1

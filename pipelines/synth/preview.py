@@ -32,7 +32,9 @@ def _pick_images(images: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _tile(world: Path, im: dict[str, Any], anns: list[dict[str, Any]], broken: dict[str, str], font: ImageFont.ImageFont) -> Image.Image:
+def _tile(
+    world: Path, im: dict[str, Any], anns: list[dict[str, Any]], broken: dict[str, str], font: ImageFont.ImageFont
+) -> Image.Image:
     cell = Image.new("RGB", (_CELL_W, _CELL_H + _TEXT_H), (24, 24, 28))
     d = ImageDraw.Draw(cell)
     try:
@@ -56,17 +58,29 @@ def _tile(world: Path, im: dict[str, Any], anns: list[dict[str, Any]], broken: d
         col = TAXONOMY.parsing_palette[a["category_id"] + 2]
         dd.rectangle([x, y, x + w - 1, y + h - 1], outline=col, width=1)
         name = TAXONOMY.categories[a["category_id"] - 1]
-        dd.text((x + 2, y + 1), f"{name} {a['visible_fraction']:.2f}", fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+        dd.text(
+            (x + 2, y + 1),
+            f"{name} {a['visible_fraction']:.2f}",
+            fill=(255, 255, 255),
+            font=font,
+            stroke_width=1,
+            stroke_fill=(0, 0, 0),
+        )
     s = min(_CELL_W / img.width, _CELL_H / img.height)
     img = img.resize((max(1, int(img.width * s)), max(1, int(img.height * s))), Image.BILINEAR)
     cell.paste(img, ((_CELL_W - img.width) // 2, (_CELL_H - img.height) // 2))
-    lines = [f"{im['role']}  {Path(im['file_name']).name}" + (f"  BROKEN:{broken[im['file_name']]}" if im["file_name"] in broken else "")]
+    lines = [
+        f"{im['role']}  {Path(im['file_name']).name}"
+        + (f"  BROKEN:{broken[im['file_name']]}" if im["file_name"] in broken else "")
+    ]
     if im["role"] == "shop" and anns:
         a = anns[0]
         lines.append(f"{a['product_id']} {TAXONOMY.categories[a['category_id'] - 1]}")
         lines.append(", ".join(f"{k}={v}" for k, v in sorted(a["attributes"].items())))
     else:
-        lines.append(f"{len(anns)} garments: " + ", ".join(sorted({TAXONOMY.categories[a['category_id'] - 1] for a in anns})))
+        lines.append(
+            f"{len(anns)} garments: " + ", ".join(sorted({TAXONOMY.categories[a["category_id"] - 1] for a in anns}))
+        )
     for i, t in enumerate(lines):
         d.text((4, _CELL_H + 3 + 14 * i), t[:60], fill=(230, 230, 230), font=font)
     return cell

@@ -95,9 +95,7 @@ ALLOWED: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 #: attribute names that apply to each category (color and pattern apply to all).
-APPLICABLE: dict[str, tuple[str, ...]] = {
-    c: ("color", "pattern", *ALLOWED[c].keys()) for c in CATEGORIES
-}
+APPLICABLE: dict[str, tuple[str, ...]] = {c: ("color", "pattern", *ALLOWED[c].keys()) for c in CATEGORIES}
 
 #: categories sharing an applicable-attribute set; category label noise flips inside a
 #: group so a noisy listing still has a well-formed attribute dict.
@@ -151,10 +149,7 @@ class Taxonomy:
 
     def coco_categories(self) -> list[dict[str, Any]]:
         """The ``categories`` list of a COCO file."""
-        return [
-            {"id": i + 1, "name": c, "supercategory": self.supercategory[c]}
-            for i, c in enumerate(self.categories)
-        ]
+        return [{"id": i + 1, "name": c, "supercategory": self.supercategory[c]} for i, c in enumerate(self.categories)]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (lists instead of tuples)."""

@@ -46,20 +46,68 @@ FORMAT = 1
 # spawn keys: one namespace per kind of random draw
 _K_CATALOG, _K_PRODUCT, _K_SHOP, _K_MODEL, _K_STREET, _K_NOISE, _K_BROKEN = range(7)
 
-BRANDS = ("Northwind", "Velora", "Kestrel & Co", "Mira Lane", "Oakhem", "Sundry", "Tova", "Halcyon", "Brisk", "Lumen Atelier", "Parcel", "Fjordline")
+BRANDS = (
+    "Northwind",
+    "Velora",
+    "Kestrel & Co",
+    "Mira Lane",
+    "Oakhem",
+    "Sundry",
+    "Tova",
+    "Halcyon",
+    "Brisk",
+    "Lumen Atelier",
+    "Parcel",
+    "Fjordline",
+)
 CURRENCIES = ("EUR", "USD", "GBP")
 PRICE_RANGE = {
-    "t-shirt": (9, 39), "shirt": (19, 79), "sweater": (25, 99), "outerwear": (49, 299),
-    "dress": (25, 149), "skirt": (19, 89), "pants": (25, 119), "shorts": (15, 59),
-    "shoes": (29, 199), "bag": (19, 249), "hat": (9, 49),
+    "t-shirt": (9, 39),
+    "shirt": (19, 79),
+    "sweater": (25, 99),
+    "outerwear": (49, 299),
+    "dress": (25, 149),
+    "skirt": (19, 89),
+    "pants": (25, 119),
+    "shorts": (15, 59),
+    "shoes": (29, 199),
+    "bag": (19, 249),
+    "hat": (9, 49),
 }
 NOUN = {
-    "t-shirt": "t-shirt", "shirt": "shirt", "sweater": "sweater", "outerwear": "jacket",
-    "dress": "dress", "skirt": "skirt", "pants": "trousers", "shorts": "shorts",
-    "shoes": "shoes", "bag": "bag", "hat": "hat",
+    "t-shirt": "t-shirt",
+    "shirt": "shirt",
+    "sweater": "sweater",
+    "outerwear": "jacket",
+    "dress": "dress",
+    "skirt": "skirt",
+    "pants": "trousers",
+    "shorts": "shorts",
+    "shoes": "shoes",
+    "bag": "bag",
+    "hat": "hat",
 }
-PATTERN_ADJ = {"solid": "", "stripes": "striped", "checks": "checked", "dots": "polka-dot", "print": "logo-print", "floral": "floral", "camo": "camo"}
-MATERIALS = ("cotton", "organic cotton", "linen", "wool blend", "recycled polyester", "denim", "jersey", "viscose", "leather-look", "canvas")
+PATTERN_ADJ = {
+    "solid": "",
+    "stripes": "striped",
+    "checks": "checked",
+    "dots": "polka-dot",
+    "print": "logo-print",
+    "floral": "floral",
+    "camo": "camo",
+}
+MATERIALS = (
+    "cotton",
+    "organic cotton",
+    "linen",
+    "wool blend",
+    "recycled polyester",
+    "denim",
+    "jersey",
+    "viscose",
+    "leather-look",
+    "canvas",
+)
 COLOR_WEIGHTS = {"black": 3.0, "white": 2.5, "grey": 2.0, "navy": 2.0, "blue": 1.5, "beige": 1.5}
 PATTERN_WEIGHTS: dict[str, dict[str, float]] = {
     "default": {"solid": 4, "stripes": 1.6, "checks": 1.0, "dots": 0.9, "print": 1.4, "floral": 1.0, "camo": 0.7},
@@ -158,7 +206,9 @@ def _sample_render(cat: str, pattern: str, color: str, rng: np.random.Generator)
         "rgb": _jitter(COLORS[color], rng, 9),
         "rgb2": _jitter(COLORS[sec_name], rng, 12),
         "rgb3": _jitter(COLORS[third], rng, 12),
-        "rgb_trim": _jitter(COLORS[others[int(rng.integers(len(others)))]] if rng.random() < 0.5 else COLORS[color], rng, 10),
+        "rgb_trim": _jitter(
+            COLORS[others[int(rng.integers(len(others)))]] if rng.random() < 0.5 else COLORS[color], rng, 10
+        ),
         "angle": float(rng.choice([0.0, 0.0, 90.0, 45.0, -30.0]) + rng.uniform(-4, 4)),
         "salt": int(rng.integers(1, 1_000_000)),
         "grain": float(rng.uniform(0.01, 0.06)),
@@ -193,7 +243,12 @@ def _sample_render(cat: str, pattern: str, color: str, rng: np.random.Generator)
         letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
         r["text"] = "".join(letters[int(rng.integers(len(letters)))] for _ in range(int(rng.integers(2, 5))))
         r["chest"] = cat in ("t-shirt", "sweater", "dress", "outerwear", "shirt") and rng.random() < 0.8
-        r.update(text_w=float(rng.uniform(7.0, 13.0)), text_x=float(rng.uniform(-1.5, 1.5)), text_y=float(rng.uniform(21.0, 26.0)), period=float(rng.uniform(3.0, 6.0)))
+        r.update(
+            text_w=float(rng.uniform(7.0, 13.0)),
+            text_x=float(rng.uniform(-1.5, 1.5)),
+            text_y=float(rng.uniform(21.0, 26.0)),
+            period=float(rng.uniform(3.0, 6.0)),
+        )
     if cat == "shirt" or (cat in ("outerwear", "dress") and rng.random() < 0.6 and r["open_gap"] == 0.0):
         bs = float(rng.uniform(3.0, 4.4))
         nb = 3 if cat == "dress" else int((44.0 - 19.5) / bs) + 1
@@ -253,7 +308,11 @@ def build_catalog(cfg: WorldConfig) -> tuple[list[dict[str, Any]], list[dict[str
     crng.shuffle(cats)
     n = cfg.n_products
     n_dup = int(round(cfg.near_duplicate_rate * n))
-    dups = set(int(i) for i in crng.choice(np.arange(1, n), size=min(n_dup, max(0, n - 1)), replace=False)) if n > 1 else set()
+    dups = (
+        set(int(i) for i in crng.choice(np.arange(1, n), size=min(n_dup, max(0, n - 1)), replace=False))
+        if n > 1
+        else set()
+    )
     products: list[dict[str, Any]] = []
     for i, cat in enumerate(cats):
         rng = _rng(cfg.seed, _K_PRODUCT, i)
@@ -318,7 +377,14 @@ def _inject_noise(cfg: WorldConfig, products: list[dict[str, Any]]) -> list[dict
             alt = [v for v in vocab if v != p["attributes"][attr]]
             new = alt[int(rng.integers(len(alt)))]
             p["listed"]["attributes"][attr] = new
-            noise.append({"product_id": p["product_id"], "field": f"attributes.{attr}", "true": p["attributes"][attr], "listed": new})
+            noise.append(
+                {
+                    "product_id": p["product_id"],
+                    "field": f"attributes.{attr}",
+                    "true": p["attributes"][attr],
+                    "listed": new,
+                }
+            )
     return noise
 
 
@@ -352,7 +418,9 @@ def _jobs(cfg: WorldConfig, products: list[dict[str, Any]]) -> list[tuple[str, i
     return jobs
 
 
-def _render_all(cfg: WorldConfig, products: list[dict[str, Any]], jobs: list[tuple[str, int, int]]) -> Iterator[Rendered]:
+def _render_all(
+    cfg: WorldConfig, products: list[dict[str, Any]], jobs: list[tuple[str, int, int]]
+) -> Iterator[Rendered]:
     if cfg.workers <= 1:
         _init_worker(cfg.model_dump_json(), products)
         for j in jobs:

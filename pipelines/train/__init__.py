@@ -77,9 +77,15 @@ def _frames(name: str, training_set: Path, cfg: dict[str, Any]):
     return df
 
 
-def train_model(name: str, training_set: Path, out_dir: Path, profile: str = "demo",
-                overrides: dict[str, Any] | None = None, progress: bool = True,
-                evaluate: bool = True) -> TrainResult:
+def train_model(
+    name: str,
+    training_set: Path,
+    out_dir: Path,
+    profile: str = "demo",
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> TrainResult:
     """Train ``name`` on the training set's train split; see the module docstring.
 
     Writes ``out_dir/model.pt`` (best weights + config), ``history.json``, ``config.json``,
@@ -131,15 +137,26 @@ def train_model(name: str, training_set: Path, out_dir: Path, profile: str = "de
     if evaluate:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     key, _ = task.primary_value(metrics)
-    return TrainResult(name=name, model=model, config=cfg, history=run["history"], metrics=metrics,
-                       primary_metric=key, plots=plots, checkpoint=out_dir / "model.pt",
-                       input_example=task.input_example(cfg), epochs_run=run["epochs_run"],
-                       resumed_from=run["resumed_from"], best_epoch=run["best_epoch"],
-                       seconds=round(time.perf_counter() - t0, 1))
+    return TrainResult(
+        name=name,
+        model=model,
+        config=cfg,
+        history=run["history"],
+        metrics=metrics,
+        primary_metric=key,
+        plots=plots,
+        checkpoint=out_dir / "model.pt",
+        input_example=task.input_example(cfg),
+        epochs_run=run["epochs_run"],
+        resumed_from=run["resumed_from"],
+        best_epoch=run["best_epoch"],
+        seconds=round(time.perf_counter() - t0, 1),
+    )
 
 
-def evaluate_model(name: str, model, training_set: Path, split: str = "test",
-                   out_dir: Path | None = None) -> dict[str, float]:
+def evaluate_model(
+    name: str, model, training_set: Path, split: str = "test", out_dir: Path | None = None
+) -> dict[str, float]:
     """Metrics of ``model`` on one split of a training set; plots go to ``out_dir/plots``."""
     task = get_task(name)
     cfg = dict(model.tailor_config)
@@ -179,5 +196,13 @@ def predict(name: str, model, images: list[Any]) -> Any:
     return get_task(name).predict(model, images)
 
 
-__all__ = ["PRIMARY_METRIC", "TrainResult", "build_model", "evaluate_model", "inference_ready", "load_model", "predict",
-           "train_model"]
+__all__ = [
+    "PRIMARY_METRIC",
+    "TrainResult",
+    "build_model",
+    "evaluate_model",
+    "inference_ready",
+    "load_model",
+    "predict",
+    "train_model",
+]

@@ -30,8 +30,9 @@ def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def resolve_config(name: str, profile: str = "demo", overrides: dict[str, Any] | None = None,
-                   path: Path | None = None) -> dict[str, Any]:
+def resolve_config(
+    name: str, profile: str = "demo", overrides: dict[str, Any] | None = None, path: Path | None = None
+) -> dict[str, Any]:
     """``common`` <- ``profiles[profile][name]`` <- ``overrides`` (dotted keys allowed).
 
     Raises KeyError naming the known profiles when ``profile`` is unknown.

@@ -34,8 +34,9 @@ def resize_long(img: Image.Image, size: int) -> tuple[Image.Image, float]:
 CANVAS_FILL: tuple[int, int, int] = (124, 116, 104)
 
 
-def square_canvas(img: Image.Image, size: int, fill: tuple[int, int, int] = (128, 128, 128)
-                  ) -> tuple[Image.Image, tuple[float, int, int]]:
+def square_canvas(
+    img: Image.Image, size: int, fill: tuple[int, int, int] = (128, 128, 128)
+) -> tuple[Image.Image, tuple[float, int, int]]:
     """``img`` fitted into a ``size`` square (:func:`resize_long`) at the top left, the rest
     ``fill``; returns (canvas, (scale, w, h)) with ``w x h`` the resized image's size.
     One shape for every image, so images batch without padding and without changing results."""
@@ -73,8 +74,13 @@ def load_crop(path: str, bbox: list[float] | None, size: int, context: float = 0
     return square_crop(img, bbox, size, context=context)
 
 
-def square_crop(img: Image.Image, bbox: list[float] | None, size: int, context: float = 0.1,
-                jitter: tuple[float, float, float] | None = None) -> Image.Image:
+def square_crop(
+    img: Image.Image,
+    bbox: list[float] | None,
+    size: int,
+    context: float = 0.1,
+    jitter: tuple[float, float, float] | None = None,
+) -> Image.Image:
     """A ``size`` x ``size`` crop of ``bbox`` (whole image if None), aspect kept.
 
     Only the box, grown by ``context`` of its size, is drawn; the rest of the square is
@@ -89,8 +95,12 @@ def square_crop(img: Image.Image, bbox: list[float] | None, size: int, context: 
     side = max(w, h) * (1.0 + context)
     cx, cy = x + w / 2, y + h / 2
     # the drawn region: the box and its context margin, clipped to the image
-    keep = (max(0.0, x - w * context / 2), max(0.0, y - h * context / 2),
-            min(float(W), x + w + w * context / 2), min(float(H), y + h + h * context / 2))
+    keep = (
+        max(0.0, x - w * context / 2),
+        max(0.0, y - h * context / 2),
+        min(float(W), x + w + w * context / 2),
+        min(float(H), y + h + h * context / 2),
+    )
     if jitter is not None:
         dx, dy, sc = jitter
         cx += dx * side
@@ -104,7 +114,9 @@ def square_crop(img: Image.Image, bbox: list[float] | None, size: int, context: 
     ix1, iy1 = int(round(min(box[2], keep[2]))), int(round(min(box[3], keep[3])))
     if ix1 > ix0 and iy1 > iy0:
         s = size / side
-        part = img.crop((ix0, iy0, ix1, iy1)).resize((max(1, round((ix1 - ix0) * s)), max(1, round((iy1 - iy0) * s))), Image.BILINEAR)
+        part = img.crop((ix0, iy0, ix1, iy1)).resize(
+            (max(1, round((ix1 - ix0) * s)), max(1, round((iy1 - iy0) * s))), Image.BILINEAR
+        )
         canvas.paste(part, (int(round((ix0 - box[0]) * s)), int(round((iy0 - box[1]) * s))))
     return canvas
 

@@ -37,8 +37,10 @@ def _target(row, cats: list[str], s: float) -> tuple[list[list[float]], list[int
 
 
 def _as_target(boxes: list[list[float]], labels: list[int]) -> dict[str, torch.Tensor]:
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
 
 
 class DetectorDataset(RowDataset):
@@ -71,12 +73,23 @@ class CachedScenes(RowDataset):
 
         super().__init__(df, train, seed, cfg)
         self.size = int(cfg["image_size"])
-        self.maps = scene_features(list(map(str, self.df["image"])), self.size, CANVAS_FILL, flips=train,
-                                   workers=int(cfg.get("workers") or 0), progress=progress)
+        self.maps = scene_features(
+            list(map(str, self.df["image"])),
+            self.size,
+            CANVAS_FILL,
+            flips=train,
+            workers=int(cfg.get("workers") or 0),
+            progress=progress,
+        )
         cats = cfg["categories"]
-        self.scales = [self.size / max(int(w), int(h)) if w == w and h == h else None
-                       for w, h in zip(self.df.get("width", [float("nan")] * len(self.df)),
-                                       self.df.get("height", [float("nan")] * len(self.df)), strict=True)]
+        self.scales = [
+            self.size / max(int(w), int(h)) if w == w and h == h else None
+            for w, h in zip(
+                self.df.get("width", [float("nan")] * len(self.df)),
+                self.df.get("height", [float("nan")] * len(self.df)),
+                strict=True,
+            )
+        ]
         self.targets = []
         for i in range(len(self.df)):
             if self.scales[i] is None:  # no recorded size: read it from the file
@@ -106,8 +119,7 @@ class DetectorTask(Task):
     def prepare(self, cfg, frame):
         from models.taxonomy import CATEGORIES
 
-        seen = {b["category"] for v in frame["boxes"] for b in _boxes_from(v)
-                if b.get("category")}
+        seen = {b["category"] for v in frame["boxes"] for b in _boxes_from(v) if b.get("category")}
         cfg["categories"] = list(CATEGORIES) + sorted(seen - set(CATEGORIES))
         return cfg
 
@@ -147,7 +159,9 @@ class DetectorTask(Task):
         loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=self.collate, num_workers=0)
         for inputs, _, idx, scales in loader:
             for det, i, s in zip(self._forward(model, inputs), idx, scales, strict=True):
-                for b, sc, lab in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True):
+                for b, sc, lab in zip(
+                    det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True
+                ):
                     out[i].append(([b[0] / s, b[1] / s, (b[2] - b[0]) / s, (b[3] - b[1]) / s], sc, lab))
         return out
 
@@ -157,8 +171,10 @@ class DetectorTask(Task):
         df = self.eval_rows(df, cfg)
         cats = cfg["categories"]
         dets = self._run(model, df, cfg)
-        gts = [[(b["bbox"], cats.index(b["category"]) + 1) for b in _boxes_from(v) if b.get("category") in cats]
-               for v in df["boxes"]]
+        gts = [
+            [(b["bbox"], cats.index(b["category"]) + 1) for b in _boxes_from(v) if b.get("category") in cats]
+            for v in df["boxes"]
+        ]
         is_real = (df["source"] == "photos").to_numpy() if "source" in df else np.zeros(len(df), bool)
         metrics: dict[str, float] = {}
         plots: list[Path] = []
@@ -191,7 +207,9 @@ class DetectorTask(Task):
                 img = load_rgb(df["image"][i])
                 boxes = [([b[0], b[1], b[0] + b[2], b[1] + b[3]], cats[c - 1], s) for b, s, c in dets[i] if s >= 0.3]
                 drawn.append(P.draw_boxes(img, boxes))
-            plots.append(P.samples_png(drawn, Path(out_dir) / "detector_samples.png", "detector predictions (score >= 0.3)"))
+            plots.append(
+                P.samples_png(drawn, Path(out_dir) / "detector_samples.png", "detector predictions (score >= 0.3)")
+            )
         return metrics, plots
 
     @torch.no_grad()
@@ -207,12 +225,17 @@ class DetectorTask(Task):
         size = int(cfg["image_size"])
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = [square_canvas(img.convert("RGB"), size, CANVAS_FILL) for img in images[start:start + batch_size]]
+            chunk = [square_canvas(img.convert("RGB"), size, CANVAS_FILL) for img in images[start : start + batch_size]]
             dets = model([to_tensor(c) for c, _ in chunk])
             for det, (_, (s, _, _)) in zip(dets, chunk, strict=True):
                 keep = det["scores"] >= thresh
-                out.append({"boxes": (det["boxes"][keep] / s).tolist(), "scores": det["scores"][keep].tolist(),
-                            "categories": [cats[int(c) - 1] for c in det["labels"][keep]]})
+                out.append(
+                    {
+                        "boxes": (det["boxes"][keep] / s).tolist(),
+                        "scores": det["scores"][keep].tolist(),
+                        "categories": [cats[int(c) - 1] for c in det["labels"][keep]],
+                    }
+                )
         return out
 
     def input_example(self, cfg):

@@ -41,7 +41,9 @@ def merge_rows(*parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def grouped_split(groups: list[str], seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, str]:
+def grouped_split(
+    groups: list[str], seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> dict[str, str]:
     """group -> split, from a hash of (seed, group): stable across models and row orders,
     so one product lands in the same split in every manifest."""
     out = {}
@@ -51,8 +53,13 @@ def grouped_split(groups: list[str], seed: int, fractions: tuple[float, float, f
     return out
 
 
-def training_set_from_rows(rows: dict[str, Any], data_root: Path, out: Path, seed: int = 0,
-                           fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> Path:
+def training_set_from_rows(
+    rows: dict[str, Any],
+    data_root: Path,
+    out: Path,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> Path:
     """Write a contract-conformant training set at ``out`` (dev path) and return ``out``.
 
     ``rows`` maps model -> DataFrame (paths relative to ``data_root``, a ``group`` column).
@@ -81,8 +88,16 @@ def training_set_from_rows(rows: dict[str, Any], data_root: Path, out: Path, see
         pd.DataFrame(df).to_parquet(out / "manifests" / f"{model}.parquet", index=False)
         counts[model] = {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")}
     digest = hashlib.sha256(json.dumps(counts, sort_keys=True).encode() + str(seed).encode()).hexdigest()[:12]
-    meta = {"format": 1, "id": f"dev-{digest}", "snapshot_id": None, "annotations_id": None,
-            "data_root": os.path.relpath(Path(data_root).resolve(), out.resolve()), "counts": counts,
-            "balancing": {"strategy": "none (dev split)"}, "dev": True, "seed": seed}
+    meta = {
+        "format": 1,
+        "id": f"dev-{digest}",
+        "snapshot_id": None,
+        "annotations_id": None,
+        "data_root": os.path.relpath(Path(data_root).resolve(), out.resolve()),
+        "counts": counts,
+        "balancing": {"strategy": "none (dev split)"},
+        "dev": True,
+        "seed": seed,
+    }
     (out / "training_set.json").write_text(json.dumps(meta, indent=2))
     return out

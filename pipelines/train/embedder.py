@@ -19,8 +19,9 @@ def metric_labels(df) -> list[str]:
     """The class each row is pulled towards: product identity, else ``cat:<real label>``
     (real photos have no identity; their category is the only similarity we know)."""
     ident = df["identity"] if "identity" in df else pd.Series([None] * len(df))
-    return [f"id:{i}" if isinstance(i, str) and i else f"cat:{cat}"
-            for i, cat in zip(ident, df["category"], strict=True)]
+    return [
+        f"id:{i}" if isinstance(i, str) and i else f"cat:{cat}" for i, cat in zip(ident, df["category"], strict=True)
+    ]
 
 
 class EmbedderDataset(CropDataset):
@@ -30,8 +31,11 @@ class EmbedderDataset(CropDataset):
         self.vocab = {lab: k for k, lab in enumerate(sorted(set(labels)))}
         self.labels = np.array([self.vocab[lab] for lab in labels], np.int64)
         cats = list(cfg.get("categories") or [])
-        self.cats = np.array([cats.index(c) if c in cats else -1 for c in self.df["category"]], np.int64) \
-            if cats and "category" in self.df else np.full(len(self.df), -1, np.int64)
+        self.cats = (
+            np.array([cats.index(c) if c in cats else -1 for c in self.df["category"]], np.int64)
+            if cats and "category" in self.df
+            else np.full(len(self.df), -1, np.int64)
+        )
 
     def target(self, i: int):
         return int(self.labels[i]), int(self.cats[i])
@@ -51,8 +55,9 @@ class MPerClassBatches(torch.utils.data.Sampler):
     real photos (against a thousand product identities) would almost never be in a batch.
     """
 
-    def __init__(self, item_labels: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int,
-                 size_power: float = 0.0) -> None:
+    def __init__(
+        self, item_labels: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int, size_power: float = 0.0
+    ) -> None:
         self.by_class: dict[int, np.ndarray] = {}
         for idx, lab in enumerate(item_labels):
             self.by_class.setdefault(int(lab), []).append(idx)  # type: ignore[arg-type]
@@ -101,11 +106,18 @@ class EmbedderTask(CropTask):
             return super().loader(ds, cfg, train, epoch)
         item_labels = np.array([ds.labels[i] for i, _ in ds.items])
         n_batches = max(1, len(ds) // int(cfg["batch_size"]))
-        sampler = MPerClassBatches(item_labels, int(cfg.get("m_per_class", 4)), int(cfg["batch_size"]), n_batches,
-                                   int(cfg["seed"]) * 1000 + epoch, float(cfg.get("class_size_power", 0.0)))
+        sampler = MPerClassBatches(
+            item_labels,
+            int(cfg.get("m_per_class", 4)),
+            int(cfg["batch_size"]),
+            n_batches,
+            int(cfg["seed"]) * 1000 + epoch,
+            float(cfg.get("class_size_power", 0.0)),
+        )
         workers = 0 if self.cached(cfg) else int(cfg.get("workers") or 0)
-        return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers,
-                                           multiprocessing_context="fork" if workers else None)
+        return torch.utils.data.DataLoader(
+            ds, batch_sampler=sampler, num_workers=workers, multiprocessing_context="fork" if workers else None
+        )
 
     def step(self, model, batch, cfg):
         """Multi-Similarity loss on identities (real photos: categories), plus
@@ -131,7 +143,8 @@ class EmbedderTask(CropTask):
             margin = float(cfg.get("category_margin", 0.0))  # CosFace: the true class must win by it
             if margin:
                 logits = logits - float(cfg.get("category_scale", 16.0)) * margin * torch.nn.functional.one_hot(
-                    cat[known], logits.shape[1])
+                    cat[known], logits.shape[1]
+                )
             ce = torch.nn.functional.cross_entropy(logits, cat[known])
             loss = loss + w * ce
             parts["category"] = float(ce.detach())
@@ -139,7 +152,9 @@ class EmbedderTask(CropTask):
 
     def embed(self, model, df, cfg) -> np.ndarray:
         outs, _ = self.outputs(model, df, cfg)
-        return np.concatenate([o.numpy() for o in outs]) if outs else np.zeros((0, int(cfg.get("dim", 128))), np.float32)
+        return (
+            np.concatenate([o.numpy() for o in outs]) if outs else np.zeros((0, int(cfg.get("dim", 128))), np.float32)
+        )
 
     def evaluate(self, model, df, cfg, out_dir):
         from models.taxonomy import MAIN_CATEGORIES
@@ -160,8 +175,9 @@ class EmbedderTask(CropTask):
         if len(gal) and len(qry):
             r = M.recall_at_k(x[qry], list(ident[qry]), x[gal], list(ident[gal]))
             metrics.update({f"recall_at_{k}": v for k, v in r.items()})
-            metrics.update({f"baseline_recall_at_{k}": M.random_recall_at_k(list(ident[qry]), list(ident[gal]), k)
-                            for k in r})
+            metrics.update(
+                {f"baseline_recall_at_{k}": M.random_recall_at_k(list(ident[qry]), list(ident[gal]), k) for k in r}
+            )
             metrics["n_queries"], metrics["n_gallery"] = float(len(qry)), float(len(gal))
             if out_dir is not None:
                 plots.append(_retrieval_png(df, x, qry[:6], gal, ident, Path(out_dir) / "embedder_retrieval.png", cfg))
@@ -224,7 +240,9 @@ def _real_retrieval_png(df, x, real, main, path, n: int = 8) -> Path:
             t = load_crop(df["image"][r], parse_bbox(df["bbox"][r]) if "bbox" in df else None, size - 6)
             colour = (40, 40, 40) if j == 0 else (0, 200, 0) if cats[r] == cats[q] else (200, 0, 0)
             t = ImageOps.expand(t, 3, fill=colour)
-            ImageDraw.Draw(t).text((4, size - 14), str(cats[r]), fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+            ImageDraw.Draw(t).text(
+                (4, size - 14), str(cats[r]), fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0)
+            )
             tiles.append(np.asarray(t))
         rows.append(np.concatenate(tiles, axis=1))
     return P.samples_png(rows, path, "real photos (held out): query | top-5 by embedding", cols=1)

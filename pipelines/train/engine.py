@@ -55,15 +55,24 @@ class Task:
         sampler = None
         weights = ds.sample_weights() if hasattr(ds, "sample_weights") else None
         if train and weights is not None:
-            sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
-                                                             len(weights), replacement=True, generator=g)
+            sampler = torch.utils.data.WeightedRandomSampler(
+                torch.as_tensor(weights, dtype=torch.double), len(weights), replacement=True, generator=g
+            )
         # in-memory cached features need no loading: worker processes would only copy them
         # and compete with the training threads for the cores
         workers = 0 if getattr(ds, "in_memory", False) else int(cfg.get("workers") or 0)
         return torch.utils.data.DataLoader(
-            ds, batch_size=int(cfg["batch_size"]), shuffle=train and sampler is None, sampler=sampler,
-            generator=g, num_workers=workers, collate_fn=self.collate, drop_last=False,
-            persistent_workers=False, multiprocessing_context="fork" if workers else None)
+            ds,
+            batch_size=int(cfg["batch_size"]),
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            generator=g,
+            num_workers=workers,
+            collate_fn=self.collate,
+            drop_last=False,
+            persistent_workers=False,
+            multiprocessing_context="fork" if workers else None,
+        )
 
     def step(self, model, batch, cfg: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -114,8 +123,9 @@ def lr_lambda(total: int, warmup: int):
     return f
 
 
-def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path, cfg_hash: str,
-        progress: bool = True) -> dict[str, Any]:
+def fit(
+    task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path, cfg_hash: str, progress: bool = True
+) -> dict[str, Any]:
     """Train ``model`` in place; returns ``{history, epochs_run, resumed_from, best_epoch}``.
 
     Writes ``out_dir/checkpoints/last.pt`` after every epoch and ``out_dir/model.pt`` (best
@@ -133,16 +143,25 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
     # nothing; an unfinished one resumes from it.
     # weights only: a checkpoint is tensors and plain containers, never code to run
     ck = torch.load(last, map_location="cpu", weights_only=True) if last.exists() else None
-    if ck is not None and ck.get("config_hash") == cfg_hash and (ck["state"]["stopped"] or ck["state"]["epoch"] >= epochs):
+    if (
+        ck is not None
+        and ck.get("config_hash") == cfg_hash
+        and (ck["state"]["stopped"] or ck["state"]["epoch"] >= epochs)
+    ):
         done = ck["state"]
-        return {"history": done["history"], "epochs_run": done["epoch"], "resumed_from": done["epoch"],
-                "best_epoch": done["best_epoch"]}
+        return {
+            "history": done["history"],
+            "epochs_run": done["epoch"],
+            "resumed_from": done["epoch"],
+            "best_epoch": done["best_epoch"],
+        }
     train_ds = task.dataset(train_df, True, cfg)
     steps = math.ceil(len(train_ds) / int(cfg["batch_size"]))
     if cfg.get("max_steps_per_epoch"):
         steps = min(steps, int(cfg["max_steps_per_epoch"]))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(cfg["lr"]),
-                            weight_decay=float(cfg["weight_decay"]))
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"])
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(epochs * steps, int(cfg.get("warmup_epochs", 1)) * steps))
     state = {"epoch": 0, "history": [], "best": -math.inf, "best_epoch": 0, "bad": 0, "stopped": False}
     resumed_from = None
@@ -167,8 +186,9 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
         model.train()
         losses: list[float] = []
         parts_sum: dict[str, float] = {}
-        bar = tqdm(total=steps, desc=f"{task.name} epoch {epoch}/{epochs}", disable=not progress,
-                   file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=steps, desc=f"{task.name} epoch {epoch}/{epochs}", disable=not progress, file=sys.stderr, leave=False
+        )
         for i, batch in enumerate(task.loader(train_ds, cfg, True, epoch)):
             if i >= steps:
                 break
@@ -188,28 +208,58 @@ def fit(task: Task, model, train_df, val_df, cfg: dict[str, Any], out_dir: Path,
         bar.close()
         metrics, _ = task.evaluate(model, val_df, cfg, None)
         key, value = task.primary_value(metrics)
-        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "steps": len(losses), "lr": float(opt.param_groups[0]["lr"]),
-               **{f"train_{k}": v / max(1, len(losses)) for k, v in parts_sum.items()},
-               **{f"val_{k}": v for k, v in metrics.items()}, "seconds": round(time.perf_counter() - t0, 2)}
+        rec = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "steps": len(losses),
+            "lr": float(opt.param_groups[0]["lr"]),
+            **{f"train_{k}": v / max(1, len(losses)) for k, v in parts_sum.items()},
+            **{f"val_{k}": v for k, v in metrics.items()},
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         state["history"].append(rec)
         improved = not math.isnan(value) and value > state["best"] + min_delta
         if improved or state["best_epoch"] == 0:
             state["best"] = value if not math.isnan(value) else state["best"]
             state["best_epoch"] = epoch
             state["bad"] = 0
-            atomic_save({"name": task.name, "config": json.dumps(cfg, default=str), "state_dict": model.state_dict(),
-                         "epoch": epoch, "metric": key, "value": value}, best_pt)
+            atomic_save(
+                {
+                    "name": task.name,
+                    "config": json.dumps(cfg, default=str),
+                    "state_dict": model.state_dict(),
+                    "epoch": epoch,
+                    "metric": key,
+                    "value": value,
+                },
+                best_pt,
+            )
         else:
             state["bad"] += 1
         state["epoch"] = epoch
         state["stopped"] = state["bad"] >= patience
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "torch_rng": torch.get_rng_state(), "state": state, "config_hash": cfg_hash}, last)
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+                "config_hash": cfg_hash,
+            },
+            last,
+        )
         if progress:
-            print(f"[{task.name}] epoch {epoch}: loss {rec['train_loss']:.4f} val {key} {value:.4f}"
-                  f" ({rec['seconds']:.1f}s){' *' if improved else ''}", file=sys.stderr)
+            print(
+                f"[{task.name}] epoch {epoch}: loss {rec['train_loss']:.4f} val {key} {value:.4f}"
+                f" ({rec['seconds']:.1f}s){' *' if improved else ''}",
+                file=sys.stderr,
+            )
         if state["stopped"]:
             print(f"[{task.name}] early stop: no val improvement for {patience} epochs", file=sys.stderr)
-    return {"history": state["history"], "epochs_run": state["epoch"], "resumed_from": resumed_from,
-            "best_epoch": state["best_epoch"]}
+    return {
+        "history": state["history"],
+        "epochs_run": state["epoch"],
+        "resumed_from": resumed_from,
+        "best_epoch": state["best_epoch"],
+    }

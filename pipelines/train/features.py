@@ -46,17 +46,26 @@ def cache_enabled(cfg: dict[str, Any]) -> bool:
     known weights), at least one frozen stage, and ``feature_cache`` on."""
     from models.pretrained import LITE0
 
-    return (bool(cfg.get("feature_cache", True)) and int(cfg.get("freeze_blocks") or 0) > 0
-            and bool(cfg.get("pretrained")) and str(cfg.get("backbone")) == LITE0)
+    return (
+        bool(cfg.get("feature_cache", True))
+        and int(cfg.get("freeze_blocks") or 0) > 0
+        and bool(cfg.get("pretrained"))
+        and str(cfg.get("backbone")) == LITE0
+    )
 
 
 def _space(cfg: dict[str, Any]) -> str:
     """The cache sub-directory of one (trunk weights, frozen stages, crop size) setting."""
     from models.pretrained import weights_file
 
-    spec = {"v": _VERSION, "weights": weights_file().name, "backbone": cfg["backbone"],
-            "freeze_blocks": int(cfg["freeze_blocks"]), "crop_size": int(cfg["crop_size"]),
-            "descriptor": dataclasses.asdict(Descriptor.from_config(cfg))}
+    spec = {
+        "v": _VERSION,
+        "weights": weights_file().name,
+        "backbone": cfg["backbone"],
+        "freeze_blocks": int(cfg["freeze_blocks"]),
+        "crop_size": int(cfg["crop_size"]),
+        "descriptor": dataclasses.asdict(Descriptor.from_config(cfg)),
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -91,8 +100,9 @@ class _Crops(torch.utils.data.Dataset):
         return to_tensor(load_crop(self.images[i], parse_bbox(self.boxes[i]), self.size))
 
 
-def prefix_features(model, df, cfg: dict[str, Any], cache_dir: Path | None = None,
-                    progress: bool = True) -> torch.Tensor:
+def prefix_features(
+    model, df, cfg: dict[str, Any], cache_dir: Path | None = None, progress: bool = True
+) -> torch.Tensor:
     """``model.prefix`` of every row's crop, (N, C, h, w) float32, from the cache where present.
 
     Missing entries are computed in batches (decoding in ``cfg['workers']`` processes) and
@@ -113,14 +123,25 @@ def prefix_features(model, df, cfg: dict[str, Any], cache_dir: Path | None = Non
         images = [str(df["image"].iloc[i]) for i in todo]
         boxes = [df["bbox"].iloc[i] if "bbox" in df else None for i in todo]
         workers = int(cfg.get("workers") or 0)
-        loader = torch.utils.data.DataLoader(_Crops(images, boxes, int(cfg["crop_size"])), batch_size=32,
-                                             num_workers=workers,
-                                             multiprocessing_context="fork" if workers else None)
+        loader = torch.utils.data.DataLoader(
+            _Crops(images, boxes, int(cfg["crop_size"])),
+            batch_size=32,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
         # The prefix is frozen, so a folded, channels-last copy computes the same numbers faster.
         fast = fold_batchnorm(copy.deepcopy(model).eval()).to(memory_format=torch.channels_last)
         done = 0
-        with torch.no_grad(), tqdm(total=len(todo), desc=f"frozen features ({cfg['crop_size']} px)",
-                                   disable=not progress, file=sys.stderr, leave=False) as bar:
+        with (
+            torch.no_grad(),
+            tqdm(
+                total=len(todo),
+                desc=f"frozen features ({cfg['crop_size']} px)",
+                disable=not progress,
+                file=sys.stderr,
+                leave=False,
+            ) as bar,
+        ):
             for x in loader:
                 f = fast.prefix(x.contiguous(memory_format=torch.channels_last)).to(torch.float16).numpy()
                 for j in range(len(f)):
@@ -167,8 +188,9 @@ def scene_cache_enabled(cfg: dict[str, Any], backbone_key: str = "backbone") -> 
 
     k = int(cfg.get("freeze_blocks") or 0)
     name = str(cfg.get(backbone_key, "")).removeprefix("tu-")
-    return bool(cfg.get("feature_cache", True)) and bool(cfg.get("pretrained")) and name == LITE0 \
-        and k - 1 in SCENE_BLOCKS
+    return (
+        bool(cfg.get("feature_cache", True)) and bool(cfg.get("pretrained")) and name == LITE0 and k - 1 in SCENE_BLOCKS
+    )
 
 
 class _Scenes(torch.utils.data.Dataset):
@@ -185,9 +207,15 @@ class _Scenes(torch.utils.data.Dataset):
         return to_tensor(canvas)
 
 
-def scene_features(images: list[str], size: int, fill: tuple[int, int, int], flips: bool,
-                   cache_dir: Path | None = None, workers: int = 0,
-                   progress: bool = True) -> dict[bool, dict[int, torch.Tensor]]:
+def scene_features(
+    images: list[str],
+    size: int,
+    fill: tuple[int, int, int],
+    flips: bool,
+    cache_dir: Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> dict[bool, dict[int, torch.Tensor]]:
     """Cached trunk block outputs of each image drawn on the ``size`` square canvas
     (:func:`pipelines.train.data.square_canvas`, ``fill`` around it):
     ``{mirrored: {block: (N, C, h, w) float16}}`` with ``mirrored`` False, and True too when
@@ -198,10 +226,21 @@ def scene_features(images: list[str], size: int, fill: tuple[int, int, int], fli
     from models.pretrained import LITE0, load_lite0, weights_file
     from pipelines.settings import get_settings
 
-    spec = {"v": _VERSION, "weights": weights_file().name, "backbone": LITE0, "blocks": list(SCENE_BLOCKS),
-            "size": int(size), "fill": list(fill)}
-    root = Path(cache_dir or get_settings().cache_dir) / "scenes" / hashlib.sha256(  # type: ignore[arg-type]
-        json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    spec = {
+        "v": _VERSION,
+        "weights": weights_file().name,
+        "backbone": LITE0,
+        "blocks": list(SCENE_BLOCKS),
+        "size": int(size),
+        "fill": list(fill),
+    }
+    root = (
+        Path(cache_dir or get_settings().cache_dir)
+        / "scenes"
+        / hashlib.sha256(  # type: ignore[arg-type]
+            json.dumps(spec, sort_keys=True).encode()
+        ).hexdigest()[:12]
+    )
     memo: dict[str, str] = {}
     keys = [hashlib.sha1(_file_digest(str(p), memo).encode()).hexdigest() for p in images]
     paths = [root / k[:2] / f"{k}.npz" for k in keys]
@@ -210,12 +249,23 @@ def scene_features(images: list[str], size: int, fill: tuple[int, int, int], fli
         trunk = timm_backbone(LITE0, False, features_only=True, out_indices=(2, 3, 4))
         load_lite0(trunk)
         trunk = fold_batchnorm(trunk.eval()).to(memory_format=torch.channels_last)
-        loader = torch.utils.data.DataLoader(_Scenes([str(images[i]) for i in todo], int(size), fill),
-                                             batch_size=16, num_workers=workers,
-                                             multiprocessing_context="fork" if workers else None)
+        loader = torch.utils.data.DataLoader(
+            _Scenes([str(images[i]) for i in todo], int(size), fill),
+            batch_size=16,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
         done = 0
-        with torch.no_grad(), tqdm(total=len(todo), desc=f"frozen scene features ({size} px)",
-                                   disable=not progress, file=sys.stderr, leave=False) as bar:
+        with (
+            torch.no_grad(),
+            tqdm(
+                total=len(todo),
+                desc=f"frozen scene features ({size} px)",
+                disable=not progress,
+                file=sys.stderr,
+                leave=False,
+            ) as bar,
+        ):
             for x in loader:
                 both = torch.cat([x, x.flip(-1)])  # unflipped and mirrored in one pass
                 maps = scene_maps(trunk, normalise(both).contiguous(memory_format=torch.channels_last))
@@ -225,8 +275,11 @@ def scene_features(images: list[str], size: int, fill: tuple[int, int, int], fli
                     p.parent.mkdir(parents=True, exist_ok=True)
                     tmp = p.with_suffix(f".{os.getpid()}.tmp")
                     with tmp.open("wb") as fh:
-                        np.savez(fh, **{f"{k}_0": np.ascontiguousarray(a[j]) for k, a in arrays.items()},
-                                 **{f"{k}_1": np.ascontiguousarray(a[len(x) + j]) for k, a in arrays.items()})
+                        np.savez(
+                            fh,
+                            **{f"{k}_0": np.ascontiguousarray(a[j]) for k, a in arrays.items()},
+                            **{f"{k}_1": np.ascontiguousarray(a[len(x) + j]) for k, a in arrays.items()},
+                        )
                     os.replace(tmp, p)
                 done += len(x)
                 bar.update(len(x))
@@ -238,5 +291,7 @@ def scene_features(images: list[str], size: int, fill: tuple[int, int, int], fli
             for mirrored, maps in out.items():
                 for b in SCENE_BLOCKS:
                     maps[b].append(z[f"b{b}_{int(mirrored)}"])
-    return {m: {b: torch.from_numpy(np.stack(v)) if v else torch.zeros(0) for b, v in maps.items()}
-            for m, maps in out.items()}
+    return {
+        m: {b: torch.from_numpy(np.stack(v)) if v else torch.zeros(0) for b, v in maps.items()}
+        for m, maps in out.items()
+    }

@@ -24,8 +24,7 @@ def segmentation_scores(conf: np.ndarray) -> dict[str, float]:
     union = conf.sum(0) + conf.sum(1) - tp
     present = union > 0
     iou = tp[present] / union[present]
-    return {"miou": float(iou.mean()) if iou.size else 0.0,
-            "pixel_acc": float(tp.sum() / max(conf.sum(), 1))}
+    return {"miou": float(iou.mean()) if iou.size else 0.0, "pixel_acc": float(tp.sum() / max(conf.sum(), 1))}
 
 
 def classification_scores(true: np.ndarray, pred: np.ndarray, n: int) -> dict[str, float]:
@@ -56,14 +55,15 @@ TIE_TOL = 1e-6
 def _topk_ties(sims: np.ndarray, rel: np.ndarray, k: int):
     """Per row of ``sims``: (relevant items certainly in the top ``k``, tie slots left in
     the top ``k``, items tied at the k-th value, relevant items among them)."""
-    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1:k]
+    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1 : k]
     above = sims > kth + TIE_TOL
     tied = np.abs(sims - kth) <= TIE_TOL
     return (rel & above).sum(1), k - above.sum(1), tied.sum(1), (rel & tied).sum(1)
 
 
-def recall_at_k(q: np.ndarray, q_ids: list[Any], g: np.ndarray, g_ids: list[Any],
-                ks: tuple[int, ...] = (1, 5, 20)) -> dict[int, float]:
+def recall_at_k(
+    q: np.ndarray, q_ids: list[Any], g: np.ndarray, g_ids: list[Any], ks: tuple[int, ...] = (1, 5, 20)
+) -> dict[int, float]:
     """Share of queries whose identity is among the k nearest gallery items (cosine).
 
     Items tied at the k-th similarity are scored by their expectation over a random order
@@ -79,8 +79,10 @@ def recall_at_k(q: np.ndarray, q_ids: list[Any], g: np.ndarray, g_ids: list[Any]
     out = {}
     for k in ks:
         rel_above, slots, n_tied, rel_tied = _topk_ties(sims, rel, min(k, sims.shape[1]))
-        hit = [1.0 if ra else 1.0 - comb(int(n - r), int(s)) / comb(int(n), int(s)) if r else 0.0
-               for ra, s, n, r in zip(rel_above, slots, n_tied, rel_tied, strict=True)]
+        hit = [
+            1.0 if ra else 1.0 - comb(int(n - r), int(s)) / comb(int(n), int(s)) if r else 0.0
+            for ra, s, n, r in zip(rel_above, slots, n_tied, rel_tied, strict=True)
+        ]
         out[k] = float(np.mean(hit))
     return out
 
@@ -104,8 +106,9 @@ def precision_at_k(x: np.ndarray, labels: list[Any], k: int = 5, query_mask: np.
     return float(prec.mean()) if prec.size else float("nan")
 
 
-def coco_detection(gts: list[list[tuple[list[float], int]]], dets: list[list[tuple[list[float], float, int]]],
-                   n_classes: int) -> tuple[dict[str, float], np.ndarray | None]:
+def coco_detection(
+    gts: list[list[tuple[list[float], int]]], dets: list[list[tuple[list[float], float, int]]], n_classes: int
+) -> tuple[dict[str, float], np.ndarray | None]:
     """COCO evaluation (pycocotools) of per-image ground truth ``[(xywh, class)]`` and
     detections ``[(xywh, score, class)]``; classes are 1-based.
 
@@ -119,8 +122,16 @@ def coco_detection(gts: list[list[tuple[list[float], int]]], dets: list[list[tup
     for i, (g, d) in enumerate(zip(gts, dets, strict=True), start=1):
         images.append({"id": i, "width": 1, "height": 1})
         for box, c in g:
-            anns.append({"id": len(anns) + 1, "image_id": i, "bbox": list(box), "category_id": int(c),
-                         "area": float(box[2] * box[3]), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "bbox": list(box),
+                    "category_id": int(c),
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
         for box, s, c in d:
             results.append({"image_id": i, "bbox": list(box), "score": float(s), "category_id": int(c)})
     if not anns:

@@ -63,14 +63,21 @@ class CachedParserRows(RowDataset):
 
         super().__init__(df, train, seed, cfg)
         size = int(cfg["image_size"])
-        self.maps = scene_features(list(map(str, self.df["image"])), size, CANVAS_FILL, flips=train,
-                                   workers=int(cfg.get("workers") or 0), progress=progress)
+        self.maps = scene_features(
+            list(map(str, self.df["image"])),
+            size,
+            CANVAS_FILL,
+            flips=train,
+            workers=int(cfg.get("workers") or 0),
+            progress=progress,
+        )
         self.labels = []
         for path in self.df["label_png"]:
             label = load_label(path)  # the label map has its image's size: the same letterbox
             s = size / max(label.shape)
-            self.labels.append(_label_canvas(label, size, max(1, round(label.shape[1] * s)),
-                                             max(1, round(label.shape[0] * s))))
+            self.labels.append(
+                _label_canvas(label, size, max(1, round(label.shape[1] * s)), max(1, round(label.shape[0] * s)))
+            )
 
     def __getitem__(self, idx: int):
         i, _ = self.items[idx]
@@ -132,14 +139,27 @@ class ParserTask(Task):
                         im = np.asarray(letterbox(load_rgb(df["image"][j]), None, int(cfg["image_size"]))[0])
                     else:
                         im = (x[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-                    samples.append(np.concatenate([P.overlay_mask(im, np.where(y[j].numpy() == PAD, 0, y[j].numpy()), list(PARSING_PALETTE)),
-                                                   P.overlay_mask(im, pred[j], list(PARSING_PALETTE))], axis=1))
+                    samples.append(
+                        np.concatenate(
+                            [
+                                P.overlay_mask(
+                                    im, np.where(y[j].numpy() == PAD, 0, y[j].numpy()), list(PARSING_PALETTE)
+                                ),
+                                P.overlay_mask(im, pred[j], list(PARSING_PALETTE)),
+                            ],
+                            axis=1,
+                        )
+                    )
         metrics = M.segmentation_scores(conf)
         metrics.update({f"baseline_{k}": v for k, v in M.segmentation_scores(conf_bg).items()})
         plots = []
         if out_dir is not None:
-            plots.append(P.samples_png(samples, Path(out_dir) / "parser_samples.png", "parser: truth | prediction", cols=2))
-            plots.append(P.confusion_png(conf, cfg["classes"], "parser pixel confusion", Path(out_dir) / "parser_confusion.png"))
+            plots.append(
+                P.samples_png(samples, Path(out_dir) / "parser_samples.png", "parser: truth | prediction", cols=2)
+            )
+            plots.append(
+                P.confusion_png(conf, cfg["classes"], "parser pixel confusion", Path(out_dir) / "parser_confusion.png")
+            )
         return metrics, plots
 
     @torch.no_grad()
@@ -150,12 +170,13 @@ class ParserTask(Task):
         size = int(model.tailor_config["image_size"])
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = [img.convert("RGB") for img in images[start:start + batch_size]]
+            chunk = [img.convert("RGB") for img in images[start : start + batch_size]]
             boxed = [letterbox(img, None, size) for img in chunk]
             logits = model(torch.stack([to_tensor(b) for b, _, _ in boxed]))
             for img, lg, (_, _, (_, w, h)) in zip(chunk, logits, boxed, strict=True):
-                lg = F.interpolate(lg[None, :, :h, :w], size=(img.height, img.width), mode="bilinear",
-                                   align_corners=False)
+                lg = F.interpolate(
+                    lg[None, :, :h, :w], size=(img.height, img.width), mode="bilinear", align_corners=False
+                )
                 out.append(lg.argmax(1)[0].numpy().astype(np.uint8))
         return out
 

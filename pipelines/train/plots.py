@@ -31,8 +31,15 @@ def confusion_png(conf: np.ndarray, names: list[str], title: str, path: Path) ->
     for i in range(n):
         for j in range(n):
             if conf[i, j]:
-                ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(conf[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
@@ -124,7 +131,9 @@ def draw_boxes(img, boxes: list[tuple[list[float], str, float | None]], color=(2
     return np.asarray(im)
 
 
-def overlay_mask(img: np.ndarray, label: np.ndarray, palette: list[tuple[int, int, int]], alpha: float = 0.5) -> np.ndarray:
+def overlay_mask(
+    img: np.ndarray, label: np.ndarray, palette: list[tuple[int, int, int]], alpha: float = 0.5
+) -> np.ndarray:
     """Blend a label map (palette colours, 0 = transparent background) over an RGB array."""
     pal = np.asarray(palette + [(0, 0, 0)] * max(0, 256 - len(palette)), dtype=np.float32)
     col = pal[np.clip(label, 0, 255)]

@@ -37,7 +37,11 @@ class CropDataset(RowDataset):
         if not level:
             return i, to_tensor(load_crop(row["image"], parse_bbox(row.get("bbox")), size))
         rng = self.rng(idx)
-        jitter = (rng.uniform(-0.06, 0.06) * level, rng.uniform(-0.06, 0.06) * level, 1.0 + rng.uniform(-0.12, 0.12) * level)
+        jitter = (
+            rng.uniform(-0.06, 0.06) * level,
+            rng.uniform(-0.06, 0.06) * level,
+            1.0 + rng.uniform(-0.12, 0.12) * level,
+        )
         img = load_crop(row["image"], parse_bbox(row.get("bbox")), size * 2)  # room for the jitter
         img = square_crop(img, None, size, context=0.0, jitter=jitter)
         img = photometric(img, rng, level)
@@ -51,9 +55,16 @@ class TaggerDataset(CropDataset):
         super().__init__(df, train, seed, cfg)
         heads = cfg["heads"]
         # targets precomputed once: index in the head's vocabulary, -1 = unknown (masked)
-        self.targets = {h: np.array([vocab.index(v) if _known(v) and v in vocab else -1
-                                     for v in (self.df[h] if h in self.df else [None] * len(self.df))], np.int64)
-                        for h, vocab in heads.items()}
+        self.targets = {
+            h: np.array(
+                [
+                    vocab.index(v) if _known(v) and v in vocab else -1
+                    for v in (self.df[h] if h in self.df else [None] * len(self.df))
+                ],
+                np.int64,
+            )
+            for h, vocab in heads.items()
+        }
 
     def target(self, i: int) -> dict[str, int]:
         return {h: int(t[i]) for h, t in self.targets.items()}
@@ -134,8 +145,10 @@ class TaggerTask(CropTask):
     def logits(self, model, df, cfg):
         outs, ds = self.outputs(model, df, cfg)
         heads = list(cfg["heads"])
-        logits = {h: np.concatenate([o[h].numpy() for o in outs]) if outs else np.zeros((0, len(cfg["heads"][h])))
-                  for h in heads}
+        logits = {
+            h: np.concatenate([o[h].numpy() for o in outs]) if outs else np.zeros((0, len(cfg["heads"][h])))
+            for h in heads
+        }
         base = ds.base if hasattr(ds, "base") else ds
         return logits, base.targets
 
@@ -176,7 +189,9 @@ class TaggerTask(CropTask):
             base_accs.append(metrics[f"baseline_acc_{h}"])
             if out_dir is not None:
                 conf = M.confusion(targets[h][sel], pred[sel], len(vocab), ignore=None)
-                plots.append(P.confusion_png(conf, vocab, f"tagger {h} (synthetic)", Path(out_dir) / f"tagger_confusion_{h}.png"))
+                plots.append(
+                    P.confusion_png(conf, vocab, f"tagger {h} (synthetic)", Path(out_dir) / f"tagger_confusion_{h}.png")
+                )
         if accs:
             metrics["acc_min"], metrics["acc_mean"] = float(min(accs)), float(np.mean(accs))
             # a constant predictor scores each head's majority share; its worst head is this
@@ -201,12 +216,29 @@ class TaggerTask(CropTask):
             metrics["n_real"] = float(sel.sum())
             if out_dir is not None:
                 remap = {c: k for k, c in enumerate(main)}
-                conf = M.confusion(np.array([remap[c] for c in t[sel]]), np.array([remap[c] for c in pred10[sel]]),
-                                   len(main), ignore=None)
-                plots.append(P.confusion_png(conf, list(MAIN_CATEGORIES), "tagger category (real photos, 10 main labels)",
-                                             Path(out_dir) / "tagger_confusion_category_real.png"))
-                plots.append(_real_predictions_png(df, np.flatnonzero(sel), logits["category"], vocab,
-                                                   Path(out_dir) / "tagger_real_predictions.png"))
+                conf = M.confusion(
+                    np.array([remap[c] for c in t[sel]]),
+                    np.array([remap[c] for c in pred10[sel]]),
+                    len(main),
+                    ignore=None,
+                )
+                plots.append(
+                    P.confusion_png(
+                        conf,
+                        list(MAIN_CATEGORIES),
+                        "tagger category (real photos, 10 main labels)",
+                        Path(out_dir) / "tagger_confusion_category_real.png",
+                    )
+                )
+                plots.append(
+                    _real_predictions_png(
+                        df,
+                        np.flatnonzero(sel),
+                        logits["category"],
+                        vocab,
+                        Path(out_dir) / "tagger_real_predictions.png",
+                    )
+                )
         if "acc_min" in metrics and "acc_category_real" in metrics:
             metrics["acc_gate"] = (metrics["acc_min"] + metrics["acc_category_real"]) / 2
         return metrics, plots
@@ -242,6 +274,8 @@ def _real_predictions_png(df, rows: np.ndarray, logits: np.ndarray, vocab: list[
         img = ImageOps.expand(img, 4, fill=(0, 170, 0) if ok else (210, 0, 0))
         d = ImageDraw.Draw(img)
         d.text((6, 4), f"{vocab[k]} {p[k]:.2f}", fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
-        d.text((6, size - 16), f"true: {df['category'][r]}", fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
+        d.text(
+            (6, size - 16), f"true: {df['category'][r]}", fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0)
+        )
         tiles.append(np.asarray(img))
     return P.samples_png(tiles, path, "tagger on held-out real photos: predicted (p) / true category", cols=6)

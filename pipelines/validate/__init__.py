@@ -18,8 +18,7 @@ from typing import Any
 
 from pipelines.validate.errors import CriticalExpectationFailed
 
-__all__ = ["CriticalExpectationFailed", "build_training_set", "import_annotations",
-           "validate_snapshot"]
+__all__ = ["CriticalExpectationFailed", "build_training_set", "import_annotations", "validate_snapshot"]
 
 _LAZY = {
     "validate_snapshot": "pipelines.validate.checkpoint",

@@ -29,8 +29,7 @@ def _blob(root: Path, sha: str, ext: str) -> Path:
     return root / sha[:2] / f"{sha}.{ext}"
 
 
-def import_annotations(world: Path, out: Path, dvc: bool | None = None,
-                       s: Settings | None = None) -> Path:
+def import_annotations(world: Path, out: Path, dvc: bool | None = None, s: Settings | None = None) -> Path:
     """Bring ``world``'s COCO export, parsing PNGs and images into ``out``; return ``out``.
 
     Idempotent: a finished import is returned as is. When ``out`` lies in the data tree it
@@ -69,11 +68,15 @@ def import_annotations(world: Path, out: Path, dvc: bool | None = None,
         if (world / "products.jsonl").exists():
             shutil.copyfile(world / "products.jsonl", stage / "products.jsonl")
         wmeta = json.loads((world / "world.json").read_text()) if (world / "world.json").exists() else {}
-        meta = {"name": out.name, "kind": "coco", "source": str(world.resolve()),
-                "world_config": wmeta.get("config"),
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "counts": {"images": len(coco["images"]), "annotations": len(coco["annotations"])},
-                "content_sha256": tree_hash(stage)}
+        meta = {
+            "name": out.name,
+            "kind": "coco",
+            "source": str(world.resolve()),
+            "world_config": wmeta.get("config"),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "counts": {"images": len(coco["images"]), "annotations": len(coco["annotations"])},
+            "content_sha256": tree_hash(stage),
+        }
         (stage / "import.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         if out.exists():
             out.rmdir()  # an empty leftover directory only; a non-empty one raises
@@ -107,8 +110,9 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def import_rows(import_dir: Path, quarantined: set[int] | None = None,
-                min_visible: float = 0.5) -> dict[str, list[dict[str, Any]]]:
+def import_rows(
+    import_dir: Path, quarantined: set[int] | None = None, min_visible: float = 0.5
+) -> dict[str, list[dict[str, Any]]]:
     """Detector, parser and embedder rows of an import (paths relative to ``import_dir``).
 
     Each row carries ``products`` (the world product ids it shows) so the splitter can keep
@@ -137,10 +141,17 @@ def import_rows(import_dir: Path, quarantined: set[int] | None = None,
             continue  # broken files are kept in the import but never trained on
         anns = by_image.get(im["id"], [])
         pids = sorted({a.get("product_id") for a in anns if a.get("product_id")})
-        base = {"image": im["file_name"], "width": im["width"], "height": im["height"],
-                "role": im.get("role"), "products": pids, "sha256": im["sha256"]}
-        rows["detector"].append({**base, "boxes": json.dumps(
-            [{"bbox": a["bbox"], "category": cats[a["category_id"]]} for a in anns])})
+        base = {
+            "image": im["file_name"],
+            "width": im["width"],
+            "height": im["height"],
+            "role": im.get("role"),
+            "products": pids,
+            "sha256": im["sha256"],
+        }
+        rows["detector"].append(
+            {**base, "boxes": json.dumps([{"bbox": a["bbox"], "category": cats[a["category_id"]]} for a in anns])}
+        )
         if im.get("parsing_png"):
             rows["parser"].append({**base, "label_png": im["parsing_png"]})
         if im.get("role") in ("street", "model"):  # worn: the consumer side of consumer-to-shop
@@ -148,9 +159,13 @@ def import_rows(import_dir: Path, quarantined: set[int] | None = None,
                 if float(a.get("visible_fraction", 1.0)) < min_visible:
                     continue
                 attrs = a.get("attributes") or {}
-                crop = {**base, "bbox": json.dumps(a["bbox"]), "category": cats[a["category_id"]],
-                        "identity": a.get("product_id"),
-                        **{k: attrs.get(k) for k in ATTRIBUTES}}
+                crop = {
+                    **base,
+                    "bbox": json.dumps(a["bbox"]),
+                    "category": cats[a["category_id"]],
+                    "identity": a.get("product_id"),
+                    **{k: attrs.get(k) for k in ATTRIBUTES},
+                }
                 rows["embedder"].append(crop)
                 rows["tagger"].append(crop)
     return rows

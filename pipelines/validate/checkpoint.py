@@ -84,13 +84,15 @@ def _summarise(er: Any, suite: str, cfg: dict[str, Any]) -> dict[str, Any]:
     conf = er.expectation_config
     meta = dict(conf.meta or {})
     res = dict(er.result or {})
-    exc = (er.exception_info or {})
+    exc = er.exception_info or {}
     raised = bool(exc.get("raised_exception")) if isinstance(exc, dict) else False
     if raised:
         observed = f"error: {str(exc.get('exception_message'))[:200]}"
     elif "unexpected_count" in res:
-        observed = (f"{res['unexpected_count']} unexpected ({res.get('unexpected_percent') or 0:.2f}%)"
-                    f"; sample {list(res.get('partial_unexpected_list') or [])[:5]}")
+        observed = (
+            f"{res['unexpected_count']} unexpected ({res.get('unexpected_percent') or 0:.2f}%)"
+            f"; sample {list(res.get('partial_unexpected_list') or [])[:5]}"
+        )
     else:
         observed = f"observed {res.get('observed_value')}"
     key = KEYS[suite]
@@ -98,20 +100,29 @@ def _summarise(er: Any, suite: str, cfg: dict[str, Any]) -> dict[str, Any]:
     for item in res.get("unexpected_index_list") or []:
         if isinstance(item, dict) and key in item:
             # A table that names a ``reason`` per row (malls) reports it rather than the value.
-            rows.append({"key": str(item[key]),
-                         "value": str(item.get("reason", item.get(conf.kwargs.get("column"), "")))})
+            rows.append(
+                {"key": str(item[key]), "value": str(item.get("reason", item.get(conf.kwargs.get("column"), "")))}
+            )
     sample = [_jsonable(v) for v in list(res.get("partial_unexpected_list") or [])[:SAMPLE]]
     if rows and not meta.get("quarantine"):
         # Report-only row checks (e.g. rare classes): the key says more than the value.
         sample = [f"{r['key']}: {r['value']}" for r in rows[:SAMPLE]]
         observed = f"{res.get('unexpected_count')} unexpected; {sample[:5]}"
     return {
-        "id": f"{suite}.{meta.get('name', conf.type)}", "suite": suite, "name": meta.get("name"),
-        "type": conf.type, "column": conf.kwargs.get("column"), "severity": meta.get("severity", "critical"),
-        "quarantine": meta.get("quarantine"), "success": bool(er.success) and not raised,
-        "observed": observed, "observed_value": _jsonable(res.get("observed_value")),
-        "unexpected_count": res.get("unexpected_count"), "unexpected_percent": res.get("unexpected_percent"),
-        "sample": sample, "rows": rows,
+        "id": f"{suite}.{meta.get('name', conf.type)}",
+        "suite": suite,
+        "name": meta.get("name"),
+        "type": conf.type,
+        "column": conf.kwargs.get("column"),
+        "severity": meta.get("severity", "critical"),
+        "quarantine": meta.get("quarantine"),
+        "success": bool(er.success) and not raised,
+        "observed": observed,
+        "observed_value": _jsonable(res.get("observed_value")),
+        "unexpected_count": res.get("unexpected_count"),
+        "unexpected_percent": res.get("unexpected_percent"),
+        "sample": sample,
+        "rows": rows,
     }
 
 
@@ -125,31 +136,48 @@ def _jsonable(v: Any) -> Any:
 
 def _quarantine(results: list[dict[str, Any]], tabs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Quarantine rows from the failing rows of row-level expectations, mapped to products."""
-    img_product = dict(zip(tabs["images"]["image_key"], tabs["images"]["product_id"], strict=True)) \
-        if len(tabs["images"]) else {}
-    ann_image = dict(zip(tabs["annotations"]["annotation_id"].astype(str),
-                         tabs["annotations"]["image_sha256"], strict=True)) \
-        if "annotations" in tabs and len(tabs["annotations"]) else {}
+    img_product = (
+        dict(zip(tabs["images"]["image_key"], tabs["images"]["product_id"], strict=True)) if len(tabs["images"]) else {}
+    )
+    ann_image = (
+        dict(zip(tabs["annotations"]["annotation_id"].astype(str), tabs["annotations"]["image_sha256"], strict=True))
+        if "annotations" in tabs and len(tabs["annotations"])
+        else {}
+    )
     rows = []
     for r in results:
         if not r["quarantine"]:
             continue
         for row in r["rows"]:
-            pid = {"products": row["key"], "labels": row["key"],
-                   "images": img_product.get(row["key"])}.get(r["suite"])
-            rows.append({"table": r["suite"], "key": row["key"], "product_id": pid,
-                         "image_sha256": ann_image.get(row["key"]) if r["suite"] == "annotations" else None,
-                         "reason": r["quarantine"], "expectation": r["id"], "value": row["value"],
-                         "severity": r["severity"]})
-    return pd.DataFrame(rows, columns=["table", "key", "product_id", "image_sha256", "reason",
-                                       "expectation", "value", "severity"])
+            pid = {"products": row["key"], "labels": row["key"], "images": img_product.get(row["key"])}.get(r["suite"])
+            rows.append(
+                {
+                    "table": r["suite"],
+                    "key": row["key"],
+                    "product_id": pid,
+                    "image_sha256": ann_image.get(row["key"]) if r["suite"] == "annotations" else None,
+                    "reason": r["quarantine"],
+                    "expectation": r["id"],
+                    "value": row["value"],
+                    "severity": r["severity"],
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["table", "key", "product_id", "image_sha256", "reason", "expectation", "value", "severity"]
+    )
 
 
-def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
-                      previous_rows: int | None = None, s: Settings | None = None,
-                      cfg: dict[str, Any] | None = None, raise_on_critical: bool = True,
-                      now: pd.Timestamp | None = None,
-                      previous_malls: dict[str, int] | None = None) -> dict[str, Any]:
+def validate_snapshot(
+    snapshot: Path,
+    *,
+    annotations: Path | None = None,
+    previous_rows: int | None = None,
+    s: Settings | None = None,
+    cfg: dict[str, Any] | None = None,
+    raise_on_critical: bool = True,
+    now: pd.Timestamp | None = None,
+    previous_malls: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Validate a crawl snapshot (and optionally an annotation import); return the report.
 
     Runs one checkpoint per suite, builds Data Docs, writes quarantine and the curated
@@ -203,45 +231,75 @@ def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
     with_image = set(good_imgs["product_id"])
     no_image = [pid for pid in tabs["products"]["product_id"] if pid not in bad_products and pid not in with_image]
     if no_image:
-        q = pd.concat([q, pd.DataFrame({"table": "products", "key": no_image, "product_id": no_image,
-                                        "image_sha256": None, "reason": "no valid image",
-                                        "expectation": "images.*", "value": "", "severity": "warning"})],
-                      ignore_index=True)
+        q = pd.concat(
+            [
+                q,
+                pd.DataFrame(
+                    {
+                        "table": "products",
+                        "key": no_image,
+                        "product_id": no_image,
+                        "image_sha256": None,
+                        "reason": "no valid image",
+                        "expectation": "images.*",
+                        "value": "",
+                        "severity": "warning",
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
         bad_products |= set(no_image)
-    catalog = products[~products["product_id"].isin(bad_products)].reset_index(drop=True) \
-        if "product_id" in products.columns else products.iloc[0:0]
+    catalog = (
+        products[~products["product_id"].isin(bad_products)].reset_index(drop=True)
+        if "product_id" in products.columns
+        else products.iloc[0:0]
+    )
     catalog = T.curate_categories(catalog)  # taxonomy `category`, the mall's own `label`
-    good_imgs = good_imgs[good_imgs["product_id"].isin(set(catalog["product_id"]))] \
-        if len(catalog) else good_imgs.iloc[0:0]
+    good_imgs = (
+        good_imgs[good_imgs["product_id"].isin(set(catalog["product_id"]))] if len(catalog) else good_imgs.iloc[0:0]
+    )
     out = runs_dir(s) / run
     out.mkdir(parents=True, exist_ok=True)
     q.to_parquet(out / "quarantine.parquet", index=False)
     catalog.to_parquet(out / "catalog.parquet", index=False)
     good_imgs.to_parquet(out / "images.parquet", index=False)
     labels[labels["product_id"].isin(set(catalog.get("product_id", [])))].to_parquet(
-        out / "labels.parquet", index=False)
+        out / "labels.parquet", index=False
+    )
     critical = [r for r in results if not r["success"] and r["severity"] == "critical"]
     warnings = [r for r in results if not r["success"] and r["severity"] != "critical"]
     status = "failed" if critical else ("warning" if warnings else "passed")
     first_failing = next((docs.get(r["suite"]) for r in critical + warnings if docs.get(r["suite"])), None)
     report = {
-        "run": run, "snapshot": str(snapshot), "snapshot_name": meta["name"],
+        "run": run,
+        "snapshot": str(snapshot),
+        "snapshot_name": meta["name"],
         "malls": sorted(meta.get("malls") or []),
         "malls_requested": sorted(tabs["malls"]["mall"]),
         "mall_checks": M.checks_of(tabs["malls"], results),
-        "content_sha256": meta.get("content_sha256"), "annotations": str(annotations) if annotations else None,
+        "content_sha256": meta.get("content_sha256"),
+        "annotations": str(annotations) if annotations else None,
         "validated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "status": status, "rows": len(products), "images": len(imgs),
-        "previous_rows": previous_rows, "previous_run": prev_run,
-        "curated_rows": len(catalog), "curated_images": len(good_imgs),
-        "critical_failed": [r["id"] for r in critical], "warnings_failed": [r["id"] for r in warnings],
-        "quarantine_total": len(q), "quarantined_products": int(q["product_id"].nunique()),
+        "status": status,
+        "rows": len(products),
+        "images": len(imgs),
+        "previous_rows": previous_rows,
+        "previous_run": prev_run,
+        "curated_rows": len(catalog),
+        "curated_images": len(good_imgs),
+        "critical_failed": [r["id"] for r in critical],
+        "warnings_failed": [r["id"] for r in warnings],
+        "quarantine_total": len(q),
+        "quarantined_products": int(q["product_id"].nunique()),
         "quarantine_by_reason": {k: int(v) for k, v in q["reason"].value_counts().items()},
         "class_counts": {r["class_key"]: int(r["n"]) for _, r in classes.iterrows()},
         "results": [{k: v for k, v in r.items() if k != "rows"} for r in results],
-        "data_docs": docs, "data_docs_index": str(site_dir(s) / "index.html"),
+        "data_docs": docs,
+        "data_docs_index": str(site_dir(s) / "index.html"),
         "report_url": first_failing or str(site_dir(s) / "index.html"),
-        "run_dir": str(out), "duration_s": round(time.time() - t0, 3),
+        "run_dir": str(out),
+        "duration_s": round(time.time() - t0, 3),
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     from pipelines.validate.report import build_summary
@@ -254,8 +312,9 @@ def validate_snapshot(snapshot: Path, *, annotations: Path | None = None,
     return report
 
 
-def _malls_table(snapshot: Path, meta: dict[str, Any], previous: dict[str, int] | None,
-                 cfg: dict[str, Any], s: Settings) -> pd.DataFrame:
+def _malls_table(
+    snapshot: Path, meta: dict[str, Any], previous: dict[str, int] | None, cfg: dict[str, Any], s: Settings
+) -> pd.DataFrame:
     """Per requested mall: products this crawl vs its last good crawl, with the reason."""
     outcomes = M.mall_outcomes(snapshot, meta)
     if previous is None:

@@ -15,7 +15,8 @@ class CriticalExpectationFailed(RuntimeError):
         self.report = report
         lines = [f"{len(failed)} critical expectation(s) failed on snapshot {snapshot}:"]
         for f in failed:
-            lines.append(f"  - {f['id']} ({f['type']}{'(' + f['column'] + ')' if f.get('column') else ''}):"
-                         f" {f['observed']}")
+            lines.append(
+                f"  - {f['id']} ({f['type']}{'(' + f['column'] + ')' if f.get('column') else ''}): {f['observed']}"
+            )
         lines.append(f"report: {report}")
         super().__init__("\n".join(lines))

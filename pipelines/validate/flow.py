@@ -23,8 +23,7 @@ def latest_snapshot(s: Settings | None = None) -> Path:
     return snaps[-1].parent
 
 
-def resolve_snapshot(snapshot: str = "", events: list[dict[str, Any]] | None = None,
-                     s: Settings | None = None) -> str:
+def resolve_snapshot(snapshot: str = "", events: list[dict[str, Any]] | None = None, s: Settings | None = None) -> str:
     """Snapshot path from the param, else from the triggering ``catalog`` event, else the latest."""
     if snapshot:
         return str(Path(snapshot).resolve())
@@ -46,8 +45,7 @@ def latest_annotations(s: Settings | None = None) -> Path | None:
     return max(imports, key=lambda p: (p / "import.json").stat().st_mtime) if imports else None
 
 
-def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1,
-                   s: Settings | None = None) -> str:
+def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1, s: Settings | None = None) -> str:
     """Validate and return the run directory; print where the report is. Raises on critical."""
     from pipelines.validate.checkpoint import run_name_of, runs_dir, validate_snapshot
     from pipelines.validate.errors import CriticalExpectationFailed
@@ -59,17 +57,24 @@ def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1
     if ann is not None:
         print(f"annotations: {ann}")
     try:
-        rep = validate_snapshot(Path(snapshot), annotations=ann,
-                                previous_rows=None if previous_rows < 0 else previous_rows, s=s)
+        rep = validate_snapshot(
+            Path(snapshot), annotations=ann, previous_rows=None if previous_rows < 0 else previous_rows, s=s
+        )
     except CriticalExpectationFailed:
-        print(f"data quality summary: {summary_path(s)}  (serve it: tailor quality report, "
-              f"{s.url(s.report_port, '/tailor/index.html')})")
+        print(
+            f"data quality summary: {summary_path(s)}  (serve it: tailor quality report, "
+            f"{s.url(s.report_port, '/tailor/index.html')})"
+        )
         raise
-    print(f"validation {rep['status']}: {rep['rows']} products, {rep['curated_rows']} curated, "
-          f"quarantine {rep['quarantine_by_reason']}; warnings {rep['warnings_failed']}")
+    print(
+        f"validation {rep['status']}: {rep['rows']} products, {rep['curated_rows']} curated, "
+        f"quarantine {rep['quarantine_by_reason']}; warnings {rep['warnings_failed']}"
+    )
     print(f"report: {rep['report_url']}")
-    print(f"data quality summary: {summary_path(s)}  (serve it: tailor quality report, "
-          f"{s.url(s.report_port, '/tailor/index.html')})")
+    print(
+        f"data quality summary: {summary_path(s)}  (serve it: tailor quality report, "
+        f"{s.url(s.report_port, '/tailor/index.html')})"
+    )
     return str(runs_dir(s) / run_name_of(snapshot_meta(Path(snapshot))))
 
 

@@ -23,8 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = ["mall", "products", "last_good_products", "last_good_run", "ratio_to_last_good",
-           "pages", "errors", "reason"]
+COLUMNS = ["mall", "products", "last_good_products", "last_good_run", "ratio_to_last_good", "pages", "errors", "reason"]
 MAX_ROBOTS_REASON = 160
 
 
@@ -63,10 +62,12 @@ def mall_outcomes(snapshot: Path, meta: dict[str, Any] | None = None) -> dict[st
     meta = meta or json.loads((snapshot / "snapshot.json").read_text())
     stats_file = snapshot / "stats.json"
     per_mall = (json.loads(stats_file.read_text()).get("malls") or {}) if stats_file.exists() else {}
-    products = pd.read_parquet(snapshot / "products.parquet") \
-        if (snapshot / "products.parquet").exists() else pd.DataFrame()
-    fails = pd.read_parquet(snapshot / "failures.parquet") \
-        if (snapshot / "failures.parquet").exists() else pd.DataFrame()
+    products = (
+        pd.read_parquet(snapshot / "products.parquet") if (snapshot / "products.parquet").exists() else pd.DataFrame()
+    )
+    fails = (
+        pd.read_parquet(snapshot / "failures.parquet") if (snapshot / "failures.parquet").exists() else pd.DataFrame()
+    )
     out = {}
     for mall in requested_malls(meta, products):
         st = per_mall.get(mall)
@@ -76,13 +77,18 @@ def mall_outcomes(snapshot: Path, meta: dict[str, Any] | None = None) -> dict[st
         fetched = st.get("fetched") if st else None
         if fetched is None:
             fetched = _fetched_from_products(products, mall)
-        out[mall] = {"crawled": crawled, "products": int(fetched),
-                     "pages": int(st["pages"]) if st and "pages" in st else None,
-                     "errors": o["errors"], "errors_by_kind": o["errors_by_kind"],
-                     "robots": o["robots"], "robots_disallowed": o["robots_disallowed"],
-                     "limit_hit": list((st or {}).get("limit_hit") or []),
-                     "close_reason": (st or {}).get("close_reason"),
-                     "incomplete_reason": (st or {}).get("incomplete_reason")}
+        out[mall] = {
+            "crawled": crawled,
+            "products": int(fetched),
+            "pages": int(st["pages"]) if st and "pages" in st else None,
+            "errors": o["errors"],
+            "errors_by_kind": o["errors_by_kind"],
+            "robots": o["robots"],
+            "robots_disallowed": o["robots_disallowed"],
+            "limit_hit": list((st or {}).get("limit_hit") or []),
+            "close_reason": (st or {}).get("close_reason"),
+            "incomplete_reason": (st or {}).get("incomplete_reason"),
+        }
     return out
 
 
@@ -98,8 +104,7 @@ def last_good(reports: Iterable[dict[str, Any]], malls: list[str]) -> dict[str, 
             if not (snap / "snapshot.json").exists():
                 continue
             try:
-                checks = [{"mall": m, "products": o["products"], "ok": True}
-                          for m, o in mall_outcomes(snap).items()]
+                checks = [{"mall": m, "products": o["products"], "ok": True} for m, o in mall_outcomes(snap).items()]
             except Exception:  # noqa: BLE001 - an unreadable old snapshot is no reference
                 continue
         for c in checks:
@@ -109,8 +114,7 @@ def last_good(reports: Iterable[dict[str, Any]], malls: list[str]) -> dict[str, 
     return found
 
 
-def _reason(mall: str, o: dict[str, Any], prev: tuple[int, str] | None, ratio: float | None,
-            min_ratio: float) -> str:
+def _reason(mall: str, o: dict[str, Any], prev: tuple[int, str] | None, ratio: float | None, min_ratio: float) -> str:
     n = o["products"]
     if n == 0:
         head = "0 products"
@@ -139,18 +143,26 @@ def _reason(mall: str, o: dict[str, Any], prev: tuple[int, str] | None, ratio: f
     return "; ".join(parts)
 
 
-def malls_table(outcomes: dict[str, dict[str, Any]], previous: dict[str, tuple[int, str]],
-                min_ratio: float) -> pd.DataFrame:
+def malls_table(
+    outcomes: dict[str, dict[str, Any]], previous: dict[str, tuple[int, str]], min_ratio: float
+) -> pd.DataFrame:
     """One row per mall: products, last good products/run, ratio, pages, errors, reason."""
     rows = []
     for mall, o in sorted(outcomes.items()):
         prev = previous.get(mall)
         ratio = round(o["products"] / prev[0], 4) if prev and prev[0] else None
-        rows.append({"mall": mall, "products": o["products"],
-                     "last_good_products": prev[0] if prev else None,
-                     "last_good_run": prev[1] if prev else None, "ratio_to_last_good": ratio,
-                     "pages": o["pages"], "errors": o["errors"],
-                     "reason": _reason(mall, o, prev, ratio, min_ratio)})
+        rows.append(
+            {
+                "mall": mall,
+                "products": o["products"],
+                "last_good_products": prev[0] if prev else None,
+                "last_good_run": prev[1] if prev else None,
+                "ratio_to_last_good": ratio,
+                "pages": o["pages"],
+                "errors": o["errors"],
+                "reason": _reason(mall, o, prev, ratio, min_ratio),
+            }
+        )
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["ratio_to_last_good"] = df["ratio_to_last_good"].astype(float)
     df["products"] = df["products"].astype("int64")

@@ -17,8 +17,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def make_server(port: int | None = None, host: str | None = None,
-                s: Settings | None = None) -> tuple[http.server.ThreadingHTTPServer, str]:
+def make_server(
+    port: int | None = None, host: str | None = None, s: Settings | None = None
+) -> tuple[http.server.ThreadingHTTPServer, str]:
     """A static server over the Data Docs site; returns it and the summary page URL.
 
     ``port=0`` picks a free port. The summary is rebuilt first so it lists every run.

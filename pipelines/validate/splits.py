@@ -24,8 +24,9 @@ def product_groups(images: pd.DataFrame, product_ids: Iterable[str]) -> dict[str
     uf = UnionFind()
     for pid in product_ids:
         uf.find(f"p:{pid}")
-    for pid, sha, grp in zip(images["product_id"], images["sha256"],
-                             images.get("near_dup_group", images["sha256"]), strict=True):
+    for pid, sha, grp in zip(
+        images["product_id"], images["sha256"], images.get("near_dup_group", images["sha256"]), strict=True
+    ):
         uf.union(f"p:{pid}", f"g:{grp}")
         uf.union(f"p:{pid}", f"s:{sha}")  # exact same bytes as another product's image
     return {pid: uf.find(f"p:{pid}") for pid in product_ids}
@@ -35,8 +36,9 @@ def _order(key: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def assign_splits(groups: dict[str, str], labels: dict[str, str],
-                  fractions: dict[str, float], seed: int = 0) -> dict[str, str]:
+def assign_splits(
+    groups: dict[str, str], labels: dict[str, str], fractions: dict[str, float], seed: int = 0
+) -> dict[str, str]:
     """product_id -> split; whole groups go to one split, stratified by the group's label.
 
     In each label stratum, groups are ordered by a seeded hash and cut at the cumulative

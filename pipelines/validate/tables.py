@@ -26,8 +26,7 @@ KEYS = {
     "malls": "mall",
 }
 
-PRODUCT_FIELDS = ["product_id", "mall", "url", "title", "brand", "price", "currency",
-                  "category", "fetched_at"]
+PRODUCT_FIELDS = ["product_id", "mall", "url", "title", "brand", "price", "currency", "category", "fetched_at"]
 
 
 def snapshot_meta(snapshot: Path) -> dict[str, Any]:
@@ -54,9 +53,10 @@ def products_table(products: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     with :func:`models.taxonomy.to_category`, or the label itself where it maps to no category
     (a known non-garment label passes here and is quarantined by the labels suite; an unknown
     one fails here too)."""
-    df = products[[c for c in PRODUCT_FIELDS if c in products.columns]
-                  + [c for c in products.columns if c not in PRODUCT_FIELDS
-                     and c in ("sku", "n_listings")]].copy()
+    df = products[
+        [c for c in PRODUCT_FIELDS if c in products.columns]
+        + [c for c in products.columns if c not in PRODUCT_FIELDS and c in ("sku", "n_listings")]
+    ].copy()
     if "product_id" not in df.columns:
         df.insert(0, "product_id", [f"row{i}" for i in range(len(df))])
     if "category" in df.columns and "mall" in df.columns:
@@ -95,8 +95,9 @@ def curate_categories(products: pd.DataFrame) -> pd.DataFrame:
 def images_table(images: pd.DataFrame) -> pd.DataFrame:
     """Image links with ``min_side``, ``aspect_ratio``, ``exact_dup_of`` and ``is_near_dup``."""
     df = images.copy()
-    df = df.sort_values(["product_id", "position"] if "position" in df.columns else ["product_id"],
-                        kind="stable").reset_index(drop=True)
+    df = df.sort_values(
+        ["product_id", "position"] if "position" in df.columns else ["product_id"], kind="stable"
+    ).reset_index(drop=True)
     df.insert(0, "image_key", df["product_id"].astype(str) + "|" + df["sha256"].astype(str).str[:16])
     if {"width", "height"} <= set(df.columns):
         df["min_side"] = df[["width", "height"]].min(axis=1)
@@ -137,21 +138,29 @@ def labels_tables(products: pd.DataFrame, cfg: dict[str, Any]) -> tuple[pd.DataF
     if not {"product_id", "category", "mall"} <= set(products.columns):
         empty = pd.DataFrame({"product_id": [], "mall": [], "label": [], "category": [], "label_key": []})
         return empty, pd.DataFrame({"class_key": [], "n": [], "imbalance_ratio": []})
-    labels = pd.DataFrame({"product_id": products["product_id"].astype(str), "mall": products["mall"],
-                           "label": products["category"],
-                           "category": [to_category(x) for x in products["category"]]})
+    labels = pd.DataFrame(
+        {
+            "product_id": products["product_id"].astype(str),
+            "mall": products["mall"],
+            "label": products["category"],
+            "category": [to_category(x) for x in products["category"]],
+        }
+    )
     labels["label_key"] = [normalised_or_label(x) for x in labels["label"]]
     ok = labels[labels["label_key"].isin(set(vocabulary_keys(cfg)))]
     counts = ok["label_key"].value_counts()
     ratio = float(counts.max() / counts.min()) if len(counts) else 1.0
-    rows = [{"class_key": str(cat), "label": str(cat), "n": int(n), "imbalance_ratio": round(ratio, 3)}
-            for cat, n in counts.items()]
+    rows = [
+        {"class_key": str(cat), "label": str(cat), "n": int(n), "imbalance_ratio": round(ratio, 3)}
+        for cat, n in counts.items()
+    ]
     classes = pd.DataFrame(rows, columns=["class_key", "label", "n", "imbalance_ratio"])
     return labels, classes
 
 
-def snapshot_table(name: str, products: pd.DataFrame, previous_rows: int | None,
-                   now: pd.Timestamp | None = None) -> pd.DataFrame:
+def snapshot_table(
+    name: str, products: pd.DataFrame, previous_rows: int | None, now: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """One row: product count, the previous snapshot's, the drop share and data age in hours."""
     rows = len(products)
     drop = 0.0 if not previous_rows else max(0.0, (previous_rows - rows) / previous_rows)
@@ -160,8 +169,9 @@ def snapshot_table(name: str, products: pd.DataFrame, previous_rows: int | None,
     if "fetched_at" in products.columns and len(products):
         newest = pd.to_datetime(products["fetched_at"], utc=True).max()
         age = round((now - newest).total_seconds() / 3600, 3)
-    return pd.DataFrame([{"snapshot": name, "rows": rows, "previous_rows": previous_rows,
-                          "row_drop": round(drop, 4), "age_hours": age}])
+    return pd.DataFrame(
+        [{"snapshot": name, "rows": rows, "previous_rows": previous_rows, "row_drop": round(drop, 4), "age_hours": age}]
+    )
 
 
 def annotations_table(import_dir: Path) -> pd.DataFrame:
@@ -189,8 +199,16 @@ def annotations_table(import_dir: Path) -> pd.DataFrame:
         elif isinstance(seg, list) and seg:
             area = int(a.get("area") or 0)
         cid = int(a.get("category_id", -1))
-        rows.append({"annotation_id": int(a["id"]), "image_sha256": im.get("sha256"),
-                     "category_id": cid, "category": to_category(names.get(cid)) or f"category_id {cid}",
-                     "bbox_inside": bool(inside), "mask_area": area})
-    return pd.DataFrame(rows, columns=["annotation_id", "image_sha256", "category_id", "category",
-                                       "bbox_inside", "mask_area"])
+        rows.append(
+            {
+                "annotation_id": int(a["id"]),
+                "image_sha256": im.get("sha256"),
+                "category_id": cid,
+                "category": to_category(names.get(cid)) or f"category_id {cid}",
+                "bbox_inside": bool(inside),
+                "mask_area": area,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["annotation_id", "image_sha256", "category_id", "category", "bbox_inside", "mask_area"]
+    )

@@ -57,15 +57,29 @@ def _columns(model: str) -> list[str]:
 
 def training_set_id(report: dict[str, Any], bal_cfg: dict[str, Any], val_cfg: dict[str, Any]) -> str:
     """``<validation run>-<hash of annotations + balancing + split and crop config>`` (deterministic)."""
-    h = hashlib.sha256(json.dumps([report.get("annotations_sha256"), bal_cfg, val_cfg.get("splits"), val_cfg.get("crops"),
-                                   val_cfg.get("product_shots")],
-                                  sort_keys=True, default=str).encode()).hexdigest()[:8]
+    h = hashlib.sha256(
+        json.dumps(
+            [
+                report.get("annotations_sha256"),
+                bal_cfg,
+                val_cfg.get("splits"),
+                val_cfg.get("crops"),
+                val_cfg.get("product_shots"),
+            ],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:8]
     return f"{report['run']}-{h}"
 
 
-def build_training_set(run_dir: Path, out: Path | None = None, s: Settings | None = None,
-                       balancing: dict[str, Any] | None = None,
-                       cfg: dict[str, Any] | None = None) -> Path:
+def build_training_set(
+    run_dir: Path,
+    out: Path | None = None,
+    s: Settings | None = None,
+    balancing: dict[str, Any] | None = None,
+    cfg: dict[str, Any] | None = None,
+) -> Path:
     """Write the training set of validation run ``run_dir``; return its directory.
 
     Raises :class:`CriticalExpectationFailed` when the run failed. Idempotent: an existing
@@ -98,8 +112,7 @@ def build_training_set(run_dir: Path, out: Path | None = None, s: Settings | Non
     frames = _snapshot_rows(catalog, images, split_of, snapshot, data_root_abs, cfg)
     _add_product_shot_boxes(frames, data_root_abs, cfg.get("product_shots") or {}, seed)
     if ann_dir is not None:
-        _add_import_rows(frames, ann_dir, data_root_abs, catalog, split_of, quarantine,
-                         fractions, seed, cfg)
+        _add_import_rows(frames, ann_dir, data_root_abs, catalog, split_of, quarantine, fractions, seed, cfg)
     stage = out.parent / f".{out.name}.partial"
     if stage.exists():
         shutil.rmtree(stage)
@@ -129,30 +142,43 @@ def build_training_set(run_dir: Path, out: Path | None = None, s: Settings | Non
             if len(before):
                 histogram_png(before, after, png, f"{model} / {lab}: {spec.get('strategy')} (train split)")
                 histograms.append(f"histograms/{png.name}")
-            bal_record[model][lab] = {**spec, "applied": True,
-                                      "before": {str(k): float(v) for k, v in before.items()},
-                                      "after": {str(k): float(v) for k, v in after.items()}}
+            bal_record[model][lab] = {
+                **spec,
+                "applied": True,
+                "before": {str(k): float(v) for k, v in before.items()},
+                "after": {str(k): float(v) for k, v in after.items()},
+            }
         df["repeat"] = df["repeat"].astype(int)
         df["weight"] = df["weight"].astype(float)
         validate_manifest_frame(df, model)
         df.to_parquet(stage / "manifests" / f"{model}.parquet", index=False)
         counts[model] = {sp: int((df["split"] == sp).sum()) for sp in SPLITS}
         counts[model]["train_draws"] = int(df.loc[df["split"] == "train", "repeat"].sum())
-    catalog.assign(split=catalog["product_id"].map(split_of),
-                   image=catalog["product_id"].map(_primary_images(images, snapshot, data_root_abs))
-                   ).to_parquet(stage / "catalog.parquet", index=False)
+    catalog.assign(
+        split=catalog["product_id"].map(split_of),
+        image=catalog["product_id"].map(_primary_images(images, snapshot, data_root_abs)),
+    ).to_parquet(stage / "catalog.parquet", index=False)
     quarantine.to_parquet(stage / "quarantine.parquet", index=False)
     meta = {
-        "format": 1, "id": ts_id, "snapshot_id": _snapshot_id(snapshot, s),
-        "snapshot": str(snapshot), "annotations_id": report.get("annotations_sha256"),
+        "format": 1,
+        "id": ts_id,
+        "snapshot_id": _snapshot_id(snapshot, s),
+        "snapshot": str(snapshot),
+        "annotations_id": report.get("annotations_sha256"),
         "annotations": str(ann_dir) if ann_dir else None,
         "data_root": os.path.relpath(data_root_abs, out.resolve().parent / out.name),
-        "counts": counts, "catalog": len(catalog), "quarantine": len(quarantine),
+        "counts": counts,
+        "catalog": len(catalog),
+        "quarantine": len(quarantine),
         "quarantine_by_reason": report.get("quarantine_by_reason"),
-        "balancing": bal_record, "splits": {"fractions": fractions, "seed": seed,
-                                            "by": "product + near-duplicate group"},
-        "validation": {"run": report["run"], "status": report["status"],
-                       "report": report.get("report_url"), "warnings": report.get("warnings_failed")},
+        "balancing": bal_record,
+        "splits": {"fractions": fractions, "seed": seed, "by": "product + near-duplicate group"},
+        "validation": {
+            "run": report["run"],
+            "status": report["status"],
+            "report": report.get("report_url"),
+            "warnings": report.get("warnings_failed"),
+        },
         "histograms": histograms,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -188,12 +214,20 @@ def _primary_images(images: pd.DataFrame, snapshot: Path, root: Path) -> dict[st
     df["_worn"] = (df["role"] != "shop").astype(int) if "role" in df.columns else 0
     order = ["product_id", "_worn"] + (["position"] if "position" in df.columns else [])
     first = df.sort_values(order, kind="stable").drop_duplicates("product_id")
-    return {r.product_id: os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
-            for r in first.itertuples(index=False)}
+    return {
+        r.product_id: os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
+        for r in first.itertuples(index=False)
+    }
 
 
-def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[str, str],
-                   snapshot: Path, root: Path, cfg: dict[str, Any]) -> dict[str, list[dict]]:
+def _snapshot_rows(
+    catalog: pd.DataFrame,
+    images: pd.DataFrame,
+    split_of: dict[str, str],
+    snapshot: Path,
+    root: Path,
+    cfg: dict[str, Any],
+) -> dict[str, list[dict]]:
     """Tagger and embedder rows: one per curated product shot (whole-image crops).
 
     ``category`` is the catalog's taxonomy category and ``label`` the mall's own label. A
@@ -203,12 +237,14 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
     """
     from models.taxonomy import IMPLIED
 
-    attrs_of = {pid: json.loads(a) if isinstance(a, str) and a else {}
-                for pid, a in zip(catalog["product_id"], catalog.get("attributes", [None] * len(catalog)),
-                                  strict=True)}
+    attrs_of = {
+        pid: json.loads(a) if isinstance(a, str) and a else {}
+        for pid, a in zip(catalog["product_id"], catalog.get("attributes", [None] * len(catalog)), strict=True)
+    }
     cat_of = dict(zip(catalog["product_id"], catalog["category"], strict=True))
-    label_of = dict(zip(catalog["product_id"],
-                        catalog["label"] if "label" in catalog.columns else catalog["category"], strict=True))
+    label_of = dict(
+        zip(catalog["product_id"], catalog["label"] if "label" in catalog.columns else catalog["category"], strict=True)
+    )
     mall_of = dict(zip(catalog["product_id"], catalog["mall"], strict=True))
     # The product's identity for metric learning is its SKU where the listing has one: the
     # same article listed by several malls, and the annotation export's street and model
@@ -226,8 +262,14 @@ def _snapshot_rows(catalog: pd.DataFrame, images: pd.DataFrame, split_of: dict[s
             continue
         rel = os.path.relpath(snapshot.resolve() / "images" / r.sha256[:2] / f"{r.sha256}.{r.ext}", root)
         source = _source_of(mall_of[pid], cfg)
-        base = {"image": rel, "split": split_of[pid], "source": source, "bbox": None,
-                "category": cat_of[pid], "label": label_of[pid]}
+        base = {
+            "image": rel,
+            "split": split_of[pid],
+            "source": source,
+            "bbox": None,
+            "category": cat_of[pid],
+            "label": label_of[pid],
+        }
         attrs = attrs_of.get(pid, {}) if source != "photos" else IMPLIED.get(cat_of[pid], {})
         # Real photos only know their category: no identity for metric learning.
         sku = sku_of.get(pid)
@@ -277,14 +319,30 @@ def _add_product_shot_boxes(frames: dict[str, list[dict]], root: Path, spec: dic
             except (OSError, ValueError):
                 continue  # an unreadable shot is already in the image checks' quarantine
             bbox = [round(box[0] * sx, 1), round(box[1] * sy, 1), round(box[2] * sx, 1), round(box[3] * sy, 1)]
-            frames["detector"].append({"image": r["image"], "split": split, "source": r["source"], "width": W,
-                                       "height": H, "label": r.get("label"),
-                                       "boxes": json.dumps([{"bbox": bbox, "category": r["category"]}])})
+            frames["detector"].append(
+                {
+                    "image": r["image"],
+                    "split": split,
+                    "source": r["source"],
+                    "width": W,
+                    "height": H,
+                    "label": r.get("label"),
+                    "boxes": json.dumps([{"bbox": bbox, "category": r["category"]}]),
+                }
+            )
 
 
-def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, catalog: pd.DataFrame,
-                     split_of: dict[str, str], quarantine: pd.DataFrame,
-                     fractions: dict[str, float], seed: int, cfg: dict[str, Any]) -> None:
+def _add_import_rows(
+    frames: dict[str, list[dict]],
+    ann_dir: Path,
+    root: Path,
+    catalog: pd.DataFrame,
+    split_of: dict[str, str],
+    quarantine: pd.DataFrame,
+    fractions: dict[str, float],
+    seed: int,
+    cfg: dict[str, Any],
+) -> None:
     """Append an annotation import's rows, split by what each model is evaluated on.
 
     - detector and parser rows are whole images, scored on held-out *images*: each image
@@ -307,8 +365,7 @@ def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, c
         for pid, sku, mall in zip(catalog["product_id"], catalog["sku"], catalog["mall"], strict=True):
             if sku and source_of(str(mall), cfg) != "photos":
                 world_split.setdefault(str(sku), split_of[pid])
-    unknown = sorted({p for rs in rows.values() for r in rs for p in r["products"]
-                      if p and p not in world_split})
+    unknown = sorted({p for rs in rows.values() for r in rs for p in r["products"] if p and p not in world_split})
     if unknown:
         world_split.update(assign_splits({p: p for p in unknown}, {}, fractions, seed))
     images = sorted({r["sha256"] for m in ("detector", "parser") for r in rows.get(m, [])})
@@ -320,7 +377,9 @@ def _add_import_rows(frames: dict[str, list[dict]], ann_dir: Path, root: Path, c
             else:
                 # a crop without a known product falls back to the strictest split of its image
                 splits = [world_split[p] for p in r["products"] if p in world_split]
-                split = world_split.get(r.get("identity")) or (max(splits, key=_RANK.__getitem__) if splits else "train")
+                split = world_split.get(r.get("identity")) or (
+                    max(splits, key=_RANK.__getitem__) if splits else "train"
+                )
             row = {k: v for k, v in r.items() if k not in ("products", "sha256")}
             row["image"] = os.path.relpath(ann_dir.resolve() / r["image"], root)
             if "label_png" in row:

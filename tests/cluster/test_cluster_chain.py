@@ -42,8 +42,11 @@ WORKERS = {"tailor-worker-1", "tailor-worker-2"}
 
 
 def _tree_md5(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -70,15 +73,23 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     t0 = time.monotonic()
     try:
         with log.open("w") as out:
-            demo = subprocess.Popen(demo_argv(products=120, scenes=60), cwd=root, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            demo = subprocess.Popen(
+                demo_argv(products=120, scenes=60), cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
             killed = _kill_a_training_worker(s, demo, log)
             rc = demo.wait(timeout=2400)
         elapsed = time.monotonic() - t0
         text = log.read_text(errors="replace")
         assert rc == 0, text[-6000:]
-        yield {"s": s, "root": root, "env": env, "log": text, "killed": killed, "elapsed_s": elapsed,
-               **_chain_records(s)}
+        yield {
+            "s": s,
+            "root": root,
+            "env": env,
+            "log": text,
+            "killed": killed,
+            "elapsed_s": elapsed,
+            **_chain_records(s),
+        }
     finally:
         down(root, env)
 
@@ -103,14 +114,23 @@ def _kill_a_training_worker(s: Settings, demo: subprocess.Popen, log: Path) -> d
             tis = client.task_instances("retrain_models", run["dag_run_id"])
             for ti in tis:
                 started = _ts(ti.get("start_date"))
-                if (ti["task_id"] == "train" and ti["state"] == "running" and ti.get("hostname") in WORKERS
-                        and started and (datetime.now(started.tzinfo) - started).total_seconds() > 4):
+                if (
+                    ti["task_id"] == "train"
+                    and ti["state"] == "running"
+                    and ti.get("hostname") in WORKERS
+                    and started
+                    and (datetime.now(started.tzinfo) - started).total_seconds() > 4
+                ):
                     name = "airflow-" + ti["hostname"].removeprefix("tailor-")
                     pid = read_pid_file(services(s)[name].pid_file(s))
                     assert pid, f"no live pid for {name}"
                     os.killpg(pid, signal.SIGKILL)
-                    return {"run_id": run["dag_run_id"], "map_index": ti["map_index"], "hostname": ti["hostname"],
-                            "service": name}
+                    return {
+                        "run_id": run["dag_run_id"],
+                        "map_index": ti["map_index"],
+                        "hostname": ti["hostname"],
+                        "service": name,
+                    }
     raise AssertionError("no training task ran within 30 minutes")
 
 
@@ -143,20 +163,31 @@ def test_tasks_ran_on_both_workers(cluster_run: dict[str, Any]) -> None:
     hosts = {ti.get("hostname") for ti in cluster_run["tis"] if ti["state"] == "success"}
     assert WORKERS <= hosts, hosts
     # Task start latency under Celery: queued -> running, over every task of the chain.
-    waits = [(_ts(ti["start_date"]) - _ts(ti["queued_when"])).total_seconds()  # type: ignore[operator]
-             for ti in cluster_run["tis"] if ti.get("queued_when") and ti.get("start_date")]
+    waits = [
+        (_ts(ti["start_date"]) - _ts(ti["queued_when"])).total_seconds()  # type: ignore[operator]
+        for ti in cluster_run["tis"]
+        if ti.get("queued_when") and ti.get("start_date")
+    ]
     assert waits
     waits.sort()
-    print(f"\ntask start latency (queued -> running), {len(waits)} tasks: median {statistics.median(waits):.2f} s, "
-          f"p90 {waits[int(0.9 * (len(waits) - 1))]:.2f} s, max {waits[-1]:.2f} s")
+    print(
+        f"\ntask start latency (queued -> running), {len(waits)} tasks: median {statistics.median(waits):.2f} s, "
+        f"p90 {waits[int(0.9 * (len(waits) - 1))]:.2f} s, max {waits[-1]:.2f} s"
+    )
 
 
 def test_killed_worker_task_retried_on_the_other(cluster_run: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
     k = cluster_run["killed"]
-    ti = next(t for t in cluster_run["tis"] if t["dag_id"] == "retrain_models" and t["dag_run_id"] == k["run_id"]
-              and t["task_id"] == "train" and t["map_index"] == k["map_index"])
+    ti = next(
+        t
+        for t in cluster_run["tis"]
+        if t["dag_id"] == "retrain_models"
+        and t["dag_run_id"] == k["run_id"]
+        and t["task_id"] == "train"
+        and t["map_index"] == k["map_index"]
+    )
     assert ti["state"] == "success" and ti["try_number"] >= 2, ti
     assert ti["hostname"] in WORKERS - {k["hostname"]}, (ti["hostname"], k)
     # No duplicate output: one training directory and one registered version per model.
@@ -178,8 +209,14 @@ def test_runs_metrics_and_models_are_in_postgres(cluster_run: dict[str, Any]) ->
     s = cluster_run["s"]
     url = str(s.mlflow_backend_uri).replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as con:
-        n_runs, n_metrics, n_versions = (con.execute(q).fetchone()[0] for q in (  # type: ignore[index]
-            "SELECT count(*) FROM runs", "SELECT count(*) FROM metrics", "SELECT count(*) FROM model_versions"))
+        n_runs, n_metrics, n_versions = (
+            con.execute(q).fetchone()[0]
+            for q in (  # type: ignore[index]
+                "SELECT count(*) FROM runs",
+                "SELECT count(*) FROM metrics",
+                "SELECT count(*) FROM model_versions",
+            )
+        )
         models = {r[0] for r in con.execute("SELECT name FROM registered_models")}
     assert n_runs >= 4 and n_metrics > 0 and n_versions >= 4, (n_runs, n_metrics, n_versions)
     assert {"tailor-detector", "tailor-parser", "tailor-tagger", "tailor-embedder"} <= models
@@ -200,14 +237,19 @@ def test_artifacts_and_snapshots_are_in_the_object_store(cluster_run: dict[str, 
     dvc_keys = cluster.object_keys(s, "dvc/")
     assert any(k.endswith("MLmodel") for k in mlflow_keys), mlflow_keys[:20]
     assert dvc_keys
-    local_artifacts = [p for p in Path(s.mlflow_artifacts_dir).rglob("*") if p.is_file()] \
-        if Path(s.mlflow_artifacts_dir).exists() else []
+    local_artifacts = (
+        [p for p in Path(s.mlflow_artifacts_dir).rglob("*") if p.is_file()]
+        if Path(s.mlflow_artifacts_dir).exists()
+        else []
+    )
     assert local_artifacts == []
     storage = root / ".dvc-storage"
     assert not storage.exists() or not any(p.is_file() for p in storage.rglob("*"))
 
 
-def test_a_snapshot_restored_from_the_object_store_is_byte_identical(cluster_run: dict[str, Any], tmp_path: Path) -> None:
+def test_a_snapshot_restored_from_the_object_store_is_byte_identical(
+    cluster_run: dict[str, Any], tmp_path: Path
+) -> None:
     root, env = cluster_run["root"], cluster_run["env"]
     fresh = tmp_path / "restore"
     (fresh / ".dvc").mkdir(parents=True)

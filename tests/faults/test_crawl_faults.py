@@ -85,19 +85,31 @@ class Server:
 
 
 def _page(product: dict) -> bytes:
-    return (f"<html><head><script type='application/ld+json'>{json.dumps(product)}</script>"
-            "</head><body></body></html>").encode()
+    return (
+        f"<html><head><script type='application/ld+json'>{json.dumps(product)}</script></head><body></body></html>"
+    ).encode()
 
 
 def _product(sku: str, images: list[str]) -> dict:
-    return {"@context": "https://schema.org", "@type": "Product", "name": f"Tee {sku}", "sku": sku,
-            "offers": {"@type": "Offer", "price": "19.90", "priceCurrency": "EUR"}, "image": images}
+    return {
+        "@context": "https://schema.org",
+        "@type": "Product",
+        "name": f"Tee {sku}",
+        "sku": sku,
+        "offers": {"@type": "Offer", "price": "19.90", "priceCurrency": "EUR"},
+        "image": images,
+    }
 
 
 @pytest.fixture()
 def hostile() -> Iterator[dict]:
-    off = Server("127.0.0.2", {"/img/off.jpg": (200, {"Content-Type": "image/jpeg"}, _jpeg((0, 0, 200))),
-                               "/p/landing": (200, {"Content-Type": "text/html"}, b"<html></html>")})
+    off = Server(
+        "127.0.0.2",
+        {
+            "/img/off.jpg": (200, {"Content-Type": "image/jpeg"}, _jpeg((0, 0, 200))),
+            "/p/landing": (200, {"Content-Type": "text/html"}, b"<html></html>"),
+        },
+    )
     robots_hits = [0]
 
     def robots() -> Route:
@@ -106,15 +118,23 @@ def hostile() -> Iterator[dict]:
             return 200, {"Content-Type": "text/plain"}, b"User-agent: *\nAllow: /\n"
         return 503, {"Content-Type": "text/plain"}, b"down for maintenance"
 
-    hostile_images = ["/img/ok1.jpg", "file:///etc/passwd", "data:image/jpeg;base64,/9j/4AAQ",
-                      "http://169.254.169.254/latest/meta-data/iam", "http://10.0.0.7/x.jpg",
-                      f"{off.base}/img/off.jpg"]
+    hostile_images = [
+        "/img/ok1.jpg",
+        "file:///etc/passwd",
+        "data:image/jpeg;base64,/9j/4AAQ",
+        "http://169.254.169.254/latest/meta-data/iam",
+        "http://10.0.0.7/x.jpg",
+        f"{off.base}/img/off.jpg",
+    ]
     big = _jpeg((9, 9, 9)) + b"\0" * (BIG_IMAGE - len(_jpeg((9, 9, 9))))
     routes: dict[str, Route | Callable[[], Route]] = {
         "/robots.txt": robots,
-        "/": (200, {"Content-Type": "text/html"},
-              b"<html><a href='/p/1'>a</a><a href='/p/2'>b</a><a href='/p/big'>c</a>"
-              b"<a href='/p/redirect'>d</a><a href='/p/bomb'>e</a></html>"),
+        "/": (
+            200,
+            {"Content-Type": "text/html"},
+            b"<html><a href='/p/1'>a</a><a href='/p/2'>b</a><a href='/p/big'>c</a>"
+            b"<a href='/p/redirect'>d</a><a href='/p/bomb'>e</a></html>",
+        ),
         "/p/1": (200, {"Content-Type": "text/html"}, _page(_product("H1", hostile_images))),
         "/p/2": (200, {"Content-Type": "text/html"}, _page(_product("H2", ["/img/ok2.jpg"]))),
         "/p/big": (200, {"Content-Type": "text/html"}, _page(_product("H3", ["/img/big.jpg", "/img/ok3.jpg"]))),
@@ -123,8 +143,11 @@ def hostile() -> Iterator[dict]:
         "/img/ok3.jpg": (200, {"Content-Type": "image/jpeg"}, _jpeg((30, 30, 200))),
         "/img/big.jpg": (200, {"Content-Type": "image/jpeg"}, big),
         "/p/redirect": (302, {"Location": f"{off.base}/p/landing"}, b""),
-        "/p/bomb": (200, {"Content-Type": "text/html", "Content-Encoding": "gzip"},
-                    gzip.compress(b"<html>" + b" " * (40 * 2**20) + b"</html>", compresslevel=9)),
+        "/p/bomb": (
+            200,
+            {"Content-Type": "text/html", "Content-Encoding": "gzip"},
+            gzip.compress(b"<html>" + b" " * (40 * 2**20) + b"</html>", compresslevel=9),
+        ),
     }
     mall = Server("127.0.0.1", routes)
     try:
@@ -136,8 +159,17 @@ def hostile() -> Iterator[dict]:
 
 def _config(base: str) -> CrawlConfig:
     pol = Politeness.off(UA, max_page_bytes=2 * 2**20)  # max_image_bytes keeps its 20 MiB default
-    return CrawlConfig(malls=[MallConfig(name="hostile", start_urls=[base + "/"], extractor="jsonld",
-                                         politeness=pol, allow_private_addresses=True)])
+    return CrawlConfig(
+        malls=[
+            MallConfig(
+                name="hostile",
+                start_urls=[base + "/"],
+                extractor="jsonld",
+                politeness=pol,
+                allow_private_addresses=True,
+            )
+        ]
+    )
 
 
 def _load(info: dict) -> dict[str, pd.DataFrame]:
@@ -164,8 +196,19 @@ def test_a_hostile_mall_then_its_robots_turning_5xx(hostile: dict, tmp_path: Pat
 
     # scope: nothing reached the other host, the metadata address or the private one
     assert off.paths == []
-    allowed = {"/robots.txt", "/", "/p/1", "/p/2", "/p/big", "/p/redirect", "/p/bomb",
-               "/img/ok1.jpg", "/img/ok2.jpg", "/img/ok3.jpg", "/img/big.jpg"}
+    allowed = {
+        "/robots.txt",
+        "/",
+        "/p/1",
+        "/p/2",
+        "/p/big",
+        "/p/redirect",
+        "/p/bomb",
+        "/img/ok1.jpg",
+        "/img/ok2.jpg",
+        "/img/ok3.jpg",
+        "/img/big.jpg",
+    }
     assert set(mall.paths) <= allowed, set(mall.paths) - allowed
     fails = first["failures"]
     scope = fails[fails["kind"] == "scope"]
@@ -211,7 +254,7 @@ def test_a_crawl_killed_mid_write_loses_and_corrupts_nothing(tmp_path: Path) -> 
     first crawl's snapshot (published before) is untouched."""
     from pipelines.crawl.pipeline import run_dir_for
     from pipelines.malls import build_demo_malls
-    from pipelines.malls.testing import make_fake_world, running_malls
+    from tests.helpers.malls import make_fake_world, running_malls
 
     world = make_fake_world(tmp_path / "world", n=80, seed=12, broken=False)
     mall = build_demo_malls(world, seed=0, duplicate_share=0.0)[0]
@@ -220,8 +263,11 @@ def test_a_crawl_killed_mid_write_loses_and_corrupts_nothing(tmp_path: Path) -> 
     with running_malls([mall]) as server:
         base = server.url(mall.name)
         run_db = run_dir_for("snap", s, state) / mall.name / "run.sqlite"
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, mall.name, base, str(tmp_path / "snap"),
-                                  str(root), str(state)], cwd=PROJECT_ROOT, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, mall.name, base, str(tmp_path / "snap"), str(root), str(state)],
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
         n, deadline = 0, time.time() + 60
         while time.time() < deadline and n < 8:
             time.sleep(0.05)

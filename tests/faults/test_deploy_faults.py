@@ -24,9 +24,8 @@ import torch
 
 from pipelines import registry
 from pipelines.settings import PROJECT_ROOT, Settings
-from tests.test_deploy import _broken_copy, _served_versions, dsettings, polled  # noqa: F401 (fixture)
-from tests.test_registry import _hostile_pickle, _m, _Result, store, training_set  # noqa: F401 (fixtures)
-from tests.test_serve import serve_bundle  # noqa: F401 (session fixture)
+from tests.helpers.registry import FakeTrainResult, gate_metrics, hostile_pickle
+from tests.helpers.serving import broken_copy, polled, served_versions
 
 pytestmark = [pytest.mark.faults]
 
@@ -41,8 +40,12 @@ deploy({"bundle": sys.argv[2]}, build=False, s=Settings(**json.loads(sys.argv[1]
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_a_deploy_killed_mid_switch(dsettings: Settings, serve_bundle: Path, small_world: Path,  # noqa: F811
-                                    tmp_path: Path) -> None:
+def test_a_deploy_killed_mid_switch(
+    dsettings: Settings,
+    serve_bundle: Path,
+    small_world: Path,
+    tmp_path: Path,
+) -> None:
     """SIGKILL the deploying process once the gateway has moved to its candidate (before the
     state file says so): the public port answers throughout, `tailor up` makes what serves
     and what the state records agree, and the dead holder's lease does not block the next
@@ -55,14 +58,22 @@ def test_a_deploy_killed_mid_switch(dsettings: Settings, serve_bundle: Path, sma
         deploy({"bundle": str(serve_bundle)}, build=False, s=s, world=small_world)
         before = release.status(s)
         old_url = before["gateway"]["upstream"]
-        other = _broken_copy(serve_bundle, tmp_path / "other", "index-other")
+        other = broken_copy(serve_bundle, tmp_path / "other", "index-other")
         shutil.copy2(serve_bundle / "index" / "vectors.npy", other / "index" / "vectors.npy")
-        settings = {"root": str(s.root), "var_dir": str(s.var_dir), "bentoml_home": str(s.bentoml_home),
-                    "bento_port": s.bento_port, "bento_staging_port": s.bento_staging_port,
-                    "bento_alt_port": s.bento_alt_port}
+        settings = {
+            "root": str(s.root),
+            "var_dir": str(s.var_dir),
+            "bentoml_home": str(s.bentoml_home),
+            "bento_port": s.bento_port,
+            "bento_staging_port": s.bento_staging_port,
+            "bento_alt_port": s.bento_alt_port,
+        }
         with polled(s) as seen:
-            child = subprocess.Popen([sys.executable, "-c", _DEPLOY, json.dumps(settings), str(other), str(small_world)],
-                                     cwd=PROJECT_ROOT, start_new_session=True)
+            child = subprocess.Popen(
+                [sys.executable, "-c", _DEPLOY, json.dumps(settings), str(other), str(small_world)],
+                cwd=PROJECT_ROOT,
+                start_new_session=True,
+            )
             moved, deadline = False, time.time() + 600
             while time.time() < deadline and child.poll() is None:
                 try:
@@ -81,18 +92,22 @@ def test_a_deploy_killed_mid_switch(dsettings: Settings, serve_bundle: Path, sma
         assert set(seen) == {200}, seen
         st = release.status(s)
         assert st["gateway"]["upstream"] == st[f"bento-{st['live_slot']}"]["url"], (back, st)
-        assert _served_versions(s) == release.release_info(st["current"], s)["versions"]
+        assert served_versions(s) == release.release_info(st["current"], s)["versions"]
         # the killed holder's lease ended with it: the next deploy goes ahead
         again = deploy({"bundle": str(other)}, build=False, s=s, world=small_world)
-        assert _served_versions(s)["index"] == "index-other" and release.status(s)["current"] == again["id"]
+        assert served_versions(s)["index"] == "index-other" and release.status(s)["current"] == again["id"]
     finally:
         release.stop_all(s)
 
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings: Settings, serve_bundle: Path,  # noqa: F811
-                                                                      small_world: Path, tmp_path: Path):
+def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(
+    dsettings: Settings,
+    serve_bundle: Path,
+    small_world: Path,
+    tmp_path: Path,
+):
     """Two deploys started together both succeed, one after the other (the lease); a
     rollback asked for during a deploy waits for it, then undoes it. The public port keeps
     answering the release the state file names."""
@@ -102,8 +117,8 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings:
     from pipelines.deploy.stages import deploy
 
     s = dsettings
-    a = _broken_copy(serve_bundle, tmp_path / "a", "index-a")
-    b = _broken_copy(serve_bundle, tmp_path / "b", "index-b")
+    a = broken_copy(serve_bundle, tmp_path / "a", "index-a")
+    b = broken_copy(serve_bundle, tmp_path / "b", "index-b")
     for d in (a, b):  # working copies: the same vectors as the served bundle
         shutil.copy2(serve_bundle / "index" / "vectors.npy", d / "index" / "vectors.npy")
     try:
@@ -114,7 +129,7 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings:
             ra, rb = fa.result(timeout=900), fb.result(timeout=900)
         switched = [e for e in release.read_state(s)["events"] if e["event"] == "switched"]
         assert [e["release"] for e in switched[-2:]] == [ra["id"], rb["id"]]
-        assert release.status(s)["current"] == rb["id"] and _served_versions(s)["index"] == "index-b"
+        assert release.status(s)["current"] == rb["id"] and served_versions(s)["index"] == "index-b"
 
         with polled(s) as seen, ThreadPoolExecutor(1) as pool:
             fc = pool.submit(deploy, {"bundle": str(a)}, False, s, small_world)
@@ -125,14 +140,17 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(dsettings:
         kinds = [e["event"] for e in release.read_state(s)["events"]]
         assert kinds[-2:] == ["switched", "rolled_back"]
         assert back["previous"] == rc["id"] and back["current"] == rb["id"]
-        assert _served_versions(s)["index"] == "index-b"
+        assert served_versions(s)["index"] == "index-b"
     finally:
         release.stop_all(s)
 
 
 # ------------------------------------------------------ a champion replaced by a hostile pickle
-def test_registered_models_load_weights_only_and_refuse_a_replaced_artifact(store: Settings, training_set: Path,  # noqa: F811
-                                                                            tmp_path: Path) -> None:
+def test_registered_models_load_weights_only_and_refuse_a_replaced_artifact(
+    mlflow_store: Settings,
+    tiny_training_set: Path,
+    tmp_path: Path,
+) -> None:
     """The champion's artifacts are overwritten with pickles that would run code: the pickle
     flavour is never read, and the weights file no longer matches the hash recorded at
     registration, so nothing loads and nothing runs."""
@@ -143,24 +161,29 @@ def test_registered_models_load_weights_only_and_refuse_a_replaced_artifact(stor
 
     cfg = A.resolve_config("tagger", "demo")
     model = A.build_model("tagger", cfg).eval()
-    res = _Result(model=model, metrics=_m(0.6), config=cfg, input_example=None)
-    info = registry.log_training_run("tagger", res, training_set, "snap-1", s=store)
+    res = FakeTrainResult(model=model, metrics=gate_metrics(0.6), config=cfg, input_example=None)
+    info = registry.log_training_run("tagger", res, tiny_training_set, "snap-1", s=mlflow_store)
     uri = info["model_uri"]
-    loaded = registry.load_version(uri, s=store)
+    loaded = registry.load_version(uri, s=mlflow_store)
     assert type(loaded) is type(model)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
 
-    run_dir = Path(MlflowClient(tracking_uri=store.mlflow_tracking_uri).get_run(info["run_id"]).info.artifact_uri
-                   .removeprefix("file://"))
+    run_dir = Path(
+        MlflowClient(tracking_uri=mlflow_store.mlflow_tracking_uri)
+        .get_run(info["run_id"])
+        .info.artifact_uri.removeprefix("file://")
+    )
     marker = tmp_path / "pwned"
     flavour = list(run_dir.parent.parent.rglob("model.pth"))  # the pickle flavour: replaced, and never read
     assert flavour
     for pth in flavour:
-        _hostile_pickle(pth, marker)
-    assert type(registry.load_version(uri, s=store)) is type(model)
-    _hostile_pickle(run_dir / registry.WEIGHTS_DIR / checkpoint.FILE, marker)
+        hostile_pickle(pth, marker)
+    assert type(registry.load_version(uri, s=mlflow_store)) is type(model)
+    hostile_pickle(run_dir / registry.WEIGHTS_DIR / checkpoint.FILE, marker)
     with pytest.raises(checkpoint.UntrustedModel, match="replaced after registration"):
-        registry.load_version(uri, s=store)
+        registry.load_version(uri, s=mlflow_store)
     import pickle
 
     with pytest.raises(pickle.UnpicklingError):  # and with no hash to compare, weights_only still refuses it

@@ -33,10 +33,17 @@ def _jpeg(rng: random.Random, size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
-def fabricate_snapshot(out: Path, n: int = 40, seed: int = 0, mall: str = "demo-jsonld",
-                       categories: tuple[str, ...] | None = None, images_per_product: int = 2,
-                       near_dup_every: int = 7, mutate: Mutator | None = None,
-                       fetched_at: pd.Timestamp | None = None) -> Path:
+def fabricate_snapshot(
+    out: Path,
+    n: int = 40,
+    seed: int = 0,
+    mall: str = "demo-jsonld",
+    categories: tuple[str, ...] | None = None,
+    images_per_product: int = 2,
+    near_dup_every: int = 7,
+    mutate: Mutator | None = None,
+    fetched_at: pd.Timestamp | None = None,
+) -> Path:
     """Write a snapshot directory with ``n`` products; return it.
 
     Every ``near_dup_every``-th product shares a near-duplicate group with the previous one
@@ -63,19 +70,46 @@ def fabricate_snapshot(out: Path, n: int = 40, seed: int = 0, mall: str = "demo-
             blob.parent.mkdir(parents=True, exist_ok=True)
             blob.write_bytes(data)
             shas.append(sha)
-            images.append({"sha256": sha, "width": 192, "height": 256, "format": "JPEG",
-                           "phash": f"{rng.getrandbits(64):016x}", "bytes": len(data), "ext": "jpg",
-                           "source_url": f"http://127.0.0.1:8001/img/{k}_{j}.jpg", "product_id": pid,
-                           "mall": mall, "role": "shop" if j == 0 else "model", "position": j,
-                           "near_dup_group": sha})
-        products.append({
-            "product_id": pid, "mall": mall, "url": f"http://127.0.0.1:8001/p/p{k:05d}", "sku": f"p{k:05d}",
-            "title": f"Item {k}", "brand": "Acme", "price": round(rng.uniform(5, 200), 2),
-            "currency": "EUR", "category": cat, "description": f"A {cat}.",
-            "attributes": json.dumps({"color": rng.choice(["red", "navy", "black"])}),
-            "image_urls": [r["source_url"] for r in images[-images_per_product:]], "image_sha256": shas,
-            "fetched_at": fetched, "status": "fetched", "removed": False, "also_in": [],
-            "listings": json.dumps([{"product_id": pid, "mall": mall}]), "n_listings": 1})
+            images.append(
+                {
+                    "sha256": sha,
+                    "width": 192,
+                    "height": 256,
+                    "format": "JPEG",
+                    "phash": f"{rng.getrandbits(64):016x}",
+                    "bytes": len(data),
+                    "ext": "jpg",
+                    "source_url": f"http://127.0.0.1:8001/img/{k}_{j}.jpg",
+                    "product_id": pid,
+                    "mall": mall,
+                    "role": "shop" if j == 0 else "model",
+                    "position": j,
+                    "near_dup_group": sha,
+                }
+            )
+        products.append(
+            {
+                "product_id": pid,
+                "mall": mall,
+                "url": f"http://127.0.0.1:8001/p/p{k:05d}",
+                "sku": f"p{k:05d}",
+                "title": f"Item {k}",
+                "brand": "Acme",
+                "price": round(rng.uniform(5, 200), 2),
+                "currency": "EUR",
+                "category": cat,
+                "description": f"A {cat}.",
+                "attributes": json.dumps({"color": rng.choice(["red", "navy", "black"])}),
+                "image_urls": [r["source_url"] for r in images[-images_per_product:]],
+                "image_sha256": shas,
+                "fetched_at": fetched,
+                "status": "fetched",
+                "removed": False,
+                "also_in": [],
+                "listings": json.dumps([{"product_id": pid, "mall": mall}]),
+                "n_listings": 1,
+            }
+        )
         if near_dup_every and k % near_dup_every == near_dup_every - 1 and k > 0:
             # This product's shop shot is a near-duplicate of the previous product's.
             prev = images[-2 * images_per_product]["near_dup_group"]
@@ -89,7 +123,12 @@ def fabricate_snapshot(out: Path, n: int = 40, seed: int = 0, mall: str = "demo-
     idf.to_parquet(out / "images.parquet", index=False)
     pd.DataFrame({"url": [], "mall": [], "kind": [], "reason": []}).to_parquet(out / "failures.parquet")
     (out / "stats.json").write_text(json.dumps({"products": len(pdf), "images": len(idf)}))
-    meta = {"name": out.name, "created_at": fetched.strftime("%Y-%m-%dT%H:%M:%SZ"), "malls": [mall],
-            "content_sha256": tree_hash(out), "counts": {"products": len(pdf), "images": len(idf)}}
+    meta = {
+        "name": out.name,
+        "created_at": fetched.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "malls": [mall],
+        "content_sha256": tree_hash(out),
+        "counts": {"products": len(pdf), "images": len(idf)},
+    }
     (out / "snapshot.json").write_text(json.dumps(meta, indent=1))
     return out

@@ -1,0 +1,15 @@
+"""Helpers shared by the test modules (plain functions; the fixtures are in ``tests/conftest.py``).
+
+- :mod:`tests.helpers.malls`: a fabricated world and malls served for a ``with`` block;
+- :mod:`tests.helpers.snapshots`: fabricated crawl snapshots for validation tests;
+- :mod:`tests.helpers.serving`: request bodies and a poller for the search service;
+- :mod:`tests.helpers.registry`: stand-ins for a training result, for registry tests;
+- :mod:`tests.helpers.catalogs`: small catalogs of coloured JPEGs for index tests.
+"""
+
+from __future__ import annotations
+
+from pipelines.settings import PROJECT_ROOT
+
+#: the real CC0 photos beside the project (tests that need them skip where absent)
+SHARED_PHOTOS = PROJECT_ROOT.parent / "shared" / "datasets" / "clothing-photos"
