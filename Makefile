@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Bento worker) would then recompile torch & co. from source (20-35 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup test test-slow test-cluster test-all lint demo up down status lock clean
+.PHONY: help setup test test-slow test-cluster test-all lint typecheck-baseline demo up down status lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,9 +38,13 @@ test-cluster: setup  ## the cluster profile for real: Postgres, Redis, S3, Celer
 test-all: setup  ## every suite, slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: setup  ## ruff (format and checks, including Airflow's AIR rules)
+lint: setup  ## ruff (format and checks, including Airflow's AIR rules) and mypy against its baseline
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy --no-color-output | $(BIN)/mypy-baseline filter --no-colors --hide-stats
+
+typecheck-baseline: setup  ## after fixing type errors: shrink mypy-baseline.txt to what is left
+	$(BIN)/mypy --no-color-output | $(BIN)/mypy-baseline sync
 
 demo: setup  ## the main job on the embedded default
 	$(BIN)/tailor demo

@@ -1,6 +1,6 @@
 """Crawl the configured malls into a new immutable, DVC-versioned snapshot (Asset: catalog).
 
-Wiring only: each task imports and calls one ``pipelines.crawl`` function and passes paths
+Wiring only: each task calls one ``pipelines.crawl.stages`` function and passes paths
 through XCom. One mapped task per mall (each crawls in its own subprocess, resumable: a
 retry continues the same run), then merge + dedup into the snapshot directory, then one
 DVC commit (never two at once) that updates the ``catalog`` Asset.
@@ -40,29 +40,29 @@ from pipelines.versioning import DVC_POOL  # commits to DVC run one at a time
 def crawl_malls():
     @task
     def plan(params: dict | None = None, run_id: str | None = None) -> list[dict]:
-        from pipelines.crawl.dagtasks import plan_crawl
+        from pipelines.crawl.stages import plan_from_params
         from pipelines.params import check_dag_params
 
-        return plan_crawl(check_dag_params(params), run_id or "manual")
+        return plan_from_params(check_dag_params(params), run_id or "manual")
 
     @task(retries=3, retry_exponential_backoff=True, execution_timeout=timedelta(hours=3))
     def crawl_mall(job: dict) -> str:
-        from pipelines.crawl.dagtasks import crawl_one
+        from pipelines.crawl.stages import crawl_stage
 
-        return crawl_one(job)
+        return crawl_stage(job)
 
     @task
     def merge(mall_dirs: list[str], jobs: list[dict]) -> str:
-        from pipelines.crawl.dagtasks import merge_snapshot
+        from pipelines.crawl.stages import merge_stage
 
-        return merge_snapshot(list(mall_dirs), jobs[0])
+        return merge_stage(list(mall_dirs), jobs[0])
 
     # One DVC writer at a time (DVC also takes its own repo lock).
     @task(outlets=[CATALOG], max_active_tis_per_dag=1, pool=DVC_POOL)
     def publish(snapshot_dir: str, outlet_events=None) -> dict:
-        from pipelines.crawl.snapshot import version_snapshot
+        from pipelines.crawl.stages import publish_stage
 
-        info = version_snapshot(snapshot_dir)
+        info = publish_stage(snapshot_dir)
         if outlet_events is not None:
             outlet_events[CATALOG].extra = {"snapshot": info["snapshot_id"], "path": info["path"]}
         return {"snapshot_id": info["snapshot_id"], "path": info["path"]}

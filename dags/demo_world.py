@@ -1,6 +1,7 @@
 """Regenerate the synthetic fashion world that the demo malls serve (the embedded default).
 
-Wiring only: each task calls one ``pipelines`` function and passes paths through XCom.
+Wiring only: each task calls one ``pipelines.synth.stages`` function and passes paths
+through XCom.
 """
 
 from __future__ import annotations
@@ -28,24 +29,17 @@ from pipelines.assets import DEMO_WORLD
 def demo_world():
     @task(retries=2)
     def generate(params: dict | None = None) -> str:
-        from pathlib import Path
-
         from pipelines.params import check_dag_params
-        from pipelines.settings import get_settings
-        from pipelines.synth import WorldConfig, generate_world
+        from pipelines.synth.stages import generate_stage
 
-        params = check_dag_params(params)
-        out = Path(params["out"]) if params["out"] else get_settings().demo_world_dir
-        cfg = WorldConfig(seed=params["seed"], n_products=params["products"], n_scenes=params["scenes"])
-        return str(generate_world(out, cfg))
+        p = check_dag_params(params)
+        return generate_stage(p["seed"], p["products"], p["scenes"], p["out"] or None)
 
     @task(outlets=[DEMO_WORLD])
     def contact_sheet(world: str) -> str:
-        from pathlib import Path
+        from pipelines.synth.stages import preview_stage
 
-        from pipelines.synth import preview
-
-        return str(preview(Path(world), Path(world) / "preview.png"))
+        return preview_stage(world)
 
     contact_sheet(generate())
 

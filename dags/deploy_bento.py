@@ -33,57 +33,65 @@ from pipelines.assets import DEPLOYMENT, SEARCH_INDEX
     doc_md=__doc__,
 )
 def deploy_bento():
+    # Every stage runs inside the deploy's one failure path (pipelines.deploy.stages.failure_path),
+    # as `tailor deploy run` does; cleanup below covers a task that died without raising.
     @task
     def bundle(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.deploy.stages import begin_stage, bundle_stage
+        from pipelines.deploy.stages import begin_stage, bundle_stage, failure_path
         from pipelines.params import check_dag_params
 
         p = {k: v for k, v in check_dag_params(params).items() if k in ("index_dir", "bundle") and v}
         owner = begin_stage(f"dag:{run_id}")  # held until switch or cleanup
-        return {**bundle_stage(p), "lease": owner}
+        with failure_path("bundle", owner):
+            return {**bundle_stage(p), "lease": owner}
 
     @task
     def build(rel: dict, params: dict | None = None) -> dict:
-        from pipelines.deploy.stages import build_stage
+        from pipelines.deploy.stages import build_stage, failure_path
 
-        return build_stage(rel) if (params or {}).get("build", True) else rel
+        if not (params or {}).get("build", True):
+            return rel
+        with failure_path("build", rel["lease"]):
+            return build_stage(rel)
 
     @task
     def candidate(rel: dict) -> dict:
         from pipelines.deploy.lease import check
-        from pipelines.deploy.stages import candidate_stage
+        from pipelines.deploy.stages import candidate_stage, failure_path
 
         check(rel["lease"])
-        return candidate_stage(rel)
+        with failure_path("candidate", rel["lease"]):
+            return candidate_stage(rel)
 
     @task
     def smoke(rel: dict) -> dict:
-        from pipelines.deploy.stages import smoke_stage
+        from pipelines.deploy.stages import failure_path, smoke_stage
 
-        return smoke_stage(rel)
+        with failure_path("smoke", rel["lease"]):
+            return smoke_stage(rel)
 
     @task(outlets=[DEPLOYMENT])
     def switch(rel: dict) -> dict:
         from pipelines.deploy.lease import check
-        from pipelines.deploy.stages import end_stage, switch_stage
+        from pipelines.deploy.stages import end_stage, failure_path, switch_stage
 
         check(rel["lease"])
-        out = switch_stage(rel)
+        with failure_path("switch", rel["lease"]):
+            out = switch_stage(rel)
         end_stage(rel["lease"])
         print(f"serving {out['id']} at {out['url']}: {out['versions']}")
         return {k: out[k] for k in ("id", "url", "versions", "previous")}
 
     @task(trigger_rule="one_failed")
     def cleanup(run_id: str | None = None) -> None:
-        """Any failure: stop the candidate (the public port was never touched, or was
-        restored), then fail: as the run's leaf, this task decides the run's state."""
+        """Any failure: the deploy's one failure path (stop the candidate, record the
+        failure, give the lease back; the public port was never touched, or was restored),
+        then fail: as the run's leaf, this task decides the run's state."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.deploy.release import stop_candidate
-        from pipelines.deploy.stages import end_stage
+        from pipelines.deploy.stages import fail_stage
 
-        if end_stage(f"dag:{run_id}"):  # only a run that held the lease touched the candidate
-            stop_candidate()
+        fail_stage(f"dag:{run_id}", "dag run", f"a task of deploy_bento run {run_id} failed (see its log)")
         raise AirflowFailException("deploy failed (see the failed task's log); the previous deployment keeps serving")
 
     rel = smoke(candidate(build(bundle())))

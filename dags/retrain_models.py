@@ -15,7 +15,7 @@ from airflow.sdk import Param, dag, task
 
 from models import MODEL_NAMES
 from pipelines.assets import CHAMPIONS, TRAINING_SET
-from pipelines.retrain import TRAIN_POOL
+from pipelines.train.stages import TRAIN_POOL
 
 
 @dag(
@@ -43,10 +43,10 @@ def retrain_models():
     @task
     def plan(params: dict | None = None) -> list[dict]:
         from pipelines.params import check_dag_params
-        from pipelines.retrain import plan as make_plan
+        from pipelines.train.stages import plan_stage
 
         params = check_dag_params(params)
-        return make_plan(
+        return plan_stage(
             params["models"], params["training_set"] or None, params["profile"], params["epochs"], params["thresholds"]
         )
 
@@ -54,19 +54,19 @@ def retrain_models():
     # tasks run (not a CPU count read here, at parse time).
     @task(retries=2, retry_delay=pendulum.duration(seconds=10), pool=TRAIN_POOL)
     def train(spec: dict) -> dict:
-        from pipelines.retrain import train_stage
+        from pipelines.train.stages import train_stage
 
         return train_stage(spec)
 
     @task(retries=1)
     def evaluate(info: dict) -> dict:
-        from pipelines.retrain import evaluate_stage
+        from pipelines.train.stages import evaluate_stage
 
         return evaluate_stage(info)
 
     @task
     def gate(info: dict) -> dict:
-        from pipelines.retrain import gate_stage, summarize
+        from pipelines.train.stages import gate_stage, summarize
 
         decision = gate_stage(info)
         print(summarize([decision]))
@@ -76,10 +76,9 @@ def retrain_models():
     def publish(decisions: list[dict]) -> list[str]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.retrain import summarize
+        from pipelines.train.stages import publish_stage
 
-        print(summarize(list(decisions)))
-        promoted = [f"{d['model']}:v{d['version']}" for d in decisions if d["promoted"]]
+        promoted = publish_stage(list(decisions))
         if not promoted:
             # Skipped tasks emit no Asset event: downstream index/deploy DAGs stay idle.
             raise AirflowSkipException("no champion changed")

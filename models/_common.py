@@ -84,7 +84,7 @@ class FrozenPrefixMixin:
 
     _frozen: list[Any]
 
-    def train(self, mode: bool = True):  # type: ignore[override]
+    def train(self, mode: bool = True):
         super().train(mode)  # type: ignore[misc]
         for m in getattr(self, "_frozen", []):
             m.eval()

@@ -99,7 +99,7 @@ def down(root: Path, env: dict[str, str]) -> None:
     subprocess.run([tailor_bin(), "down"], cwd=root, env=env, capture_output=True, timeout=300)
     s = settings_for({k: v for k, v in env.items() if k.startswith("TAILOR_")})
     if s.is_cluster:
-        shutil.rmtree(s.postgres_dir, ignore_errors=True)  # type: ignore[arg-type]
+        shutil.rmtree(s.postgres_dir, ignore_errors=True)
 
 
 def bench_chain(out: Path, products: int = 120, scenes: int = 60, epochs: int = 1) -> dict[str, Any]:

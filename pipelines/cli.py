@@ -223,20 +223,21 @@ def synth_cmd(
     """Generate a deterministic synthetic fashion world with ground truth for all four models."""
     if ctx.invoked_subcommand is not None:
         return
-    from pipelines.synth import WorldConfig, generate_world
+    from pipelines.synth.stages import generate_stage
 
-    cfg = WorldConfig(
-        seed=seed,
-        n_products=products,
-        n_scenes=scenes,
-        long_tail=long_tail,
-        label_noise=label_noise,
-        broken_rate=broken_rate,
-        workers=workers,
-    )
-    target = out or get_settings().demo_world_dir
     try:
-        path = generate_world(target, cfg)
+        path = Path(
+            generate_stage(
+                seed,
+                products,
+                scenes,
+                out,
+                long_tail=long_tail,
+                label_noise=label_noise,
+                broken_rate=broken_rate,
+                workers=workers,
+            )
+        )
     except ValueError as exc:
         _fail(str(exc))
     counts = json.loads((path / "world.json").read_text())["counts"]
@@ -250,12 +251,12 @@ def synth_preview_cmd(
     n: Annotated[int, typer.Option(help="number of tiles")] = 16,
 ) -> None:
     """Write a contact sheet with ground truth drawn on, to check the world by eye."""
-    from pipelines.synth import preview
+    from pipelines.synth.stages import preview_stage
 
-    world = world or get_settings().demo_world_dir
-    if not (world / "world.json").exists():
-        _fail(f"{world} is not a generated world (no world.json); run `tailor synth --out {world}` first")
-    png = preview(world, out or world / "preview.png", n=n)
+    try:
+        png = preview_stage(world or get_settings().demo_world_dir, out, n=n)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
     typer.echo(f"contact sheet: {png}")
 
 
@@ -339,23 +340,24 @@ def models_train_cmd(
 ) -> None:
     """Train -> evaluate (held-out) -> register -> gate, one model after another: the retrain_models
     DAG's stages in this process, with a progress bar. A killed run resumes from its checkpoint."""
-    from pipelines import retrain
+    from pipelines.train import stages
 
     if profile not in ("demo", "full"):
         _fail(f"unknown profile {profile!r}; choose demo or full")
     try:
-        specs = retrain.plan(names or None, str(training_set) if training_set else None, profile, epochs)
+        specs = stages.plan_stage(names or None, str(training_set) if training_set else None, profile, epochs)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     decisions = []
     for spec in specs:
-        info = retrain.evaluate_stage(retrain.train_stage(spec, progress=True))
+        info = stages.evaluate_stage(stages.train_stage(spec, progress=True))
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(info["metrics"].items()) if isinstance(v, int | float))
         typer.echo(f"{spec['model']}: v{info['version']} ({info['run_dir']})  {metrics}")
         if gate:
-            decisions.append(retrain.gate_stage(info))
+            decisions.append(stages.gate_stage(info))
     if decisions:
-        typer.echo(retrain.summarize(decisions))
+        promoted = stages.publish_stage(decisions)
+        typer.echo(f"promoted: {', '.join(promoted) or 'none (no champion changed)'}")
 
 
 @models_app.command("rollback")
@@ -441,7 +443,7 @@ def demo_cmd(
     import httpx
 
     from pipelines import demo, services, versioning
-    from pipelines.synth import WorldConfig, generate_world, preview
+    from pipelines.synth.stages import generate_stage, preview_stage
     from pipelines.validate.annotations import import_annotations
 
     t0 = time.monotonic()
@@ -451,9 +453,8 @@ def demo_cmd(
     versioning.ensure_initialised(s)
     world = s.demo_world_dir
     typer.echo(f"[1/5] synthetic world -> {world}")
-    size = {k: v for k, v in (("n_products", products), ("n_scenes", scenes)) if v is not None}
-    generate_world(world, WorldConfig(seed=seed, **size))
-    typer.echo(f"      contact sheet: {preview(world, world / 'preview.png')}")
+    generate_stage(seed, products, scenes, world, s)
+    typer.echo(f"      contact sheet: {preview_stage(world)}")
     if skip_services:
         return
     typer.echo("[2/5] demo malls, MLflow, Airflow, data-quality report (first Airflow start migrates its DB)")
@@ -465,7 +466,7 @@ def demo_cmd(
         typer.echo(f"      {name}: {'started' if info['started'] else 'already running'} ({info['url']})")
     if chain:
         typer.echo("[3/5] annotation export of the world -> data/imports/demo")
-        typer.echo(f"      {import_annotations(world, Path(s.data_dir) / 'imports' / 'demo', s=s)}")
+        typer.echo(f"      {import_annotations(world, s.imports_dir / 'demo', s=s)}")
         typer.echo("[4/5] crawl_malls via the Airflow REST API; the Assets carry it through the chain")
         try:
             demo.run_chain(s, say=typer.echo)

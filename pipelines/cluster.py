@@ -76,14 +76,14 @@ def init_postgres(s: Settings) -> None:
     """Create the Postgres data directory (``initdb``, password auth, user ``tailor``) unless
     it exists. Idempotent; never touches an existing cluster's data."""
     require_binaries()
-    data = Path(s.postgres_dir)  # type: ignore[arg-type]
+    data = Path(s.postgres_dir)
     if (data / "PG_VERSION").exists():
         return
     data.mkdir(parents=True, exist_ok=True)
     os.chmod(data, 0o700)
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
-    sec = cluster_secrets(Path(s.cluster_dir))  # type: ignore[arg-type]
+    sec = cluster_secrets(Path(s.cluster_dir))
     # The password reaches initdb through a file only the postgres user reads, never argv.
     with tempfile.NamedTemporaryFile("w", delete=False, dir="/tmp", prefix="tailor-pgpw-") as fh:
         fh.write(sec["postgres_password"] + "\n")
@@ -97,7 +97,7 @@ def init_postgres(s: Settings) -> None:
                 "-D",
                 str(data),
                 "-U",
-                "tailor",  # type: ignore[operator]
+                "tailor",
                 "--pwfile",
                 fh.name,
                 "-A",
@@ -120,7 +120,7 @@ def create_databases(s: Settings) -> None:
     """Create the databases of :data:`DATABASES` that do not exist yet."""
     import psycopg
 
-    sec = cluster_secrets(Path(s.cluster_dir))  # type: ignore[arg-type]
+    sec = cluster_secrets(Path(s.cluster_dir))
     with psycopg.connect(
         host=s.host,
         port=s.postgres_port,
@@ -139,10 +139,10 @@ def create_databases(s: Settings) -> None:
 def write_redis_conf(s: Settings) -> Path:
     """Redis's config (bind, port, password, no persistence: a broker's queue is transient)
     in a 0600 file, so the password is not on a command line."""
-    sec = cluster_secrets(Path(s.cluster_dir))  # type: ignore[arg-type]
-    d = Path(s.cluster_dir) / "redis"  # type: ignore[arg-type]
+    sec = cluster_secrets(Path(s.cluster_dir))
+    d = Path(s.cluster_dir) / "redis"
     d.mkdir(parents=True, exist_ok=True)
-    conf = Path(s.cluster_dir) / "redis.conf"  # type: ignore[arg-type]
+    conf = Path(s.cluster_dir) / "redis.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(
@@ -191,7 +191,7 @@ def airflow_cluster_env(s: Settings) -> dict[str, str]:
     the Postgres metadata DB, the CeleryExecutor and its broker, the secrets the api-server
     and the workers must agree on, and a short heartbeat timeout so that a task whose
     worker died is failed (and retried elsewhere) in seconds, not the default 5 minutes."""
-    sec = cluster_secrets(Path(s.cluster_dir))  # type: ignore[arg-type]
+    sec = cluster_secrets(Path(s.cluster_dir))
     return {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": str(s.airflow_db_url),
         # psycopg 3 drives both of Airflow's engines (it would pick asyncpg for the async one)

@@ -86,7 +86,7 @@ def _stop_unless_deployable(client: Any, run_id: str, s: Settings, say: Callable
     and every model has a champion. Otherwise say the gate's reasons and stop, instead of
     waiting for an index rebuild or a deploy that cannot come."""
     from pipelines.deploy.bundle import resolve_champions
-    from pipelines.retrain import summarize
+    from pipelines.train.stages import summarize
 
     tis = client.task_instances("retrain_models", run_id)
     decisions = []
@@ -158,7 +158,7 @@ def demo_user(s: Settings | None = None, name: str = "demo") -> tuple[str, Path]
         token = store.add_user(name)
     except ValueError:
         token = store.rotate_token(name)
-    out = Path(s.closet_dir) / f"{name}-token.txt"  # type: ignore[arg-type]
+    out = Path(s.closet_dir) / f"{name}-token.txt"
     out.touch(mode=0o600, exist_ok=True)
     out.chmod(0o600)
     out.write_text(token + "\n")

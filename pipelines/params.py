@@ -60,7 +60,7 @@ def allowed_path(value: str, name: str, extra_roots: tuple[str, ...] = (), s: Se
     s = s or get_settings()
     p = Path(value).expanduser()
     p = (p if p.is_absolute() else Path(s.root) / p).resolve()
-    roots = [Path(s.data_dir).resolve(), Path(s.var_dir).resolve()]  # type: ignore[arg-type]
+    roots = [Path(s.data_dir).resolve(), Path(s.var_dir).resolve()]
     roots += [(PROJECT_ROOT / r).resolve() for r in extra_roots]
     if not any(p == r or r in p.parents for r in roots):
         raise ParamError(
@@ -71,7 +71,20 @@ def allowed_path(value: str, name: str, extra_roots: tuple[str, ...] = (), s: Se
 
 def check_dag_params(params: dict[str, Any] | None, s: Settings | None = None) -> dict[str, Any]:
     """``params`` unchanged when every path and model parameter is acceptable; otherwise
-    :class:`ParamError` naming the first one that is not (the run fails before any work)."""
+    :class:`ParamError` naming the first one that is not (the run fails before any work).
+
+    The error is also Airflow's ``AirflowFailException``: a bad parameter fails its task at
+    once instead of being retried (a task with retries would wait out every retry delay)."""
+    try:
+        return _checked(params, s)
+    except ParamError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        no_retry = type("DagParamError", (ParamError, AirflowFailException), {})
+        raise no_retry(str(exc)) from None
+
+
+def _checked(params: dict[str, Any] | None, s: Settings | None) -> dict[str, Any]:
     params = dict(params or {})
     for name, value in params.items():
         if not value:

@@ -78,7 +78,7 @@ def ensure_experiment(model: str, s: Settings | None = None) -> str:
         # Through a tracking server (the cluster profile): the server decides where artifacts
         # go (its --artifacts-destination, object storage) and proxies them.
         return client.create_experiment(name)
-    location = (Path(s.mlflow_artifacts_dir) / name).resolve().as_uri()  # type: ignore[arg-type]
+    location = (Path(s.mlflow_artifacts_dir) / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 

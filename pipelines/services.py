@@ -29,8 +29,8 @@ import httpx
 import psutil
 
 from pipelines import cluster
-from pipelines.retrain import TRAIN_POOL
 from pipelines.settings import Settings, get_settings
+from pipelines.train.stages import TRAIN_POOL
 from pipelines.versioning import DVC_POOL
 
 
@@ -56,10 +56,10 @@ class Service:
     stop_signal: int = signal.SIGTERM
 
     def pid_file(self, s: Settings) -> Path:
-        return Path(s.run_dir) / f"{self.name}.pid"  # type: ignore[arg-type]
+        return Path(s.run_dir) / f"{self.name}.pid"
 
     def log_file(self, s: Settings) -> Path:
-        return Path(s.run_dir) / f"{self.name}.log"  # type: ignore[arg-type]
+        return Path(s.run_dir) / f"{self.name}.log"
 
 
 def _bin(name: str) -> str:
@@ -121,7 +121,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
 
 def airflow_password_file(s: Settings) -> Path:
     """Where ``airflow standalone`` writes the generated admin password."""
-    return Path(s.airflow_home) / "simple_auth_manager_passwords.json.generated"  # type: ignore[arg-type]
+    return Path(s.airflow_home) / "simple_auth_manager_passwords.json.generated"
 
 
 #: What ``airflow`` and ``mlflow`` stand for in the cluster profile, in start order.

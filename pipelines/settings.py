@@ -1,4 +1,5 @@
-"""The one settings module: every configurable path, port and URI of Tailor is a field here.
+"""The one settings module: every configurable path, port and URI of Tailor is a field here,
+and every directory of the data layout is a property derived from them.
 
 Each field can be overridden by an environment variable named ``TAILOR_<FIELD>`` (for
 example ``TAILOR_DATA_DIR=/mnt/data``). Paths left unset derive from ``root`` so that a
@@ -33,6 +34,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _postgres_dir(d: dict) -> Path:
+    """The local cluster's Postgres data directory: under ``cluster_dir``, or as root where
+    the postgres system user (which runs the server) can reach it."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/postgresql") / f"tailor-{hashlib.sha256(str(d['root']).encode()).hexdigest()[:8]}"
+    return Path(d["cluster_dir"]) / "postgres"
+
+
 class Settings(BaseSettings):
     """Typed configuration for the embedded default; every field is env-overridable."""
 
@@ -42,32 +51,48 @@ class Settings(BaseSettings):
     profile: Literal["embedded", "cluster"] = Field(
         "embedded", description=("embedded: SQLite, LocalExecutor, local files; cluster: Postgres, Celery + Redis, S3")
     )
-    # Derived paths (None -> computed from root in _derive).
-    data_dir: Path | None = Field(None, description="DVC-tracked data tree (data.dvc)")
-    var_dir: Path | None = Field(None, description="git-ignored runtime state")
-    worlds_dir: Path | None = Field(None, description="generated synthetic worlds")
-    run_dir: Path | None = Field(None, description="pid files and service logs")
-    airflow_home: Path | None = Field(None, description="AIRFLOW_HOME (git-ignored)")
-    dags_dir: Path | None = Field(None, description="Airflow dags folder")
-    mlflow_dir: Path | None = Field(None, description="MLflow backend + artifact root")
-    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI")
-    mlflow_artifacts_dir: Path | None = Field(None, description="MLflow artifact root")
-    bentoml_home: Path | None = Field(None, description="BENTOML_HOME")
-    cache_dir: Path | None = Field(None, description="derived, re-computable data (frozen-trunk features)")
-    expectations_dir: Path | None = Field(None, description="Great Expectations project")
-    dvc_remote: str | None = Field(None, description="default DVC remote (path or URL)")
-    closet_dir: Path | None = Field(
-        None, description=("shoppers' closets: uploaded images, content-addressed (default <var_dir>/closet)")
+    # Derived paths: unset, each is computed from the fields above it (pydantic's
+    # default_factory with the validated data), so a single TAILOR_ROOT moves them all.
+    # Derived URIs: unset (""), _derive computes them for the profile.
+    data_dir: Path = Field(default_factory=lambda d: d["root"] / "data", description="DVC-tracked data tree (data.dvc)")
+    var_dir: Path = Field(default_factory=lambda d: d["root"] / "var", description="git-ignored runtime state")
+    worlds_dir: Path = Field(
+        default_factory=lambda d: d["var_dir"] / "worlds", description="generated synthetic worlds"
     )
-    closet_db_url: str | None = Field(
-        None,
+    run_dir: Path = Field(default_factory=lambda d: d["var_dir"] / "run", description="pid files and service logs")
+    airflow_home: Path = Field(
+        default_factory=lambda d: d["var_dir"] / "airflow", description="AIRFLOW_HOME (git-ignored)"
+    )
+    dags_dir: Path = Field(default_factory=lambda d: d["root"] / "dags", description="Airflow dags folder")
+    mlflow_dir: Path = Field(
+        default_factory=lambda d: d["root"] / "mlflow", description="MLflow backend + artifact root"
+    )
+    mlflow_tracking_uri: str = Field("", description="MLflow tracking URI")
+    mlflow_artifacts_dir: Path = Field(
+        default_factory=lambda d: d["mlflow_dir"] / "artifacts", description="MLflow artifact root"
+    )
+    bentoml_home: Path = Field(default_factory=lambda d: d["var_dir"] / "bentoml", description="BENTOML_HOME")
+    cache_dir: Path = Field(
+        default_factory=lambda d: d["var_dir"] / "cache",
+        description="derived, re-computable data (frozen-trunk features)",
+    )
+    expectations_dir: Path = Field(
+        default_factory=lambda d: d["root"] / "expectations", description="Great Expectations project"
+    )
+    dvc_remote: str = Field("", description="default DVC remote (path or URL)")
+    closet_dir: Path = Field(
+        default_factory=lambda d: d["var_dir"] / "closet",
+        description=("shoppers' closets: uploaded images, content-addressed (default <var_dir>/closet)"),
+    )
+    closet_db_url: str = Field(
+        "",
         description=(
             "SQLAlchemy URL of the closet/users database (default: SQLite file in closet_dir; "
             "a postgresql+psycopg:// URL switches to Postgres with no code change)"
         ),
     )
-    photos_dir: Path | None = Field(
-        None,
+    photos_dir: Path = Field(
+        default_factory=lambda d: d["root"].parent / "shared" / "datasets" / "clothing-photos",
         description=(
             "real garment photos served as the demo's photo mall when the folder exists "
             "(default: ../shared/datasets/clothing-photos beside the project root)"
@@ -76,22 +101,22 @@ class Settings(BaseSettings):
 
     # The cluster profile's stores. Unset, they point at the servers `tailor up --cluster`
     # starts on this machine, with the credentials it generated into <var_dir>/cluster.
-    airflow_db_url: str | None = Field(
-        None, description=("Airflow metadata DB (embedded: SQLite in airflow_home; cluster: Postgres database airflow)")
+    airflow_db_url: str = Field(
+        "", description=("Airflow metadata DB (embedded: SQLite in airflow_home; cluster: Postgres database airflow)")
     )
-    airflow_executor: str | None = Field(None, description="LocalExecutor (embedded) or CeleryExecutor (cluster)")
+    airflow_executor: str = Field("", description="LocalExecutor (embedded) or CeleryExecutor (cluster)")
     celery_broker_url: str | None = Field(None, description="Celery broker (cluster: the local Redis)")
     celery_result_backend: str | None = Field(
         None, description="Celery result backend (cluster: Postgres database airflow)"
     )
-    mlflow_backend_uri: str | None = Field(
-        None,
+    mlflow_backend_uri: str = Field(
+        "",
         description=(
             "the MLflow server's backend store (embedded: the SQLite file; cluster: Postgres database mlflow)"
         ),
     )
-    mlflow_artifacts_uri: str | None = Field(
-        None,
+    mlflow_artifacts_uri: str = Field(
+        "",
         description=(
             "where the MLflow server keeps artifacts (embedded: mlflow_artifacts_dir; cluster: s3://<bucket>/mlflow)"
         ),
@@ -106,14 +131,14 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("tailor", description="bucket of the cluster profile's object storage")
     aws_access_key_id: str | None = Field(None, description="object-store key (cluster: generated)")
     aws_secret_access_key: str | None = Field(None, description="object-store secret (cluster: generated)")
-    cluster_dir: Path | None = Field(
-        None,
+    cluster_dir: Path = Field(
+        default_factory=lambda d: d["var_dir"] / "cluster",
         description=(
             "state of the local cluster: generated credentials, Redis and Postgres data (default <var_dir>/cluster)"
         ),
     )
-    postgres_dir: Path | None = Field(
-        None,
+    postgres_dir: Path = Field(
+        default_factory=lambda d: _postgres_dir(d),
         description=(
             "Postgres data directory of the local cluster (default <cluster_dir>/postgres; as root, where "
             "the postgres system user can reach it: /var/lib/postgresql/tailor-<hash of root>)"
@@ -158,15 +183,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         r = self.root
-        self.data_dir = self.data_dir or r / "data"
-        self.var_dir = self.var_dir or r / "var"
-        self.worlds_dir = self.worlds_dir or self.var_dir / "worlds"
-        self.run_dir = self.run_dir or self.var_dir / "run"
-        self.airflow_home = self.airflow_home or self.var_dir / "airflow"
-        self.dags_dir = self.dags_dir or r / "dags"
-        self.mlflow_dir = self.mlflow_dir or r / "mlflow"
-        self.mlflow_artifacts_dir = self.mlflow_artifacts_dir or self.mlflow_dir / "artifacts"
-        self.cluster_dir = self.cluster_dir or self.var_dir / "cluster"
         if self.profile == "cluster":
             self._derive_cluster()
         self.mlflow_backend_uri = (
@@ -177,19 +193,14 @@ class Settings(BaseSettings):
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or self.mlflow_backend_uri
         self.airflow_db_url = self.airflow_db_url or f"sqlite:///{self.airflow_home / 'airflow.db'}"
         self.airflow_executor = self.airflow_executor or "LocalExecutor"
-        self.bentoml_home = self.bentoml_home or self.var_dir / "bentoml"
-        self.cache_dir = self.cache_dir or self.var_dir / "cache"
-        self.expectations_dir = self.expectations_dir or r / "expectations"
         # Outside the DVC-tracked tree and git-ignored; object storage in production.
         self.dvc_remote = self.dvc_remote or str(r / ".dvc-storage")
-        self.closet_dir = self.closet_dir or self.var_dir / "closet"
         self.closet_db_url = self.closet_db_url or f"sqlite:///{self.closet_dir / 'closet.db'}"
-        self.photos_dir = self.photos_dir or r.parent / "shared" / "datasets" / "clothing-photos"
         return self
 
     def _derive_cluster(self) -> None:
         """Unset cluster URLs point at the local cluster's servers, with its generated credentials."""
-        sec = cluster_secrets(Path(self.cluster_dir))  # type: ignore[arg-type]
+        sec = cluster_secrets(self.cluster_dir)
         pg = f"postgresql+psycopg://tailor:{sec['postgres_password']}@{self.host}:{self.postgres_port}"
         redis = f"redis://:{sec['redis_password']}@{self.host}:{self.redis_port}"
         self.airflow_db_url = self.airflow_db_url or f"{pg}/airflow"
@@ -207,29 +218,67 @@ class Settings(BaseSettings):
         self.aws_secret_access_key = self.aws_secret_access_key or sec["s3_secret_key"]
         self.dvc_remote = self.dvc_remote or f"s3://{self.s3_bucket}/dvc"
         self.closet_db_url = self.closet_db_url or f"{pg}/closet"
-        if self.postgres_dir is None:
-            tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
-            self.postgres_dir = (
-                Path("/var/lib/postgresql") / f"tailor-{tag}"
-                if os.geteuid() == 0
-                else Path(self.cluster_dir) / "postgres"
-            )  # type: ignore[arg-type]
 
     @property
     def is_cluster(self) -> bool:
         """Whether the cluster profile is on (Postgres, Celery + Redis, S3)."""
         return self.profile == "cluster"
 
-    # Typed accessors so callers don't have to assert the derived Optionals.
+    # The data layout: every module finds these directories here, none joins them by hand.
+    @property
+    def snapshots_dir(self) -> Path:
+        """Crawl snapshots, one directory each (DVC-tracked)."""
+        return self.data_dir / "snapshots"
+
+    @property
+    def training_sets_dir(self) -> Path:
+        """Validated training sets, one directory each (DVC-tracked)."""
+        return self.data_dir / "training-sets"
+
+    @property
+    def imports_dir(self) -> Path:
+        """Annotation imports (street scenes with boxes and masks), one directory each (DVC-tracked)."""
+        return self.data_dir / "imports"
+
+    @property
+    def crawl_state_dir(self) -> Path:
+        """The crawler's own state: per-run request stores and the snapshot registry."""
+        return self.var_dir / "crawl-state"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Training work directories (checkpoints, plots), per training set, model and profile."""
+        return self.var_dir / "runs"
+
+    @property
+    def index_dir(self) -> Path:
+        """Built search-index versions."""
+        return self.var_dir / "index"
+
+    @property
+    def index_work_dir(self) -> Path:
+        """Scratch space of index builds (one timestamped directory per build)."""
+        return self.var_dir / "index-work"
+
+    @property
+    def deploy_dir(self) -> Path:
+        """Releases, the deploy lease and the record of what serves."""
+        return self.var_dir / "deploy"
+
+    @property
+    def bench_dir(self) -> Path:
+        """Benchmark outputs (figures, pictures)."""
+        return self.var_dir / "bench"
+
     @property
     def demo_world_dir(self) -> Path:
         """Directory of the embedded default synthetic world."""
-        return Path(self.worlds_dir) / self.demo_world  # type: ignore[arg-type]
+        return self.worlds_dir / self.demo_world
 
     @property
     def demo_photos_dir(self) -> Path | None:
         """The real-photo mall's folder (``photos_dir``) when it exists with its ``labels.csv``."""
-        p = Path(self.photos_dir)  # type: ignore[arg-type]
+        p = self.photos_dir
         return p if (p / "labels.csv").is_file() else None
 
     @property
@@ -253,11 +302,11 @@ class Settings(BaseSettings):
             self.bentoml_home,
             self.data_dir,
         ):
-            Path(d).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+            Path(d).mkdir(parents=True, exist_ok=True)
         # Runtime state (generated passwords, logs, pid files, model artifacts) is the
         # operator's alone: other local users cannot read or list it.
         for d in (self.var_dir, self.mlflow_dir):
-            os.chmod(d, 0o700)  # type: ignore[arg-type]
+            os.chmod(d, 0o700)
 
 
 def cluster_secrets(cluster_dir: Path) -> dict[str, str]:

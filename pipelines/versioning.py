@@ -59,7 +59,7 @@ def dvc_lock(s: Settings | None = None, wait_s: float = DVC_LOCK_WAIT_S) -> Iter
         finally:
             _held.depth -= 1
         return
-    path = Path(s.run_dir) / "dvc.lock"  # type: ignore[arg-type]
+    path = Path(s.run_dir) / "dvc.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         deadline = time.monotonic() + wait_s
@@ -127,7 +127,7 @@ def ensure_initialised(s: Settings | None = None) -> Path:
             for key, value in opts.items():
                 if value:
                     dvc("remote", "modify", "--local", "override", key, str(value), s=s)
-    data = Path(s.data_dir)  # type: ignore[arg-type]
+    data = Path(s.data_dir)
     if not data.exists():
         if (root / "data.dvc").exists():
             # Restore what the cache/remote has; a missing object is not fatal here.

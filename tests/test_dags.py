@@ -108,7 +108,7 @@ def test_the_asset_chain_is_closed() -> None:
 def test_training_tasks_queue_in_the_train_pool_not_a_parse_time_cpu_count() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from pipelines.retrain import TRAIN_POOL
+    from pipelines.train.stages import TRAIN_POOL
 
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["retrain_models"]
     train = dag.get_task("train")

@@ -75,7 +75,7 @@ def test_up_twice_then_down_twice(isolated: Settings) -> None:
     )
     assert pool.status_code == 200 and pool.json()["slots"] == 1, pool.text
     # the training pool is sized where the tasks run (Settings.train_slots), not in the DAG file
-    from pipelines.retrain import TRAIN_POOL
+    from pipelines.train.stages import TRAIN_POOL
 
     pool = httpx.get(
         s.url(s.airflow_port, f"/api/v2/pools/{TRAIN_POOL}"), headers={"Authorization": f"Bearer {token}"}, timeout=30

@@ -162,7 +162,7 @@ def test_latest_training_set_goes_by_recorded_creation_time_not_mtime(tmp_path: 
     make it the newest."""
     import os
 
-    from pipelines.retrain import latest_training_set
+    from pipelines.validate.training_set import latest_training_set
 
     s = Settings(root=tmp_path)
     root = Path(s.data_dir) / "training-sets"

@@ -7,7 +7,8 @@ Public API (heavy modules load lazily)::
 
 Modules: ``config`` (typed malls file), ``spider`` / ``middlewares`` / ``extract`` /
 ``images`` (the Scrapy side, run per mall in a subprocess by ``run``), ``state`` (SQLite
-run and state stores), ``pipeline`` (crawl one mall, crawl all), ``snapshot`` (merge,
+run and state stores), ``stages`` (plan, crawl, merge, publish: what the DAG and the CLI
+chain), ``pipeline`` (crawl one mall; ``crawl`` chains the stages), ``snapshot`` (merge,
 dedup, write, DVC, restore), ``bench`` and ``cli``.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["crawl", "crawl_mall", "load_config", "publish_snapshot", "restore_snapshot"]
+__all__ = ["crawl", "crawl_mall", "load_config", "restore_snapshot"]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,7 +28,7 @@ def __getattr__(name: str) -> Any:
         from pipelines.crawl.config import load_config
 
         return load_config
-    if name in ("publish_snapshot", "restore_snapshot"):
+    if name == "restore_snapshot":
         from pipelines.crawl import snapshot
 
         return getattr(snapshot, name)

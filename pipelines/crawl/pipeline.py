@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pipelines.crawl.config import CrawlConfig, MallConfig, load_config
+from pipelines.crawl.config import ConfigError, CrawlConfig, MallConfig
 from pipelines.crawl.state import Store
 from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -29,7 +29,7 @@ from pipelines.settings import PROJECT_ROOT, Settings, get_settings
 def state_dir(s: Settings | None = None) -> Path:
     """Where crawl state lives: ``<var_dir>/crawl-state``."""
     s = s or get_settings()
-    return Path(s.var_dir) / "crawl-state"  # type: ignore[arg-type]
+    return s.crawl_state_dir
 
 
 def default_snapshot_name(now: float | None = None) -> str:
@@ -204,37 +204,27 @@ def crawl(
 ) -> dict[str, Any]:
     """Crawl the configured malls into a new immutable snapshot; return its description.
 
-    Malls are crawled concurrently, one Scrapy process each (``parallel`` at a time,
-    default: every mall, at most 4), as the DAG's mapped tasks do; politeness is per mall.
+    The stages of :mod:`pipelines.crawl.stages` chained in this process (``tailor crawl``),
+    as the ``crawl_malls`` DAG runs them. Malls are crawled concurrently, one Scrapy process
+    each (``parallel`` at a time, default: every mall, at most 4), as the DAG's mapped tasks
+    do; politeness is per mall.
 
     ``out`` defaults to ``<data_dir>/snapshots/<snapshot_name>``. When ``out`` lies in the
     project's data tree the snapshot is added to DVC (and pushed); ``dvc=False`` skips that.
     The returned dict has ``path``, ``snapshot_id`` (``<data.dvc md5>:<relative path>``
     or None without DVC), ``stats`` and the per-mall run directories.
     """
-    from pipelines.crawl.snapshot import publish_snapshot
+    from pipelines.crawl import stages
 
     s = s or get_settings()
-    cfg = malls if isinstance(malls, CrawlConfig) else load_config(malls)
-    cfg = cfg.select(names).with_limits(max_pages, max_depth, time_budget_s, polite)
-    if out is None:
-        name = snapshot_name or default_snapshot_name()
-        out = Path(s.data_dir) / "snapshots" / name  # type: ignore[arg-type]
-    out = Path(out).resolve()
-    name = snapshot_name or out.name
-    st = Path(state or state_dir(s))
-    run_dir = run_dir_for(name, state=st)
-    t0 = time.time()
-    workers = max(1, min(parallel or len(cfg.malls), 4, len(cfg.malls)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on subprocesses
-        mall_dirs = list(pool.map(lambda m: crawl_mall(m, run_dir, st, s), cfg.malls))
-    return publish_snapshot(
-        [str(d) for d in mall_dirs],
-        out,
-        blobs=st / "blobs",
-        dvc=dvc,
-        push=push,
-        s=s,
-        started_at=t0,
-        requested=[m.name for m in cfg.malls],
+    jobs = stages.plan_stage(
+        malls, names, max_pages, max_depth, time_budget_s, polite, snapshot_name, out, state or state_dir(s), s
     )
+    if not jobs:
+        raise ConfigError("no mall selected")
+    t0 = time.time()
+    workers = max(1, min(parallel or len(jobs), 4, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # threads only wait on subprocesses
+        mall_dirs = list(pool.map(lambda job: stages.crawl_stage(job, s), jobs))
+    snapshot = stages.merge_stage(mall_dirs, jobs[0], started_at=t0, s=s)
+    return stages.publish_stage(snapshot, dvc=dvc, push=push, s=s)

@@ -389,15 +389,15 @@ def version_snapshot(
     s = s or get_settings()
     out = Path(out).resolve()
     meta = json.loads((out / "snapshot.json").read_text())
-    in_tree = _inside(out, Path(s.data_dir))  # type: ignore[arg-type]
+    in_tree = _inside(out, Path(s.data_dir))
     use_dvc = in_tree if dvc is None else (dvc and in_tree)
     data_version = rel = snapshot_id = None
     if use_dvc:
         data_version = versioning.commit_data(push=push, s=s)
-        rel = str(out.relative_to(Path(s.data_dir).resolve()))  # type: ignore[arg-type]
+        rel = str(out.relative_to(Path(s.data_dir).resolve()))
         snapshot_id = f"{data_version}:{rel}"
         # A registry outside the data tree (writing inside would change the version).
-        reg = Path(s.var_dir) / "crawl-state" / "snapshots.jsonl"  # type: ignore[arg-type]
+        reg = s.crawl_state_dir / "snapshots.jsonl"
         reg.parent.mkdir(parents=True, exist_ok=True)
         with reg.open("a") as fh:
             fh.write(json.dumps({"snapshot_id": snapshot_id, "path": str(out), **meta}) + "\n")
@@ -412,19 +412,18 @@ def version_snapshot(
     }
 
 
-def publish_snapshot(
-    mall_dirs: list[str],
-    out: Path,
-    blobs: Path,
-    dvc: bool | None = None,
-    push: bool = True,
-    s: Settings | None = None,
-    started_at: float | None = None,
-    requested: list[str] | None = None,
-) -> dict[str, Any]:
-    """:func:`write_snapshot` then :func:`version_snapshot`."""
-    write_snapshot(mall_dirs, Path(out), Path(blobs), started_at, requested=requested)
-    return version_snapshot(Path(out), dvc=dvc, push=push, s=s)
+def latest_snapshot(s: Settings | None = None) -> Path:
+    """The newest snapshot the crawler registered (``var/crawl-state/snapshots.jsonl``)."""
+    s = s or get_settings()
+    reg = s.crawl_state_dir / "snapshots.jsonl"
+    if reg.exists():
+        lines = [json.loads(x) for x in reg.read_text().splitlines() if x.strip()]
+        if lines:
+            return Path(lines[-1]["path"])
+    snaps = sorted((s.snapshots_dir).glob("*/snapshot.json"))
+    if not snaps:
+        raise FileNotFoundError("no crawl snapshot registered; run `tailor crawl` or pass snapshot=")
+    return snaps[-1].parent
 
 
 def restore_snapshot(snapshot_id: str, s: Settings | None = None) -> Path:
@@ -451,7 +450,7 @@ def restore_snapshot(snapshot_id: str, s: Settings | None = None) -> Path:
         }
         dvc_file.write_text(yaml.safe_dump(meta, sort_keys=False))
     proc = versioning.dvc("checkout", "--force", "data.dvc", s=s, check=False)
-    target = Path(s.data_dir) / rel  # type: ignore[arg-type]
+    target = Path(s.data_dir) / rel
     if proc.returncode != 0 or not (target / "snapshot.json").exists():
         versioning.dvc("pull", "--force", "data.dvc", s=s)
     return target

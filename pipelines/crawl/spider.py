@@ -71,7 +71,7 @@ class MallSpider(scrapy.Spider):
         self.limit_hit: list[str] = []
 
     # ------------------------------------------------------------------ requests
-    async def start(self):  # type: ignore[override]
+    async def start(self):
         """Sitemap(s) first (they list every product), then the start pages."""
         self.store.set_meta("started_at", self.store.get_meta("started_at") or time.time())
         # Resume: products stored before a kill may still miss images.

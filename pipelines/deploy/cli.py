@@ -115,7 +115,7 @@ def bench_look_command(
     """Complete-the-look on annotated street scenes: owned garments covered vs others missing per threshold."""
     from pipelines.deploy.lookbench import bench_look
     from pipelines.deploy.release import read_state, release_info
-    from pipelines.retrain import latest_training_set
+    from pipelines.validate.training_set import latest_training_set
 
     if bundle is None:
         current = read_state().get("current")

@@ -35,7 +35,7 @@ class DeployBusy(RuntimeError):
 
 
 def _paths(s: Settings) -> tuple[Path, Path]:
-    d = Path(s.var_dir) / "deploy"  # type: ignore[arg-type]
+    d = s.deploy_dir
     d.mkdir(parents=True, exist_ok=True)
     return d / "lease.json", d / ".lease.lock"
 

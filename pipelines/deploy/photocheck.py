@@ -127,9 +127,7 @@ def bench_photos(out_png: Path | None = None, echo: Callable[[str], Any] = print
     cats = [str(p.get("category")) for p in index_products(Path(release_info(cur, s)["bundle"]))]
     photos = held_out_photos(Path(s.demo_photos_dir), seed=s.seed)
     echo(f"{len(photos)} held-out photos (in no catalog, index or training split) -> {s.url(s.bento_port)}/search")
-    rep = check_photos(
-        s.url(s.bento_port), photos, cats, grid_png=out_png or Path(s.var_dir) / "bench" / "photos.png", echo=echo
-    )
+    rep = check_photos(s.url(s.bento_port), photos, cats, grid_png=out_png or s.bench_dir / "photos.png", echo=echo)
     echo(
         f"category accuracy {rep['category_accuracy']} (majority baseline {rep['baseline_category_accuracy']}), "
         f"same-category P@5 {rep['precision_at_5']} (random baseline {rep['baseline_precision_at_5']}), "

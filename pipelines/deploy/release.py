@@ -47,7 +47,7 @@ DRAIN_S = 60.0
 def deploy_dir(s: Settings | None = None) -> Path:
     """``var/deploy``: releases and ``state.json``."""
     s = s or get_settings()
-    return Path(s.var_dir) / "deploy"  # type: ignore[arg-type]
+    return s.deploy_dir
 
 
 def _state_file(s: Settings) -> Path:
@@ -295,7 +295,7 @@ def build_bento(release: dict[str, Any], s: Settings | None = None, timeout_s: f
         "BENTOML_HOME": str(s.bentoml_home),
         "TAILOR_BUNDLE_DIR": str(ctx / "bentos" / "bundle"),
     }
-    Path(s.bentoml_home).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+    Path(s.bentoml_home).mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [svcs._bin("bentoml"), "build", "-f", "bentos/bentofile.yaml", "--output", "tag", "."],
         cwd=ctx,
@@ -331,6 +331,14 @@ def start_candidate(release: dict[str, Any], s: Settings | None = None) -> dict[
     stop_service(_slot_service(slot, s), s)
     start_service(server_service(f"bento-{slot}", release, slot_port(slot, s), s), s)
     return {**release, "slot": slot, "candidate_url": s.url(slot_port(slot, s))}
+
+
+def record_failure(stage: str, reason: str, s: Settings | None = None) -> None:
+    """Add a ``deploy_failed`` event (the stage and the reason) to the deploy state."""
+    s = s or get_settings()
+    state = read_state(s)
+    _event(state, "deploy_failed", stage=stage, reason=reason[:500])
+    _write_state(state, s)
 
 
 def stop_candidate(s: Settings | None = None) -> bool:

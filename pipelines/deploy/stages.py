@@ -1,13 +1,18 @@
-"""The deploy stages as the ``deploy_bento`` DAG and ``tailor deploy run`` call them.
+"""The deploy stages: begin (take the lease) -> bundle -> build -> candidate -> smoke ->
+switch -> end (give it back), and :func:`fail_stage`, the one failure path.
 
-Each stage takes and returns a small JSON-able dict (paths, ids, versions). :func:`deploy`
-chains them and, when any stage fails, stops the candidate and leaves the public port as
-it was (the previous release keeps serving) before re-raising with the reason.
+The ``deploy_bento`` DAG runs one task per stage and ``tailor deploy run`` chains the same
+functions (:func:`deploy`). Each stage takes and returns a small JSON-able dict (paths,
+ids, versions). Whichever stage fails, both go through :func:`fail_stage`: the candidate is
+stopped, the failure is recorded in the deploy state, the lease is given back, and the
+public port is left as it was (the previous release keeps serving).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +77,13 @@ def smoke_stage(rel: dict[str, Any], s: Settings | None = None, world: Path | No
     return {**rel, "smoke": report}
 
 
-def begin_stage(owner: str, s: Settings | None = None) -> str:
-    """Take the deploy lease for ``owner`` (a DAG run: ``dag:<run_id>``), waiting for any
-    other deploy or rollback to finish (:mod:`pipelines.deploy.lease`)."""
+def begin_stage(owner: str, s: Settings | None = None, pid: int | None = None) -> str:
+    """Take the deploy lease for ``owner`` (a DAG run: ``dag:<run_id>``; ``pid``: the process
+    whose end also ends it, for a one-process deploy), waiting for any other deploy or
+    rollback to finish (:mod:`pipelines.deploy.lease`)."""
     from . import lease
 
-    lease.acquire(owner, s or get_settings())
+    lease.acquire(owner, s or get_settings(), pid=pid)
     return owner
 
 
@@ -88,6 +94,24 @@ def end_stage(owner: str, s: Settings | None = None) -> bool:
     return lease.release(owner, s or get_settings())
 
 
+def fail_stage(owner: str, stage: str, reason: str, s: Settings | None = None) -> bool:
+    """The one failure path of a deploy (``tailor deploy run`` and the DAG's ``cleanup``):
+    when ``owner`` holds the lease, stop the candidate, record ``deploy_failed`` with the
+    stage and reason, and give the lease back. The public port is not touched here (a
+    failed switch restores it itself). Returns False, doing nothing, for an owner that does
+    not hold the lease: the candidate, if any, is another deploy's."""
+    from . import lease, release
+
+    s = s or get_settings()
+    cur = lease.holder(s)
+    if cur is None or cur["owner"] != owner:
+        return False
+    release.stop_candidate(s)
+    release.record_failure(stage, reason, s)
+    lease.release(owner, s)
+    return True
+
+
 def switch_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
     """Move the public port to the release with no gap; the old slot is drained and stopped."""
     from . import release
@@ -95,43 +119,53 @@ def switch_stage(rel: dict[str, Any], s: Settings | None = None) -> dict[str, An
     return release.switch(rel, s or get_settings())
 
 
+class DeployFailed(RuntimeError):
+    """A deploy stage failed; the failure path has run and the previous release serves."""
+
+
+@contextlib.contextmanager
+def failure_path(stage: str, owner: str, s: Settings | None = None) -> Iterator[None]:
+    """Run a stage of ``owner``'s deploy; if it raises, take :func:`fail_stage` and re-raise
+    as :class:`DeployFailed` naming the stage and what still serves. The DAG's tasks and
+    :func:`deploy` wrap every stage in it, so a failure leaves the same state behind
+    whichever way the deploy was started. A lost lease (``DeployBusy``) and interrupts
+    pass through unchanged."""
+    from . import lease, release
+
+    try:
+        yield
+    except BaseException as exc:
+        s = s or get_settings()
+        fail_stage(owner, stage, str(exc), s)
+        if isinstance(exc, lease.DeployBusy) or not isinstance(exc, Exception):
+            raise
+        raise DeployFailed(
+            f"deploy failed at stage {stage!r}; the previous release keeps serving "
+            f"({release.read_state(s).get('current') or 'none'}): {exc}"
+        ) from exc
+
+
 def deploy(
     params: dict[str, Any] | None = None, build: bool = True, s: Settings | None = None, world: Path | None = None
 ) -> dict[str, Any]:
-    """bundle -> build -> candidate -> smoke -> switch, all in one process (``tailor deploy run``).
-
-    On any failure the candidate is stopped, the public port is untouched (or restored by
-    :func:`~pipelines.deploy.release.switch`) and RuntimeError names the failed stage.
-    """
+    """begin -> bundle -> build -> candidate -> smoke -> switch -> end, all in one process
+    (``tailor deploy run``); raises :class:`DeployFailed` (a RuntimeError) after the failure
+    path when a stage fails (:func:`failure_path`)."""
     import os
     import threading
 
-    from . import lease, release
-
     s = s or get_settings()
-    stage = "lease"
-    try:
-        # one deploy at a time, from the bundle to the switch (another one waits here)
-        with lease.held(f"cli:{os.getpid()}:{threading.get_ident()}", s):
-            stage = "bundle"
-            rel = bundle_stage(params, s)
-            if build:
-                stage = "build"
-                rel = build_stage(rel, s)
-            stage = "candidate"
-            rel = candidate_stage(rel, s)
-            stage = "smoke"
-            rel = smoke_stage(rel, s, world=world)
-            stage = "switch"
-            return switch_stage(rel, s)
-    except lease.DeployBusy:
-        raise  # nothing of ours is running: leave the holder's candidate alone
-    except Exception as exc:
-        release.stop_candidate(s)
-        state = release.read_state(s)
-        release._event(state, "deploy_failed", stage=stage, reason=str(exc)[:500])
-        release._write_state(state, s)
-        raise RuntimeError(
-            f"deploy failed at stage {stage!r}; the previous release keeps serving "
-            f"({state.get('current') or 'none'}): {exc}"
-        ) from exc
+    owner = begin_stage(f"cli:{os.getpid()}:{threading.get_ident()}", s, pid=os.getpid())
+    with failure_path("bundle", owner, s):
+        rel = bundle_stage(params, s)
+    if build:
+        with failure_path("build", owner, s):
+            rel = build_stage(rel, s)
+    with failure_path("candidate", owner, s):
+        rel = candidate_stage(rel, s)
+    with failure_path("smoke", owner, s):
+        rel = smoke_stage(rel, s, world=world)
+    with failure_path("switch", owner, s):
+        out = switch_stage(rel, s)
+    end_stage(owner, s)
+    return out

@@ -89,7 +89,7 @@ def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, A
     snapshot_id = params.get("snapshot_id") or ""
     if not catalog:
         from pipelines.manifests import read_training_set
-        from pipelines.retrain import latest_training_set
+        from pipelines.validate.training_set import latest_training_set
 
         ts = Path(params.get("training_set") or latest_training_set(s))
         meta = read_training_set(ts)
@@ -109,7 +109,7 @@ def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, A
         old = json.loads((champion / "meta.json").read_text()).get("embedder_version")
         if old != version:
             reasons.append(f"embedder changed: {old} -> {version}")
-    work = Path(s.var_dir) / "index-work" / time.strftime("%Y%m%d-%H%M%S")  # type: ignore[arg-type]
+    work = s.index_work_dir / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
     return {
         "mode": "full" if reasons else "update",

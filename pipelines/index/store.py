@@ -59,7 +59,7 @@ def new_version_id(meta: dict[str, Any]) -> str:
 def index_root(s: Settings | None = None) -> Path:
     """Where index versions are written: ``<var_dir>/index``."""
     s = s or get_settings()
-    return Path(s.var_dir) / "index"  # type: ignore[arg-type]
+    return s.index_dir
 
 
 def save_index(

@@ -115,7 +115,7 @@ def prefix_features(
 
     if int(getattr(model, "freeze_blocks", 0)) != int(cfg["freeze_blocks"]):
         raise ValueError(f"model freezes {getattr(model, 'freeze_blocks', 0)} stages, config {cfg['freeze_blocks']}")
-    root = Path(cache_dir or get_settings().cache_dir) / "prefix" / _space(cfg)  # type: ignore[arg-type]
+    root = Path(cache_dir or get_settings().cache_dir) / "prefix" / _space(cfg)
     keys = row_keys(df, cfg)
     paths = [root / k[:2] / f"{k}.npy" for k in keys]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
@@ -237,9 +237,7 @@ def scene_features(
     root = (
         Path(cache_dir or get_settings().cache_dir)
         / "scenes"
-        / hashlib.sha256(  # type: ignore[arg-type]
-            json.dumps(spec, sort_keys=True).encode()
-        ).hexdigest()[:12]
+        / hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     )
     memo: dict[str, str] = {}
     keys = [hashlib.sha1(_file_digest(str(p), memo).encode()).hexdigest() for p in images]

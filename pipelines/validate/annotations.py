@@ -81,7 +81,7 @@ def import_annotations(world: Path, out: Path, dvc: bool | None = None, s: Setti
         if out.exists():
             out.rmdir()  # an empty leftover directory only; a non-empty one raises
         os.replace(stage, out)
-    if dvc is not False and _inside(out, Path(s.data_dir)):  # type: ignore[arg-type]
+    if dvc is not False and _inside(out, Path(s.data_dir)):
         from pipelines import versioning
 
         versioning.commit_data(push=True, s=s)
@@ -169,3 +169,14 @@ def import_rows(
                 rows["embedder"].append(crop)
                 rows["tagger"].append(crop)
     return rows
+
+
+def latest_annotations(s: Settings | None = None) -> Path | None:
+    """The newest finished annotation import under ``data/imports`` (None when there is none).
+
+    Crawled snapshots carry product labels only; boxes and masks come from an imported
+    annotation export, so a validation triggered by a new crawl pairs it with the newest one.
+    """
+    s = s or get_settings()
+    imports = [p.parent for p in (s.imports_dir).glob("*/import.json")]
+    return max(imports, key=lambda p: (p / "import.json").stat().st_mtime) if imports else None

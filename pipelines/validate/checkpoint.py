@@ -37,13 +37,13 @@ SAMPLE = 10  # unexpected values kept per expectation in report.json
 def runs_dir(s: Settings | None = None) -> Path:
     """Where validation runs are written (git-ignored, next to the GX project)."""
     s = s or get_settings()
-    return Path(s.expectations_dir) / "uncommitted" / "runs"  # type: ignore[arg-type]
+    return Path(s.expectations_dir) / "uncommitted" / "runs"
 
 
 def site_dir(s: Settings | None = None) -> Path:
     """The GX Data Docs site (``local_site``) the summary page is added to."""
     s = s or get_settings()
-    return Path(s.expectations_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"  # type: ignore[arg-type]
+    return Path(s.expectations_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
 def run_name_of(meta: dict[str, Any]) -> str:
@@ -210,7 +210,7 @@ def validate_snapshot(
     }
     if annotations is not None:
         tabs["annotations"] = T.annotations_table(Path(annotations))
-    ctx = ensure_project(Path(s.expectations_dir), cfg)  # type: ignore[arg-type]
+    ctx = ensure_project(Path(s.expectations_dir), cfg)
     run_id = RunIdentifier(run_name=run)
     results: list[dict[str, Any]] = []
     docs: dict[str, str] = {}

@@ -19,18 +19,18 @@ def validate_run(
     build: Annotated[bool, typer.Option(help="write the training set when no critical expectation failed")] = True,
 ) -> None:
     """Validate a crawl snapshot, write quarantine + curated catalog, and the training set."""
-    from pipelines.validate import flow
+    from pipelines.validate import stages
     from pipelines.validate.errors import CriticalExpectationFailed
 
-    snap = flow.resolve_snapshot(snapshot)
+    snap = stages.resolve_stage(snapshot)
     try:
-        run_dir = flow.run_validation(snap, annotations, previous_rows)
+        run_dir = stages.validate_stage(snap, annotations, previous_rows)
     except CriticalExpectationFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     if build:
-        ts = flow.build(run_dir)
-        info = flow.version(ts)
+        ts = stages.build_stage(run_dir)
+        info = stages.version_stage(ts)
         typer.echo(f"training set: {ts} (data version {info['data_version']})")
 
 
@@ -41,8 +41,8 @@ def validate_init() -> None:
     from pipelines.validate.suites import ensure_project
 
     s = get_settings()
-    ensure_project(Path(s.expectations_dir), load_validation_config())  # type: ignore[arg-type]
-    typer.echo(f"GX project up to date: {Path(s.expectations_dir) / 'gx'}")  # type: ignore[arg-type]
+    ensure_project(Path(s.expectations_dir), load_validation_config())
+    typer.echo(f"GX project up to date: {Path(s.expectations_dir) / 'gx'}")
 
 
 def validate_import_annotations(
@@ -54,7 +54,7 @@ def validate_import_annotations(
     from pipelines.validate.annotations import import_annotations
 
     s = get_settings()
-    out = Path(s.data_dir) / "imports" / (name or world.name)  # type: ignore[arg-type]
+    out = s.imports_dir / (name or world.name)
     typer.echo(str(import_annotations(world, out, s=s)))
 
 

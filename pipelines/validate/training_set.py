@@ -34,12 +34,6 @@ from pipelines.validate.splits import assign_splits, product_groups
 _RANK = {"train": 0, "val": 1, "test": 2}
 
 
-def training_sets_dir(s: Settings | None = None) -> Path:
-    """``settings.data_dir / "training-sets"``."""
-    s = s or get_settings()
-    return Path(s.data_dir) / "training-sets"  # type: ignore[arg-type]
-
-
 def _attribute_names() -> list[str]:
     from models.taxonomy import ATTRIBUTES
 
@@ -93,7 +87,7 @@ def build_training_set(
     if ann_dir is not None:
         report["annotations_sha256"] = json.loads((ann_dir / "import.json").read_text()).get("content_sha256")
     ts_id = training_set_id(report, bal_cfg, cfg)
-    out = Path(out) if out else training_sets_dir(s) / ts_id
+    out = Path(out) if out else (s or get_settings()).training_sets_dir / ts_id
     if (out / "training_set.json").exists():
         return out
     snapshot = Path(report["snapshot"])
@@ -192,7 +186,7 @@ def build_training_set(
 def _snapshot_id(snapshot: Path, s: Settings) -> str:
     """``<data.dvc md5>:<path in data/>`` for a snapshot in the data tree, else its path."""
     try:
-        rel = snapshot.resolve().relative_to(Path(s.data_dir).resolve())  # type: ignore[arg-type]
+        rel = snapshot.resolve().relative_to(Path(s.data_dir).resolve())
     except ValueError:
         return str(snapshot)
     from pipelines import versioning
@@ -411,10 +405,28 @@ def version_training_set(ts: Path, push: bool = True, s: Settings | None = None)
     ts = Path(ts).resolve()
     version = None
     try:
-        ts.relative_to(Path(s.data_dir).resolve())  # type: ignore[arg-type]
+        ts.relative_to(Path(s.data_dir).resolve())
         from pipelines import versioning
 
         version = versioning.commit_data(push=push, s=s)
     except ValueError:
         pass
     return {"path": str(ts), "data_version": version}
+
+
+def latest_training_set(s: Settings | None = None) -> Path:
+    """The newest training set under ``data/training-sets`` (by its recorded creation time)."""
+    s = s or get_settings()
+    root = s.training_sets_dir
+    candidates = []
+    for meta_file in root.glob("*/training_set.json"):
+        meta = json.loads(meta_file.read_text())
+        # training sets record "created_at" (UTC, ISO 8601: sorts as text); the file's mtime
+        # only breaks ties within a second: a copy or a touch must not make an old set "newest"
+        created = str(meta.get("created_at") or meta.get("created") or "")
+        candidates.append((created, meta_file.stat().st_mtime, meta_file.parent))
+    if not candidates:
+        raise FileNotFoundError(
+            f"no training set under {root}; run the validate_catalog DAG or `tailor validate` first"
+        )
+    return max(candidates)[2]

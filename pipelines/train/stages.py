@@ -1,4 +1,6 @@
-"""Retraining stages: train → evaluate (+ log and register) → gate, one chain per model.
+"""The retrain stages: plan -> train -> evaluate (+ log and register) -> gate -> publish,
+one chain per model. The ``retrain_models`` DAG runs one task per stage (mapped over the
+plan's specs) and ``tailor models train`` chains the same functions in one process.
 
 Each stage takes and returns small JSON-able dicts of paths and ids, so the Airflow DAG
 passes only those through XCom. The training work directory is derived from the training
@@ -22,24 +24,6 @@ from pipelines.settings import Settings, get_settings
 TRAIN_POOL = "tailor_train"
 
 
-def latest_training_set(s: Settings | None = None) -> Path:
-    """The newest training set under ``data/training-sets`` (by its recorded creation time)."""
-    s = s or get_settings()
-    root = Path(s.data_dir) / "training-sets"  # type: ignore[arg-type]
-    candidates = []
-    for meta_file in root.glob("*/training_set.json"):
-        meta = json.loads(meta_file.read_text())
-        # training sets record "created_at" (UTC, ISO 8601: sorts as text); the file's mtime
-        # only breaks ties within a second: a copy or a touch must not make an old set "newest"
-        created = str(meta.get("created_at") or meta.get("created") or "")
-        candidates.append((created, meta_file.stat().st_mtime, meta_file.parent))
-    if not candidates:
-        raise FileNotFoundError(
-            f"no training set under {root}; run the validate_catalog DAG or `tailor validate` first"
-        )
-    return max(candidates)[2]
-
-
 def work_dir(model: str, training_set: Path, profile: str, overrides: dict | None, s: Settings | None = None) -> Path:
     """Deterministic training directory: same inputs -> same directory -> resume, not redo."""
     s = s or get_settings()
@@ -47,10 +31,10 @@ def work_dir(model: str, training_set: Path, profile: str, overrides: dict | Non
 
     ts_id = read_training_set(training_set).get("id") or Path(training_set).name
     key = hashlib.sha256(json.dumps(overrides or {}, sort_keys=True).encode()).hexdigest()[:8]
-    return Path(s.var_dir) / "runs" / str(ts_id) / model / f"{profile}-{key}"  # type: ignore[arg-type]
+    return s.runs_dir / str(ts_id) / model / f"{profile}-{key}"
 
 
-def plan(
+def plan_stage(
     models: list[str] | None,
     training_set: str | None,
     profile: str = "demo",
@@ -62,6 +46,8 @@ def plan(
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    from pipelines.validate.training_set import latest_training_set
+
     ts = Path(training_set) if training_set else latest_training_set()
     epochs = epochs or get_settings().train_epochs
     overrides = {"epochs": int(epochs)} if epochs else {}
@@ -140,3 +126,10 @@ def summarize(decisions: list[dict[str, Any]]) -> str:
         lines.append(f"{d['model']} v{d['version']}: {d['decision'].upper()}")
         lines.extend(f"    - {r}" for r in d["reasons"])
     return "\n".join(lines)
+
+
+def publish_stage(decisions: list[dict[str, Any]]) -> list[str]:
+    """Print every gate decision and return the promoted versions (``model:vN``); an empty
+    list means no champion changed, and the index and deploy stages have nothing new to do."""
+    print(summarize(list(decisions)))
+    return [f"{d['model']}:v{d['version']}" for d in decisions if d["promoted"]]

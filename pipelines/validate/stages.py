@@ -1,29 +1,18 @@
-"""The functions the ``validate_catalog`` DAG and the CLI call (one per task)."""
+"""The validate stages: resolve -> validate -> build the training set -> version it.
+
+The ``validate_catalog`` DAG runs one task per stage and ``tailor validate`` chains the
+same functions (one failure path: a critical expectation raises in ``validate_stage``).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipelines.settings import Settings, get_settings
 
 
-def latest_snapshot(s: Settings | None = None) -> Path:
-    """The newest snapshot the crawler registered (``var/crawl-state/snapshots.jsonl``)."""
-    s = s or get_settings()
-    reg = Path(s.var_dir) / "crawl-state" / "snapshots.jsonl"  # type: ignore[arg-type]
-    if reg.exists():
-        lines = [json.loads(x) for x in reg.read_text().splitlines() if x.strip()]
-        if lines:
-            return Path(lines[-1]["path"])
-    snaps = sorted((Path(s.data_dir) / "snapshots").glob("*/snapshot.json"))  # type: ignore[arg-type]
-    if not snaps:
-        raise FileNotFoundError("no crawl snapshot registered; run `tailor crawl` or pass snapshot=")
-    return snaps[-1].parent
-
-
-def resolve_snapshot(snapshot: str = "", events: list[dict[str, Any]] | None = None, s: Settings | None = None) -> str:
+def resolve_stage(snapshot: str = "", events: list[dict[str, Any]] | None = None, s: Settings | None = None) -> str:
     """Snapshot path from the param, else from the triggering ``catalog`` event, else the latest."""
     if snapshot:
         return str(Path(snapshot).resolve())
@@ -31,21 +20,12 @@ def resolve_snapshot(snapshot: str = "", events: list[dict[str, Any]] | None = N
         path = (ev or {}).get("path") or (ev or {}).get("snapshot")
         if path:
             return str(path)
+    from pipelines.crawl.snapshot import latest_snapshot
+
     return str(latest_snapshot(s))
 
 
-def latest_annotations(s: Settings | None = None) -> Path | None:
-    """The newest finished annotation import under ``data/imports`` (None when there is none).
-
-    Crawled snapshots carry product labels only; boxes and masks come from an imported
-    annotation export, so a validation triggered by a new crawl pairs it with the newest one.
-    """
-    s = s or get_settings()
-    imports = [p.parent for p in (Path(s.data_dir) / "imports").glob("*/import.json")]  # type: ignore[arg-type]
-    return max(imports, key=lambda p: (p / "import.json").stat().st_mtime) if imports else None
-
-
-def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1, s: Settings | None = None) -> str:
+def validate_stage(snapshot: str, annotations: str = "", previous_rows: int = -1, s: Settings | None = None) -> str:
     """Validate and return the run directory; print where the report is. Raises on critical."""
     from pipelines.validate.checkpoint import run_name_of, runs_dir, validate_snapshot
     from pipelines.validate.errors import CriticalExpectationFailed
@@ -53,6 +33,8 @@ def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1
     from pipelines.validate.tables import snapshot_meta
 
     s = s or get_settings()
+    from pipelines.validate.annotations import latest_annotations
+
     ann = Path(annotations) if annotations else latest_annotations(s)
     if ann is not None:
         print(f"annotations: {ann}")
@@ -78,14 +60,14 @@ def run_validation(snapshot: str, annotations: str = "", previous_rows: int = -1
     return str(runs_dir(s) / run_name_of(snapshot_meta(Path(snapshot))))
 
 
-def build(run_dir: str, s: Settings | None = None) -> str:
+def build_stage(run_dir: str, s: Settings | None = None) -> str:
     """Write the training set of a passed run; return its directory."""
     from pipelines.validate.training_set import build_training_set
 
     return str(build_training_set(Path(run_dir), s=s))
 
 
-def version(ts: str, s: Settings | None = None) -> dict[str, Any]:
+def version_stage(ts: str, s: Settings | None = None) -> dict[str, Any]:
     """DVC-commit the training set (data tree) and return ``{"path", "data_version"}``."""
     from pipelines.validate.training_set import version_training_set
 
