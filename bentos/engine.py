@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from models import MODEL_NAMES
+from models.checkpoint import load_dir
 from pipelines.garments import TRAIN_CONTEXT, garment_crop, select_garments
+from pipelines.index.flat import load_index
 
 from . import _adapters as A
 
@@ -53,14 +56,14 @@ class Bundle:
         d = Path(directory)
         manifest = read_manifest(d)
         hashes = manifest.get("weights") or {}
-        loaded = {m: A.load_model(d / "models" / m, hashes.get(m)) for m in A.MODEL_NAMES}
-        return cls(directory=d, manifest=manifest, index=A.load_index(d / "index"), **loaded)
+        loaded = {m: load_dir(d / "models" / m, hashes.get(m)) for m in MODEL_NAMES}
+        return cls(directory=d, manifest=manifest, index=load_index(d / "index"), **loaded)
 
     @property
     def versions(self) -> dict[str, str]:
         """Exact versions: ``detector, parser, tagger, embedder, index``."""
         v = self.manifest.get("versions", {})
-        return {k: str(v.get(k, "unknown")) for k in (*A.MODEL_NAMES, "index")}
+        return {k: str(v.get(k, "unknown")) for k in (*MODEL_NAMES, "index")}
 
 
 #: Longest side of the copy the detector and the parser see (and masks are drawn at).

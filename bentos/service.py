@@ -71,13 +71,14 @@ class TailorCrops:
     """Tagger + embedder on garment crops with adaptive batching across requests."""
 
     def __init__(self) -> None:
-        from bentos import _adapters as A
+        from bentos.engine import read_manifest
+        from models.checkpoint import load_dir
 
         _threads()
         d = bundle_dir()
-        hashes = A.weights_hashes(d)
-        self.tagger = A.load_model(d / "models" / "tagger", hashes.get("tagger"))
-        self.embedder = A.load_model(d / "models" / "embedder", hashes.get("embedder"))
+        hashes = read_manifest(d).get("weights") or {}
+        self.tagger = load_dir(d / "models" / "tagger", hashes.get("tagger"))
+        self.embedder = load_dir(d / "models" / "embedder", hashes.get("embedder"))
         size = max(int(self.tagger.tailor_config["crop_size"]), int(self.embedder.tailor_config["crop_size"]))
         self.infer(np.zeros((1, size, size, 3), np.uint8))  # warm-up
 

@@ -60,3 +60,11 @@ def create(name: str, config: Mapping[str, Any] | None = None) -> Any:
     except KeyError:
         raise KeyError(f"unknown model {name!r}; registered: {list_models() or 'none yet'}") from None
     return builder(dict(config or {}))
+
+
+def inference_ready(model: Any) -> Any:
+    """``model`` as every served or indexing forward pass runs it: eval mode, batch-norm
+    folded, channels-last (:func:`models._common.inference_ready`)."""
+    from ._common import inference_ready as ready
+
+    return ready(model)

@@ -73,3 +73,26 @@ def load(path: Path, name: str | None = None, expected_sha256: str | None = None
     model.tailor_config = dict(config)
     model.load_state_dict(ck["state_dict"])
     return model.eval()
+
+
+def load_dir(path: Path, expected_sha256: str | None) -> Any:
+    """The model in a bundle's ``models/<model>/`` directory, ready for inference (eval mode,
+    batch-norm folded, channels-last: :func:`models._common.inference_ready`).
+
+    Only when the file's sha256 is the one the bundle manifest recorded (``expected_sha256``;
+    None is refused: a bundle without recorded hashes predates weights-only bundles and must
+    be rebuilt).
+    """
+    from ._common import inference_ready
+
+    path = Path(path)
+    if not expected_sha256:
+        raise UntrustedModel(f"{path}: the bundle manifest records no weights hash for it; rebuild the bundle")
+    return inference_ready(load(path / FILE, path.name, expected_sha256))
+
+
+def save_dir(model: Any, path: Path) -> str:
+    """Write ``model`` (its ``tailor_config`` attached) into a bundle's ``models/<model>/``
+    directory; returns the file's sha256 for the manifest."""
+    path = Path(path)
+    return save(model, path.name, model.tailor_config, path / FILE)

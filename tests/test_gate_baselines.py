@@ -3,7 +3,7 @@ own evaluation set (majority class, random ranking, empty detector, all-backgrou
 by the configured margin, whatever the thresholds say.
 
 The end-to-end cases evaluate real do-nothing models (constant outputs) with the training
-tasks' own ``evaluate`` on a small dev training set, then apply ``registry.decide`` with the
+tasks' own ``evaluate`` on a small dev training set, then apply ``gate.decide`` with the
 shipped demo gate config.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import registry
+from pipelines import gate, registry
 from pipelines.train import metrics as M
 
 
@@ -38,8 +38,8 @@ def _test_rows(ts: Path, model: str):
 
 
 def _decide_shipped(model: str, metrics: dict, **overrides) -> tuple[bool, list[str]]:
-    cfg = registry.GateConfig.load("demo", overrides={model: overrides} if overrides else None)
-    return registry.decide(model, metrics, cfg.thresholds[model], cfg.tolerance, None, cfg.margins(model))
+    cfg = gate.GateConfig.load("demo", overrides={model: overrides} if overrides else None)
+    return gate.decide(model, metrics, cfg.thresholds[model], cfg.tolerance, None, cfg.margins(model))
 
 
 # ------------------------------------------------------------------------ the pure rule
@@ -47,7 +47,7 @@ def _decide_shipped(model: str, metrics: dict, **overrides) -> tuple[bool, list[
 
 def test_rule_meets_threshold_but_not_baseline_margin() -> None:
     cand = {"acc_min": 0.65, "baseline_acc_min": 0.60}
-    ok, reasons = registry.decide("tagger", cand, {"acc_min": 0.60}, 0.05, None, 0.10)
+    ok, reasons = gate.decide("tagger", cand, {"acc_min": 0.60}, 0.05, None, 0.10)
     assert not ok
     assert "acc_min=0.6500 >= threshold 0.6000" in reasons  # the threshold alone would pass
     assert "acc_min=0.6500 does not beat the majority-class baseline 0.6000 by 0.10" in reasons
@@ -55,26 +55,26 @@ def test_rule_meets_threshold_but_not_baseline_margin() -> None:
 
 def test_rule_missing_or_nan_baseline_fails() -> None:
     for cand in ({"recall_at_5": 0.9}, {"recall_at_5": 0.9, "baseline_recall_at_5": float("nan")}):
-        ok, reasons = registry.decide("embedder", cand, {"recall_at_5": 0.5}, 0.05, None)
+        ok, reasons = gate.decide("embedder", cand, {"recall_at_5": 0.5}, 0.05, None)
         assert not ok
         assert any("no random-ranking baseline (baseline_recall_at_5)" in r for r in reasons), reasons
 
 
 def test_rule_nan_metric_is_missing_not_passing() -> None:
-    ok, reasons = registry.decide("parser", {"miou": float("nan"), "baseline_miou": 0.06}, {"miou": 0.0}, 0.05, None)
+    ok, reasons = gate.decide("parser", {"miou": float("nan"), "baseline_miou": 0.06}, {"miou": 0.0}, 0.05, None)
     assert not ok and reasons[0] == "miou missing (threshold 0.0000)"
 
 
 def test_rule_clear_winner_passes_and_margins_per_metric() -> None:
     cand = {"miou": 0.60, "baseline_miou": 0.06, "pixel_acc": 0.91, "baseline_pixel_acc": 0.85}
     thresholds = {"miou": 0.45, "pixel_acc": 0.88}
-    ok, reasons = registry.decide("parser", cand, thresholds, 0.05, None, {"miou": 0.10, "pixel_acc": 0.05})
+    ok, reasons = gate.decide("parser", cand, thresholds, 0.05, None, {"miou": 0.10, "pixel_acc": 0.05})
     assert ok, reasons
     assert "miou=0.6000 beats the all-background baseline 0.0600 by 0.5400 (margin 0.10)" in reasons
-    ok, reasons = registry.decide("parser", cand, thresholds, 0.05, None, 0.10)  # one margin for all
+    ok, reasons = gate.decide("parser", cand, thresholds, 0.05, None, 0.10)  # one margin for all
     assert not ok and "pixel_acc=0.9100 does not beat the all-background baseline 0.8500 by 0.10" in reasons
     # exactly the margin (up to float noise) passes: 0.39 - 0.29 is 0.0999999... in floats
-    ok, _ = registry.decide("tagger", {"acc_min": 0.39, "baseline_acc_min": 0.29}, {"acc_min": 0.0}, 0.05, None, 0.10)
+    ok, _ = gate.decide("tagger", {"acc_min": 0.39, "baseline_acc_min": 0.29}, {"acc_min": 0.0}, 0.05, None, 0.10)
     assert ok
 
 
@@ -92,7 +92,7 @@ def test_rule_applies_whatever_the_thresholds_say() -> None:
 
 
 def test_baseline_table_rows() -> None:
-    rows = registry.baseline_table(
+    rows = gate.baseline_table(
         "detector",
         {
             "map_50": 0.6,
@@ -112,7 +112,7 @@ def test_baseline_table_rows() -> None:
 
 
 def test_shipped_gate_config() -> None:
-    demo, full = registry.GateConfig.load("demo"), registry.GateConfig.load("full")
+    demo, full = gate.GateConfig.load("demo"), gate.GateConfig.load("full")
     # the demo gate checks the same metrics as the full one (the targets), never above them
     for model, metrics in full.thresholds.items():
         assert set(demo.thresholds[model]) == set(metrics)
@@ -124,7 +124,7 @@ def test_shipped_gate_config() -> None:
         assert cfg.margins("parser") == {"miou": 0.10, "pixel_acc": 0.05}
         assert cfg.margins("tagger") == {"acc_min": 0.10, "acc_category_real": 0.10}
     # threshold overrides never touch the margins
-    assert registry.GateConfig.load("demo", overrides={"parser": {"miou": 0.0}}).margins("parser")["miou"] == 0.10
+    assert gate.GateConfig.load("demo", overrides={"parser": {"miou": 0.0}}).margins("parser")["miou"] == 0.10
 
 
 # ------------------------------------------------------------ ties in the retrieval metrics

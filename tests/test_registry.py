@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import registry
+from pipelines import gate, registry
 from pipelines.settings import Settings
 from tests.helpers.registry import FakeTrainResult, gate_metrics, hostile_pickle
 
-CFG = registry.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.02)
+CFG = gate.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.02)
 
 
 def _register(mlflow_store, tiny_training_set, acc: float, snapshot: str = "snap-1") -> str:
@@ -23,15 +23,15 @@ def _register(mlflow_store, tiny_training_set, acc: float, snapshot: str = "snap
 
 def test_decide_rule() -> None:
     # candidates carry their trivial baseline (0.5); baselines are checked in test_gate_baselines
-    ok, reasons = registry.decide("m", {"a": 0.9, "baseline_a": 0.5}, {"a": 0.8}, 0.02, None)
+    ok, reasons = gate.decide("m", {"a": 0.9, "baseline_a": 0.5}, {"a": 0.8}, 0.02, None)
     assert ok and "no current champion" in reasons
-    ok, reasons = registry.decide("m", {"a": 0.7, "baseline_a": 0.5}, {"a": 0.8}, 0.02, None)
+    ok, reasons = gate.decide("m", {"a": 0.7, "baseline_a": 0.5}, {"a": 0.8}, 0.02, None)
     assert not ok and any("< threshold" in r for r in reasons)
-    ok, reasons = registry.decide("m", {"a": 0.85, "baseline_a": 0.5}, {"a": 0.8}, 0.02, {"a": 0.9})
+    ok, reasons = gate.decide("m", {"a": 0.85, "baseline_a": 0.5}, {"a": 0.8}, 0.02, {"a": 0.9})
     assert not ok and any("regresses champion" in r for r in reasons)
-    ok, _ = registry.decide("m", {"a": 0.89, "baseline_a": 0.5}, {"a": 0.8}, 0.02, {"a": 0.9})
+    ok, _ = gate.decide("m", {"a": 0.89, "baseline_a": 0.5}, {"a": 0.8}, 0.02, {"a": 0.9})
     assert ok  # within tolerance
-    ok, reasons = registry.decide("m", {}, {"a": 0.8}, 0.02, None)
+    ok, reasons = gate.decide("m", {}, {"a": 0.8}, 0.02, None)
     assert not ok and "a missing" in reasons[0]
 
 
@@ -120,28 +120,29 @@ def test_logged_model_loads_back_as_module_with_signature(mlflow_store: Settings
 
 
 def test_gate_config_profiles_and_overrides() -> None:
-    full = registry.GateConfig.load("full")
+    full = gate.GateConfig.load("full")
     assert full.thresholds["detector"]["map_50"] == 0.85
-    demo = registry.GateConfig.load("demo", overrides={"tagger": {"acc_min": 0.5}})
+    demo = gate.GateConfig.load("demo", overrides={"tagger": {"acc_min": 0.5}})
     assert demo.thresholds["tagger"]["acc_min"] == 0.5
     with pytest.raises(ValueError, match="no profile"):
-        registry.GateConfig.load("nope")
+        gate.GateConfig.load("nope")
 
 
 def test_bundle_models_load_only_with_their_recorded_hash(tmp_path: Path) -> None:
-    from bentos import _adapters as A
     from models import checkpoint
+    from models.checkpoint import load_dir, save_dir
+    from pipelines.train import build_model, model_config
 
-    model = A.build_model("embedder", A.resolve_config("embedder", "demo")).eval()
+    model = build_model("embedder", model_config("embedder", "demo")).eval()
     d = tmp_path / "models" / "embedder"
-    sha = A.save_model(model, d)
-    assert A.load_model(d, sha) is not None
+    sha = save_dir(model, d)
+    assert load_dir(d, sha) is not None
     with pytest.raises(checkpoint.UntrustedModel, match="records no weights hash"):
-        A.load_model(d, None)
+        load_dir(d, None)
     marker = tmp_path / "pwned"
     hostile_pickle(d / checkpoint.FILE, marker)
     with pytest.raises(checkpoint.UntrustedModel):
-        A.load_model(d, sha)
+        load_dir(d, sha)
     assert not marker.exists()
 
 

@@ -45,7 +45,7 @@ REAL_FAILURE = ("< threshold", "does not beat the", "regresses champion")
 def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from pipelines import registry
+    from pipelines import gate
     from pipelines.settings import Settings
 
     root = tmp_path / "proj"
@@ -65,16 +65,14 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
 
     s = Settings(root=root, data_dir=root / "data", var_dir=root / "var", mlflow_dir=root / "mlflow")
     client = MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri)
-    gate_cfg = registry.GateConfig.load("demo")
+    gate_cfg = gate.GateConfig.load("demo")
     decisions = {}
     for m in models:
         mv = client.get_model_version(f"tailor-{m}", "1")
         metrics = json.loads(mv.tags["eval.metrics"])
         reasons = json.loads(mv.tags["gate.reasons"])
         # the recorded decision is the shipped gate's, baselines included, on the recorded metrics
-        ok, expected = registry.decide(
-            m, metrics, gate_cfg.thresholds[m], gate_cfg.tolerance, None, gate_cfg.margins(m)
-        )
+        ok, expected = gate.decide(m, metrics, gate_cfg.thresholds[m], gate_cfg.tolerance, None, gate_cfg.margins(m))
         assert (mv.tags["gate.decision"] == "promoted") == ok and reasons == expected, (m, reasons)
         assert [r["metric"] for r in json.loads(mv.tags["gate.baselines"])] == sorted(gate_cfg.thresholds[m])
         assert {a.path for a in client.list_artifacts(mv.run_id, "baselines")} >= {

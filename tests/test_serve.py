@@ -236,17 +236,17 @@ def test_catalog_image_as_query_finds_itself_through_detected_crops(
     with cosine ~1, although the crop is not the whole image."""
     import torch
 
-    from bentos import _adapters as A
     from bentos.engine import Bundle, SearchEngine
+    from pipelines.index import flat
 
     torch.set_num_threads(2)
     bundle = Bundle.load(serve_bundle)
     bundle.detector.score_thresh = 0.0  # torchvision RetinaNet's own pre-filter
     bundle.detector.tailor_config["predict_score_thresh"] = 0.0
-    products, images = A.world_catalog(small_world)
+    products, images = flat.world_catalog(small_world)
     products = products[:12]
-    bundle.index = A.load_index(
-        A.build_flat_index(
+    bundle.index = flat.load_index(
+        flat.build_flat_index(
             bundle.embedder, products, images, tmp_path / "ix", "t", detector=bundle.detector, score_min=0.0
         )
     )
@@ -270,15 +270,15 @@ def test_catalog_photo_is_recognised_whole_when_its_garments_are_cropped(
     marked exact; a photo that is not in the catalog gets no exact match."""
     import torch
 
-    from bentos import _adapters as A
     from bentos.engine import Bundle, SearchEngine
+    from pipelines.index import flat
 
     torch.set_num_threads(2)
     bundle = Bundle.load(serve_bundle)
     bundle.detector.score_thresh = 0.0
     bundle.detector.tailor_config["predict_score_thresh"] = 0.0
-    products, images = A.world_catalog(small_world)
-    bundle.index = A.load_index(A.build_flat_index(bundle.embedder, products[:12], images, tmp_path / "ix", "t"))
+    products, images = flat.world_catalog(small_world)
+    bundle.index = flat.load_index(flat.build_flat_index(bundle.embedder, products[:12], images, tmp_path / "ix", "t"))
     engine = SearchEngine(bundle, score_min=0.0, max_garments=2, exact_photo_min=0.97)
     for p in products[:3]:
         with Image.open(images[p["product_id"]]) as im:
@@ -301,13 +301,13 @@ def test_bundle_with_a_registry_format_index_serves_product_cards(
     import numpy as np
     import pandas as pd
 
-    from bentos import _adapters as A
     from bentos.engine import Bundle, SearchEngine
     from pipelines.index.build import build_index
     from pipelines.index.embed import assign_ids, product_cards
+    from pipelines.index.flat import load_index
     from pipelines.index.store import save_index
 
-    flat = A.load_index(serve_bundle / "index")
+    flat = load_index(serve_bundle / "index")
     rows = pd.DataFrame(flat.products)
     ids, codes, seq = assign_ids(rows["category"].tolist())
     table = pd.DataFrame(
@@ -319,7 +319,7 @@ def test_bundle_with_a_registry_format_index_serves_product_cards(
     rows.assign(title=[f"Card {p}" for p in rows["product_id"]]).to_parquet(cat)
     out = save_index(index, table, meta, out=tmp_path / "bundle-index", products=product_cards(cat))
     bundle = Bundle.load(serve_bundle)
-    bundle.index = A.load_index(out)
+    bundle.index = load_index(out)
     assert bundle.index.version == json.loads((out / "meta.json").read_text())["version"]
     pid = rows["product_id"][3]
     with Image.open(small_world / "images" / "shop" / f"{pid}.jpg") as im:

@@ -143,8 +143,9 @@ def build_bundle(
     world's shop images with the champion models (a dev bundle before any index exists).
     Returns ``{"bundle": str, "versions": {...}}``.
     """
-    from bentos import _adapters as A
+    from models.checkpoint import load_dir
     from pipelines import registry
+    from pipelines.index.flat import build_flat_index, world_catalog
 
     s = s or get_settings()
     champs = resolve_champions(s)
@@ -164,18 +165,18 @@ def build_bundle(
         versions["index"] = str(meta.get("version") or src.name)
     else:
         world = Path(world)  # type: ignore[arg-type]
-        products, images = A.world_catalog(world, base_url=s.url(s.mall_base_port))
+        products, images = world_catalog(world, base_url=s.url(s.mall_base_port))
         versions["index"] = f"flat-e{versions['embedder']}-d{versions['detector']}-{world.name}"
-        A.build_flat_index(
-            A.load_model(out / "models" / "embedder", weights["embedder"]),
+        build_flat_index(
+            load_dir(out / "models" / "embedder", weights["embedder"]),
             products,
             images,
             out / "index",
             versions["index"],
-            detector=A.load_model(out / "models" / "detector", weights["detector"]) if catalog_crop_uri() else None,
+            detector=load_dir(out / "models" / "detector", weights["detector"]) if catalog_crop_uri() else None,
         )
         flat_index_attributes(
-            out / "index", images, A.load_model(out / "models" / "tagger", weights["tagger"]), str(versions["tagger"])
+            out / "index", images, load_dir(out / "models" / "tagger", weights["tagger"]), str(versions["tagger"])
         )
     manifest = _write_manifest(out, versions, "registry", {"champions": champs, "weights": weights})
     return {"bundle": str(out), "versions": versions, "id": manifest["id"]}
@@ -197,7 +198,9 @@ def fresh_bundle(
     """
     import torch
 
-    from bentos import _adapters as A
+    from models.checkpoint import save_dir
+    from pipelines.index.flat import build_flat_index, world_catalog
+    from pipelines.train import build_model, model_config
 
     out = Path(out)
     if out.exists():
@@ -206,10 +209,10 @@ def fresh_bundle(
     loaded, weights = {}, {}
     for i, m in enumerate(MODELS):
         torch.manual_seed(seed + i)
-        model = A.build_model(m, A.resolve_config(m, profile)).eval()
-        weights[m] = A.save_model(model, out / "models" / m)
+        model = build_model(m, model_config(m, profile)).eval()
+        weights[m] = save_dir(model, out / "models" / m)
         loaded[m] = model
-    products, images = A.world_catalog(Path(world), base_url=base_url)
+    products, images = world_catalog(Path(world), base_url=base_url)
     if max_products:
         products = products[:max_products]
     if embed_images:
@@ -221,7 +224,7 @@ def fresh_bundle(
                 p["image_url"] = f"/catalog/images/{src.name}"
     versions = {m: f"fresh-s{seed}" for m in MODELS}
     versions["index"] = f"flat-fresh-s{seed}-{Path(world).name}"
-    A.build_flat_index(
+    build_flat_index(
         loaded["embedder"],
         products,
         images,

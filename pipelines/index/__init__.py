@@ -8,4 +8,7 @@ Public API (heavy modules are imported by the submodules, not here)::
     from pipelines.index.store import save_index, load_index, log_index
     from pipelines.index.update import update_index
     from pipelines.index.bench import run_benchmark, print_table
+
+The search service reads an index only through :mod:`pipelines.index.flat`
+(``load_index``: either format behind one ``search`` contract).
 """

@@ -82,8 +82,8 @@ def crop_embed_fn(
         return shot_embed_fn(embedder)
     import torch
 
-    from bentos._io import load_config as serving_config
     from pipelines.garments import catalog_crop
+    from pipelines.serving_config import load_config as serving_config
     from pipelines.train import predict
 
     search = serving_config()["search"]
@@ -162,8 +162,8 @@ def champion_embed_fn(
     ``crop_uri=None`` embeds whole images. ``score_min`` defaults to the service's
     ``search.detector_score_min``.
     """
+    from models import inference_ready
     from pipelines.registry import load_version
-    from pipelines.train import inference_ready
 
     # weights only, each checked against the hash recorded at registration
     emb_version, emb_uri = resolve_model_uri(model_uri)

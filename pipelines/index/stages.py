@@ -207,9 +207,9 @@ def champion_tagger() -> tuple[Any | None, str | None]:
     tagger has been promoted yet."""
     from mlflow.exceptions import MlflowException
 
+    from models import inference_ready
     from pipelines.index.embed import resolve_model_uri
     from pipelines.registry import load_version
-    from pipelines.train import inference_ready
 
     try:
         version, uri = resolve_model_uri("models:/tailor-tagger@champion")

@@ -175,18 +175,18 @@ def load_model(name: str, model_pt: Path, expected_sha256: str | None = None):
     return checkpoint.load(Path(model_pt), name, expected_sha256)
 
 
-def inference_ready(model: Any) -> Any:
-    """``model`` in eval mode, batch-norm folded, with NHWC (channels-last) weights, the layout every served or
-    indexing forward pass uses. On CPU it lets oneDNN pick its blocked convolution kernels:
-    the demo detector's backbone ran 1.1x faster per photo alone and 1.3x in batches of 8.
-    The search service and the index's catalog crops both load models through here, so a
-    catalog photo is cropped with the same kernels whether it is indexed or searched."""
-    import torch
+def model_config(name: str, profile: str = "demo") -> dict[str, Any]:
+    """The training profile's config for ``name`` with the task's vocabularies filled in
+    (what :func:`build_model` needs for an untrained model: tests, dev bundles)."""
+    import pandas as pd
 
-    from models._common import fold_batchnorm
+    from .config import resolve_config
 
-    # batch-norm folded into the convolutions: the same function, one pass fewer
-    return fold_batchnorm(model.eval()).to(memory_format=torch.channels_last)
+    cfg = resolve_config(name, profile)
+    # prepare() derives vocabularies from the training frame; an empty frame with the
+    # columns it reads gives the taxonomy's own vocabularies.
+    frame = pd.DataFrame({"boxes": pd.Series([], dtype=object), "label": pd.Series([], dtype=object)})
+    return get_task(name).prepare(cfg, frame) or cfg
 
 
 def predict(name: str, model, images: list[Any]) -> Any:
@@ -201,7 +201,6 @@ __all__ = [
     "TrainResult",
     "build_model",
     "evaluate_model",
-    "inference_ready",
     "load_model",
     "predict",
     "train_model",

@@ -98,7 +98,7 @@ def samples_png(images: list[np.ndarray], path: Path, title: str, cols: int = 4)
 
 def baselines_png(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Paired bars per metric: the model's value beside its trivial baseline (rows of
-    ``pipelines.registry.baseline_table``: metric, value, baseline, kind; ``None`` = not measured)."""
+    ``pipelines.gate.baseline_table``: metric, value, baseline, kind; ``None`` = not measured)."""
     plt = _plt()
     n = len(rows)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * n + 1.5), 3.8))

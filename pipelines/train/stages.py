@@ -97,10 +97,11 @@ def evaluate_stage(info: dict[str, Any]) -> dict[str, Any]:
 def gate_stage(info: dict[str, Any]) -> dict[str, Any]:
     """Apply the promotion gate to the registered version; returns the decision record."""
     from pipelines import registry
+    from pipelines.gate import GateConfig
     from pipelines.manifests import read_training_set
 
     ts = Path(info["training_set"])
-    cfg = registry.GateConfig.load(info["profile"], overrides={info["model"]: info.get("thresholds") or {}})
+    cfg = GateConfig.load(info["profile"], overrides={info["model"]: info.get("thresholds") or {}})
 
     def evaluate_champion(model_uri: str) -> dict[str, float]:
         from pipelines.train import evaluate_model

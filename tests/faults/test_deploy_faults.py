@@ -156,11 +156,11 @@ def test_registered_models_load_weights_only_and_refuse_a_replaced_artifact(
     registration, so nothing loads and nothing runs."""
     from mlflow import MlflowClient
 
-    from bentos import _adapters as A
     from models import checkpoint
+    from pipelines.train import build_model, model_config
 
-    cfg = A.resolve_config("tagger", "demo")
-    model = A.build_model("tagger", cfg).eval()
+    cfg = model_config("tagger", "demo")
+    model = build_model("tagger", cfg).eval()
     res = FakeTrainResult(model=model, metrics=gate_metrics(0.6), config=cfg, input_example=None)
     info = registry.log_training_run("tagger", res, tiny_training_set, "snap-1", s=mlflow_store)
     uri = info["model_uri"]
