@@ -1,6 +1,8 @@
-"""The ``tailor`` command line. Every stage is a thin wrapper over a ``pipelines`` function,
-the same function the Airflow DAGs call. Heavy modules are imported inside commands so
-``tailor --help`` stays fast."""
+"""The ``tailor`` command line: the root group (settings, init, up, down, status, demo,
+bench chain) and the registration of every command group, each in its stage's ``cli``
+module (synth, malls, crawl, validate, train, index, deploy, closet). Every command is a
+thin wrapper over the stage functions the Airflow DAGs call. Heavy modules are imported
+inside commands so ``tailor --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from models import MODEL_NAMES
+from pipelines.clitools import fail
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.deploy.cli import (
     bench_load_command,
@@ -28,7 +30,10 @@ from pipelines.index.cli import (
     index_search_command,
     index_update_command,
 )
+from pipelines.malls.cli import mall_serve_cmd
 from pipelines.settings import Settings, get_settings
+from pipelines.synth.cli import bench_synth_cmd, synth_baselines_cmd, synth_cmd, synth_preview_cmd
+from pipelines.train.cli import models_rollback_cmd, models_status_cmd, models_train_cmd
 from pipelines.validate.cli import (
     quality_report,
     validate_import_annotations,
@@ -62,6 +67,14 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(mall_app, name="mall")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+synth_app.callback(invoke_without_command=True)(synth_cmd)
+synth_app.command("preview")(synth_preview_cmd)
+synth_app.command("baselines")(synth_baselines_cmd)
+bench_app.command("synth")(bench_synth_cmd)
+mall_app.command("serve")(mall_serve_cmd)
+models_app.command("status")(models_status_cmd)
+models_app.command("train")(models_train_cmd)
+models_app.command("rollback")(models_rollback_cmd)
 validate_app = typer.Typer(
     help="Great Expectations quality gate, quarantine, splits, balanced manifests.", no_args_is_help=True
 )
@@ -96,11 +109,6 @@ app.add_typer(closet_app, name="closet")
 # Stage commands whose modules keep heavy imports inside the functions.
 app.command("crawl")(crawl_command)
 bench_app.command("crawl")(bench_crawl_command)
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 # --------------------------------------------------------------------------- project
@@ -144,13 +152,13 @@ def up_cmd(
     names = services.expand(service or ["airflow", "mlflow"], s)
     unknown = set(names) - set(services.services(s))
     if unknown:
-        _fail(f"unknown service(s) {sorted(unknown)}; choose from {sorted(services.services(s))}")
+        fail(f"unknown service(s) {sorted(unknown)}; choose from {sorted(services.services(s))}")
     for name in names:
         typer.echo(f"starting {name} ...")
         try:
             info = services.start(name, s)
         except RuntimeError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         where = f" at {info['url']}" if info["url"] else ""
         typer.echo(f"{name}: {'started' if info['started'] else 'already running'}{where} (pid {info['pid']})")
     if not service:  # the recorded current release serves again (after a reboot, a crash)
@@ -159,7 +167,7 @@ def up_cmd(
         try:
             back = release.ensure_serving(s)
         except (RuntimeError, OSError) as exc:
-            _fail(f"the current release could not be started again: {exc}")
+            fail(f"the current release could not be started again: {exc}")
         if back:
             typer.echo(f"search: brought back release {release.read_state(s)['current']} ({', '.join(back)})")
     typer.echo(services.describe(s))
@@ -207,175 +215,6 @@ def status_cmd() -> None:
     typer.echo(services.describe())
 
 
-# --------------------------------------------------------------------------- synth
-@synth_app.callback(invoke_without_command=True)
-def synth_cmd(
-    ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="output directory (default: the demo world)")] = None,
-    seed: Annotated[int, typer.Option(help="random seed: same seed and options, same bytes")] = 0,
-    products: Annotated[int, typer.Option(help="number of catalog products")] = 480,
-    scenes: Annotated[int, typer.Option(help="number of street scenes")] = 200,
-    long_tail: Annotated[float, typer.Option(help="Zipf exponent of category frequencies")] = 1.1,
-    label_noise: Annotated[float, typer.Option(help="share of products with a wrong listed label")] = 0.03,
-    broken_rate: Annotated[float, typer.Option(help="share of product image files written broken")] = 0.02,
-    workers: Annotated[int, typer.Option(help="worker processes (output does not depend on it)")] = 1,
-) -> None:
-    """Generate a deterministic synthetic fashion world with ground truth for all four models."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from pipelines.synth.stages import generate_stage
-
-    try:
-        path = Path(
-            generate_stage(
-                seed,
-                products,
-                scenes,
-                out,
-                long_tail=long_tail,
-                label_noise=label_noise,
-                broken_rate=broken_rate,
-                workers=workers,
-            )
-        )
-    except ValueError as exc:
-        _fail(str(exc))
-    counts = json.loads((path / "world.json").read_text())["counts"]
-    typer.echo(f"world written to {path}: {json.dumps(counts, sort_keys=True)}")
-
-
-@synth_app.command("preview")
-def synth_preview_cmd(
-    world: Annotated[Path | None, typer.Option(help="world directory (default: the demo world)")] = None,
-    out: Annotated[Path | None, typer.Option(help="PNG to write (default: WORLD/preview.png)")] = None,
-    n: Annotated[int, typer.Option(help="number of tiles")] = 16,
-) -> None:
-    """Write a contact sheet with ground truth drawn on, to check the world by eye."""
-    from pipelines.synth.stages import preview_stage
-
-    try:
-        png = preview_stage(world or get_settings().demo_world_dir, out, n=n)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-    typer.echo(f"contact sheet: {png}")
-
-
-@synth_app.command("baselines")
-def synth_baselines_cmd(
-    world: Annotated[Path | None, typer.Option(help="world directory (default: the demo world)")] = None,
-) -> None:
-    """Score trivial models (majority class, whole-image box, mean-colour retrieval) on a world."""
-    from pipelines.synth.baselines import trivial_baselines
-
-    world = world or get_settings().demo_world_dir
-    if not (world / "world.json").exists():
-        _fail(f"{world} is not a generated world (no world.json)")
-    for name, value in trivial_baselines(world).items():
-        typer.echo(f"{name:28s} {value:.3f}")
-
-
-# --------------------------------------------------------------------------- malls
-@mall_app.command("serve")
-def mall_serve_cmd(
-    world: Annotated[Path | None, typer.Option(help="world to build the demo malls from (default: demo world)")] = None,
-    photos: Annotated[Path | None, typer.Option(help="folder of photos for a real-photo mall")] = None,
-    labels: Annotated[Path | None, typer.Option(help="labels CSV for --photos (columns image,label)")] = None,
-    base_port: Annotated[int | None, typer.Option(help="first port; malls take consecutive ports")] = None,
-    faults: Annotated[bool, typer.Option(help="switch every fault type on")] = False,
-    seed: Annotated[int, typer.Option(help="seed for product split and fault selection")] = 0,
-) -> None:
-    """Serve the demo malls (JSON-LD, microdata/OpenGraph, CSS-only, optional photo mall) until Ctrl-C."""
-    from pipelines.malls import serve_forever
-
-    s = get_settings()
-    world = world or s.demo_world_dir
-    if world and not (world / "world.json").exists():
-        _fail(f"{world} is not a generated world; run `tailor synth --out {world}` first")
-    if photos is not None and labels is None:
-        labels = photos / "labels.csv"
-    serve_forever(
-        world=world,
-        photos=photos,
-        labels=labels,
-        host=s.host,
-        base_port=base_port if base_port is not None else s.mall_base_port,
-        faults=faults,
-        seed=seed,
-    )
-
-
-# --------------------------------------------------------------------------- models
-
-
-@models_app.command("status")
-def models_status_cmd(
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-) -> None:
-    """Show each model's champion: version, metrics, snapshot, date."""
-    from pipelines import registry
-
-    rows = registry.status()
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
-        return
-    for row in rows:
-        if row["version"] is None:
-            typer.echo(f"{row['registered']:16s} no champion")
-            continue
-        metrics = ", ".join(
-            f"{k}={v:.3f}" for k, v in sorted(row.get("metrics", {}).items()) if isinstance(v, int | float)
-        )
-        typer.echo(
-            f"{row['registered']:16s} v{row['version']:<4s} {row['date']}  snapshot={row['snapshot']}  {metrics}"
-        )
-
-
-@models_app.command("train")
-def models_train_cmd(
-    names: Annotated[list[str] | None, typer.Argument(help="models to retrain (default: all four)")] = None,
-    profile: Annotated[str, typer.Option(help="training profile: demo or full")] = "demo",
-    epochs: Annotated[int | None, typer.Option(help="override the profile's epochs")] = None,
-    training_set: Annotated[Path | None, typer.Option(help="training-set dir; default: the newest")] = None,
-    gate: Annotated[bool, typer.Option(help="apply the promotion gate after registering")] = True,
-) -> None:
-    """Train -> evaluate (held-out) -> register -> gate, one model after another: the retrain_models
-    DAG's stages in this process, with a progress bar. A killed run resumes from its checkpoint."""
-    from pipelines.train import stages
-
-    if profile not in ("demo", "full"):
-        _fail(f"unknown profile {profile!r}; choose demo or full")
-    try:
-        specs = stages.plan_stage(names or None, str(training_set) if training_set else None, profile, epochs)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    decisions = []
-    for spec in specs:
-        info = stages.evaluate_stage(stages.train_stage(spec, progress=True))
-        metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(info["metrics"].items()) if isinstance(v, int | float))
-        typer.echo(f"{spec['model']}: v{info['version']} ({info['run_dir']})  {metrics}")
-        if gate:
-            decisions.append(stages.gate_stage(info))
-    if decisions:
-        promoted = stages.publish_stage(decisions)
-        typer.echo(f"promoted: {', '.join(promoted) or 'none (no champion changed)'}")
-
-
-@models_app.command("rollback")
-def models_rollback_cmd(
-    name: Annotated[str, typer.Argument(help="detector, parser, tagger or embedder")],
-) -> None:
-    """Move NAME's @champion alias back to the previous champion (nothing is deleted)."""
-    from pipelines import registry
-
-    if name not in MODEL_NAMES:
-        _fail(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-    try:
-        version = registry.rollback(name)
-    except RuntimeError as exc:
-        _fail(str(exc))
-    typer.echo(f"{registry.registered_name(name)}@champion -> v{version}")
-
-
 # --------------------------------------------------------------------------- benchmarks
 @bench_app.command("chain")
 def bench_chain_cmd(
@@ -392,7 +231,7 @@ def bench_chain_cmd(
 
     out = out.resolve()
     if out.exists() and any(out.iterdir()):
-        _fail(f"{out} is not empty: choose another --out or remove it")
+        fail(f"{out} is not empty: choose another --out or remove it")
     res = bench_chain(out, products, scenes, epochs)
     for profile, r in res.items():
         dags = ", ".join(f"{k} {v}s" for k, v in r["dags"].items())
@@ -400,28 +239,7 @@ def bench_chain_cmd(
     if all(r["rc"] == 0 for r in res.values()):
         typer.echo(f"cluster / embedded: {res['cluster']['seconds'] / res['embedded']['seconds']:.2f}x")
     else:
-        _fail("a run failed: see its log")
-
-
-@bench_app.command("synth")
-def bench_synth_cmd(
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    products: Annotated[int, typer.Option()] = 480,
-    scenes: Annotated[int, typer.Option()] = 200,
-) -> None:
-    """Time world generation and print images/s."""
-    import tempfile
-
-    from pipelines.synth import WorldConfig
-    from pipelines.synth.world import benchmark
-
-    cfg = WorldConfig(n_products=products, n_scenes=scenes, workers=workers)
-    with tempfile.TemporaryDirectory() as tmp:
-        res = benchmark(Path(tmp) / "world", cfg)
-    typer.echo(
-        f"synth: {res['images']} images in {res['seconds']:.1f} s = {res['images_per_s']:.1f} images/s "
-        f"(workers={workers})"
-    )
+        fail("a run failed: see its log")
 
 
 # --------------------------------------------------------------------------- demo
@@ -462,7 +280,7 @@ def demo_cmd(
         try:
             info = services.start(name, s)
         except RuntimeError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo(f"      {name}: {'started' if info['started'] else 'already running'} ({info['url']})")
     if chain:
         typer.echo("[3/5] annotation export of the world -> data/imports/demo")

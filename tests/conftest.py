@@ -11,7 +11,7 @@ import pytest
 from pipelines.malls.server import MallServer
 from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT, Settings
-from tests.helpers import SHARED_PHOTOS
+from tests.helpers import SHARED_PHOTOS, missing
 from tests.helpers.malls import make_fake_world, running_malls
 
 
@@ -27,7 +27,7 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shared_photos() -> Path:
     """The real CC0 photos beside the project; tests using it skip where it is absent."""
     if not (SHARED_PHOTOS / "labels.csv").exists():
-        pytest.skip(f"real photos not found at {SHARED_PHOTOS}")
+        missing(f"real photos not found at {SHARED_PHOTOS}")
     return SHARED_PHOTOS
 
 
@@ -44,7 +44,7 @@ def postgres_url():
 
     bindir = pg_bin()
     if bindir is None:
-        pytest.skip("postgresql binaries missing: apt-get install -y postgresql")
+        missing("postgresql binaries missing: apt-get install -y postgresql")
     as_user = as_postgres()
     root = Path(tempfile.mkdtemp(prefix="tailor-pg-", dir="/tmp"))
     if as_user:

@@ -85,3 +85,59 @@ def test_commands_name_a_missing_world(tmp_path: Path, args: list[str]) -> None:
 def test_up_rejects_unknown_service() -> None:
     result = runner.invoke(app, ["up", "-s", "kafka"])
     assert result.exit_code == 2 and "unknown service" in result.output
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The CLI's process-wide settings pointed at an empty project under ``tmp_path``."""
+    from pipelines.settings import Settings, get_settings
+
+    monkeypatch.setenv("TAILOR_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    s = get_settings()
+    Path(s.mlflow_dir).mkdir(parents=True)
+    yield s
+    get_settings.cache_clear()
+    assert isinstance(s, Settings)
+
+
+def test_models_status_and_rollback_on_a_real_registry(project, tiny_training_set: Path) -> None:
+    """Two promotions of the tagger, then `models status` shows the second and `models
+    rollback` moves @champion back to the first; a model with no champion says so."""
+    import torch
+
+    from pipelines import gate, registry
+    from tests.helpers.registry import FakeTrainResult, gate_metrics
+
+    cfg = gate.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.02)
+    versions = []
+    for acc in (0.6, 0.7):
+        torch.manual_seed(0)
+        res = FakeTrainResult(model=torch.nn.Linear(4, 2), metrics=gate_metrics(acc))
+        v = registry.log_training_run("tagger", res, tiny_training_set, "snap-1", s=project)["version"]
+        assert registry.gate("tagger", v, gate_metrics(acc), "ts-1", cfg, s=project).promoted
+        versions.append(v)
+
+    status = runner.invoke(app, ["models", "status", "--json"])
+    assert status.exit_code == 0, status.output
+    rows = {r["model"]: r for r in json.loads(status.output)}
+    assert rows["tagger"]["version"] == versions[1] and rows["embedder"]["version"] is None
+    text = runner.invoke(app, ["models", "status"])
+    assert f"tailor-tagger    v{versions[1]}" in text.output and "tailor-embedder  no champion" in text.output
+
+    back = runner.invoke(app, ["models", "rollback", "tagger"])
+    assert back.exit_code == 0 and f"tailor-tagger@champion -> v{versions[0]}" in back.output, back.output
+    again = runner.invoke(app, ["models", "rollback", "tagger"])
+    assert again.exit_code == 2 and "error:" in again.output  # nothing before the first champion
+    assert {r["model"]: r for r in registry.status(s=project)}["tagger"]["version"] == versions[0]
+    unknown = runner.invoke(app, ["models", "rollback", "sweater"])
+    assert unknown.exit_code == 2 and "unknown model 'sweater'" in unknown.output
+
+
+def test_deploy_status_and_rollback_with_nothing_deployed(project) -> None:
+    status = runner.invoke(app, ["deploy", "status"])
+    assert status.exit_code == 0, status.output
+    st = json.loads(status.output)
+    assert st["current"] is None and st["history"] == []
+    back = runner.invoke(app, ["deploy", "rollback"])
+    assert back.exit_code == 1 and "nothing to roll back to" in back.output

@@ -302,3 +302,21 @@ def test_catalog_shots_embed_whole_and_from_the_training_feature_cache(small_wor
     np.testing.assert_allclose(by_path, by_image, atol=2e-2)
     assert (by_path @ by_image.T).argmax(1).tolist() == list(range(len(paths)))
     get_settings.cache_clear()
+
+
+def test_an_empty_catalog_or_no_training_set_stops_the_index_plan_with_nothing_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from pipelines.index.stages import plan_stage
+    from pipelines.settings import Settings
+
+    s = Settings(root=tmp_path)
+    empty = tmp_path / "empty.parquet"
+    pd.DataFrame({"product_id": pd.Series([], dtype=str), "category": pd.Series([], dtype=str)}).to_parquet(empty)
+    with pytest.raises(ValueError, match="has no products; nothing to index"):
+        plan_stage({"embedder": "pixels", "catalog": str(empty), "images_root": str(tmp_path)}, s)
+    with pytest.raises(FileNotFoundError, match="no training set under"):
+        plan_stage({"embedder": "pixels"}, s)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plan_stage({"embedder": "pixels", "catalog": str(tmp_path / "nope.parquet")}, s)
+    assert not s.index_work_dir.exists() and not s.index_dir.exists()

@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT
+from tests.helpers import missing
 from tests.helpers.serving import jpeg, png_bomb
 
 pytestmark = pytest.mark.services
@@ -109,7 +110,7 @@ def test_e2e_bad_input(server: str, kw: dict, status: int):
 
 def test_demo_page_in_chromium(server: str, small_world: Path):
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
+        missing("/usr/bin/chromium missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -143,7 +144,7 @@ def test_demo_page_policy_and_link_protocols(server: str, small_world: Path):
     works under that policy (no violation while searching), and a catalog link or image
     that is not http(s) (javascript:, data:) becomes neither a link nor an image."""
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
+        missing("/usr/bin/chromium missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
     r = httpx.get(f"{server}/demo", timeout=30)
@@ -219,7 +220,7 @@ def test_shopper_views_in_chromium(server: str, small_world: Path, closet_dir: P
     and missing garments outlined, closet item and shop cards beside them) and Browse by
     attributes (filters, map, similar by attributes), driven in the demo page."""
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium missing: apt-get install -y chromium")
+        missing("/usr/bin/chromium missing: apt-get install -y chromium")
     from playwright.sync_api import expect, sync_playwright
 
     from bentos.closet.store import ClosetStore
@@ -278,9 +279,9 @@ def test_shopper_views_in_chromium(server: str, small_world: Path, closet_dir: P
             page.set_input_files("#look-file", str(shots / "p00031.jpg"))
             _wait_attr(page, "data-look", "#look-status")
             assert page.get_attribute("body", "data-look") == "done", page.locator("#look-status").text_content()
-            missing = page.locator(".look-garment[data-status=missing]")
-            assert missing.count() >= 1 and page.locator(".look-garment[data-status=covered]").count() == 0
-            assert missing.first.locator(".card[href]").count() >= 1
+            missing_garments = page.locator(".look-garment[data-status=missing]")
+            assert missing_garments.count() >= 1 and page.locator(".look-garment[data-status=covered]").count() == 0
+            assert missing_garments.first.locator(".card[href]").count() >= 1
             page.screenshot(path=str(ARTIFACTS / "look-missing.png"), full_page=True)
             # -- Browse by attributes: filter, page, map, similar by attributes
             page.click("#tabs button[data-view=browse]")

@@ -387,3 +387,19 @@ def test_embedder_reads_only_its_input_groups() -> None:
     assert model.proj[0].num_features == model.groups["grid"][1]  # pooled + grid columns
     with pytest.raises(ValueError, match="not among the prefix groups"):
         create("embedder", {**cfg, "inputs": ["pooled", "texture"]})
+
+
+def test_retrain_without_a_training_set_is_a_clear_error_with_nothing_written(tmp_path, monkeypatch) -> None:
+    from pipelines.settings import get_settings
+    from pipelines.train.stages import plan_stage
+
+    monkeypatch.setenv("TAILOR_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="no training set under .*run the validate_catalog DAG"):
+            plan_stage(["tagger"], None)
+        with pytest.raises(ValueError, match="unknown model"):
+            plan_stage(["sweater"], None)
+        assert not get_settings().runs_dir.exists()
+    finally:
+        get_settings.cache_clear()

@@ -56,3 +56,24 @@ def test_dag_end_to_end_from_crawled_snapshot(demo_malls, tmp_path: Path) -> Non
     tagger = pd.read_parquet(sets[0].parent / "manifests" / "tagger.parquet")
     assert len(tagger) > 0
     assert (root / "data.dvc").exists()
+
+
+def test_an_asset_triggered_run_validates_the_latest_registered_snapshot(tmp_path: Path) -> None:
+    """No ``snapshot`` in the conf (what an Asset-triggered run gets): the run resolves the
+    newest snapshot the crawler registered, not the alphabetically last folder."""
+    root = tmp_path / "proj"
+    s = Settings(root=root)
+    newer = fabricate_snapshot(s.snapshots_dir / "crawl-a", n=40, seed=1)
+    older = fabricate_snapshot(s.snapshots_dir / "crawl-b", n=40, seed=2)
+    s.crawl_state_dir.mkdir(parents=True)
+    (s.crawl_state_dir / "snapshots.jsonl").write_text(
+        "".join(json.dumps({"snapshot_id": f"v:{p.name}", "path": str(p)}) + "\n" for p in (older, newer))
+    )
+    env = isolated_airflow(tmp_path, root)
+    res = run_dag_test(env, "validate_catalog", {"previous_rows": 0}, tmp_path)
+    assert res["state"] == "success", res["log"][-4000:]
+    assert "validation" in res["log"]
+    sets = list(s.training_sets_dir.glob("*/training_set.json"))
+    assert len(sets) == 1
+    meta = json.loads(sets[0].read_text())
+    assert str(newer) in json.dumps(meta) and str(older) not in json.dumps(meta), meta

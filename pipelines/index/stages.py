@@ -72,6 +72,17 @@ def _embedder_version(embedder: str, cfg: dict[str, Any]) -> str:
         raise NoChampion(f"cannot resolve {uri} / {crop}: run retrain_models first ({exc.message})") from exc
 
 
+def _check_catalog(catalog: Path) -> None:
+    """A clear error, before anything is written, for a catalog that cannot be indexed."""
+    import pyarrow.parquet as pq
+
+    if not catalog.is_file():
+        raise FileNotFoundError(f"catalog {catalog} does not exist; nothing to index")
+    rows = pq.ParquetFile(catalog).metadata.num_rows
+    if rows == 0:
+        raise ValueError(f"catalog {catalog} has no products; nothing to index (the previous index keeps serving)")
+
+
 def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
     """Resolve the inputs and decide full rebuild vs incremental update.
 
@@ -96,6 +107,7 @@ def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, A
         catalog = str(ts / "catalog.parquet")
         images_root = images_root or meta["data_root_abs"]
         snapshot_id = snapshot_id or str(meta.get("snapshot_id", ""))
+    _check_catalog(Path(catalog))
     version = _embedder_version(embedder, cfg)
     champion = current_champion_dir(s)
     reasons: list[str] = []

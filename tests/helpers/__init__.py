@@ -9,7 +9,21 @@
 
 from __future__ import annotations
 
+import os
+from typing import NoReturn
+
+import pytest
+
 from pipelines.settings import PROJECT_ROOT
 
 #: the real CC0 photos beside the project (tests that need them skip where absent)
 SHARED_PHOTOS = PROJECT_ROOT.parent / "shared" / "datasets" / "clothing-photos"
+
+
+def missing(what: str) -> NoReturn:
+    """Skip a test whose prerequisite (a browser, Postgres, the shared photos) is missing here;
+    under ``CI=true`` fail it instead: CI installs every prerequisite, so a skip there would
+    hide a test that never ran."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true and {what}", pytrace=False)
+    pytest.skip(what)
