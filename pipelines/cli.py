@@ -33,7 +33,7 @@ from pipelines.index.cli import (
 from pipelines.malls.cli import mall_serve_cmd
 from pipelines.settings import Settings, get_settings
 from pipelines.synth.cli import bench_synth_cmd, synth_baselines_cmd, synth_cmd, synth_preview_cmd
-from pipelines.train.cli import models_rollback_cmd, models_status_cmd, models_train_cmd
+from pipelines.train.cli import models_curves_cmd, models_rollback_cmd, models_status_cmd, models_train_cmd
 from pipelines.validate.cli import (
     quality_report,
     validate_import_annotations,
@@ -75,6 +75,7 @@ mall_app.command("serve")(mall_serve_cmd)
 models_app.command("status")(models_status_cmd)
 models_app.command("train")(models_train_cmd)
 models_app.command("rollback")(models_rollback_cmd)
+models_app.command("curves")(models_curves_cmd)
 validate_app = typer.Typer(
     help="Great Expectations quality gate, quarantine, splits, balanced manifests.", no_args_is_help=True
 )

@@ -141,3 +141,30 @@ def test_deploy_status_and_rollback_with_nothing_deployed(project) -> None:
     assert st["current"] is None and st["history"] == []
     back = runner.invoke(app, ["deploy", "rollback"])
     assert back.exit_code == 1 and "nothing to roll back to" in back.output
+
+
+def test_models_curves_draws_an_unfinished_run(tmp_path: Path) -> None:
+    """A run cut short (checkpoint after epoch 2 of 40): its curves and one line per epoch."""
+    import torch
+
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "seconds": 60.0,
+            "val_map_50": 0.2 * e,
+            "val_baseline_map_50": 0.0,
+            "val_n_images": 300.0,
+        }
+        for e in (1, 2)
+    ]
+    (tmp_path / "checkpoints").mkdir()
+    state = {"epoch": 2, "best_epoch": 2, "stopped": False, "history": history, "bad": 0, "best": 0.4}
+    torch.save({"state": state, "model": {}}, tmp_path / "checkpoints" / "last.pt")
+    res = runner.invoke(app, ["models", "curves", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "epoch   2  loss 0.5000" in res.output and "map_50=0.400" in res.output and "n_images" not in res.output
+    assert "2 epochs done (still running or resumable); best epoch 2" in res.output
+    assert (tmp_path / "plots" / "curves.png").stat().st_size > 5000
+    none = runner.invoke(app, ["models", "curves", str(tmp_path / "nope")])
+    assert none.exit_code == 2 and "has not finished an epoch yet" in none.output

@@ -77,3 +77,28 @@ def models_rollback_cmd(
     except RuntimeError as exc:
         fail(str(exc))
     typer.echo(f"{registry.registered_name(name)}@champion -> v{version}")
+
+
+def models_curves_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a training run directory (var/runs/<set>/<model>/<profile>-<key>)")],
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: RUN_DIR/plots/curves.png)")] = None,
+) -> None:
+    """Draw the loss and validation curves of a training run, finished or still going (a
+    long full-profile run: how far it got), and print one line per epoch."""
+    from pipelines.train.engine import run_history
+    from pipelines.train.plots import curves_png
+
+    try:
+        run = run_history(run_dir)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    png = curves_png(run["history"], out or run_dir / "plots" / "curves.png", title=str(run_dir.name))
+    for h in run["history"]:
+        scores = "  ".join(
+            f"{k[4:]}={v:.3f}"
+            for k, v in h.items()
+            if k.startswith("val_") and not k.startswith("val_n_") and isinstance(v, float)
+        )
+        typer.echo(f"epoch {h['epoch']:3d}  loss {h['train_loss']:.4f}  {h['seconds']:7.1f}s  {scores}")
+    state = "stopped early" if run["stopped"] else "still running or resumable"
+    typer.echo(f"{run['epoch']} epochs done ({state}); best epoch {run['best_epoch']}; curves: {png}")

@@ -263,3 +263,15 @@ def fit(
         "resumed_from": resumed_from,
         "best_epoch": state["best_epoch"],
     }
+
+
+def run_history(out_dir: Path) -> dict[str, Any]:
+    """What a training run directory says about its progress, finished or not (a run cut
+    short resumes from the same checkpoint): ``{epoch, best_epoch, stopped, history}`` from
+    ``checkpoints/last.pt``. Raises FileNotFoundError when the run has no checkpoint yet."""
+    last = Path(out_dir) / "checkpoints" / "last.pt"
+    if not last.exists():
+        raise FileNotFoundError(f"{last} does not exist: the run has not finished an epoch yet")
+    # weights only: a checkpoint is tensors and plain containers, never code to run
+    state = torch.load(last, map_location="cpu", weights_only=True)["state"]
+    return {k: state[k] for k in ("epoch", "best_epoch", "stopped", "history")}

@@ -62,10 +62,12 @@ def pr_curves_png(precision: np.ndarray, names: list[str], path: Path) -> Path:
     return _save(fig, path)
 
 
-def curves_png(history: list[dict[str, Any]], path: Path) -> Path:
-    """Training loss and validation metrics per epoch."""
+def curves_png(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Training loss and validation metrics per epoch: each metric a solid line, its trivial
+    baseline (``val_baseline_<metric>``) dashed in the same colour, the best epoch of the
+    primary score marked. Counts (``val_n_*``) are left out: they share no axis with scores."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     ep = [h["epoch"] for h in history]
     for key in ("train_loss", "val_loss"):
         if any(key in h for h in history):
@@ -73,12 +75,28 @@ def curves_png(history: list[dict[str, Any]], path: Path) -> Path:
     a.set_xlabel("epoch")
     a.set_title("loss")
     a.legend()
-    keys = sorted({k for h in history for k in h if k.startswith("val_") and k != "val_loss"})
-    for key in keys[:12]:
-        b.plot(ep, [h.get(key, np.nan) for h in history], marker=".", label=key[4:])
+    keys = sorted(
+        {
+            k
+            for h in history
+            for k, v in h.items()
+            if k.startswith("val_")
+            and k != "val_loss"
+            and not k.startswith(("val_n_", "val_baseline_"))
+            and isinstance(v, int | float)
+        }
+    )
+    for key in keys[:10]:
+        (line,) = b.plot(ep, [h.get(key, np.nan) for h in history], marker=".", label=key[4:])
+        base = "val_baseline_" + key[4:]
+        if any(base in h for h in history):
+            b.plot(ep, [h.get(base, np.nan) for h in history], ls="--", color=line.get_color(), lw=1)
     b.set_xlabel("epoch")
-    b.set_title("validation metrics")
-    b.legend(fontsize=7)
+    b.set_ylim(0, 1)
+    b.set_title("validation metrics (dashed: trivial baseline)")
+    b.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 
