@@ -63,13 +63,20 @@ def test_holders_never_overlap(s: Settings) -> None:
 def test_a_rollback_waits_for_the_deploy_in_progress(s: Settings) -> None:
     from pipelines.deploy import release
 
-    t0 = time.monotonic()
-    holder = threading.Thread(target=lambda: _hold(s, 1.0))
+    held, released = threading.Event(), threading.Event()
+
+    def deploying() -> None:
+        with lease.held("cli:deploying", s):
+            held.set()
+            time.sleep(0.5)  # the rollback is waiting meanwhile
+            released.set()  # set inside the block: before the lease is given back
+
+    holder = threading.Thread(target=deploying)
     holder.start()
-    time.sleep(0.1)
+    assert held.wait(30)
     with pytest.raises(RuntimeError, match="nothing to roll back to"):
         release.rollback(s)  # runs only once the deploy's lease is released
-    assert time.monotonic() - t0 >= 0.9
+    assert released.is_set()  # the rollback ran after the deploy, not beside it
     holder.join()
 
 

@@ -20,6 +20,7 @@ from pipelines.deploy.gateway import read_upstream, write_upstream
 from pipelines.deploy.release import gateway_service, upstream_file
 from pipelines.services import free_port
 from pipelines.settings import Settings
+from tests.helpers import wait_until
 
 
 class _Backend(BaseHTTPRequestHandler):
@@ -101,8 +102,11 @@ def test_moving_between_upstreams_fails_no_request(gateway) -> None:
         slow: dict[str, str] = {}
         t = threading.Thread(target=lambda: slow.update(name=httpx.get(s.url(s.bento_port, "/slow"), timeout=10).text))
         t.start()
-        time.sleep(0.3)  # the slow request is in flight on A
-        gw = httpx.get(s.url(s.bento_port, "/-/gateway"), timeout=5).json()
+        gw = wait_until(
+            lambda: (g := httpx.get(s.url(s.bento_port, "/-/gateway"), timeout=5).json())["in_flight"].get(url_a) and g,
+            timeout_s=30,
+            what="the slow request in flight on A",
+        )
         assert gw["in_flight"].get(url_a, 0) >= 1 and url_b not in gw["in_flight"]
         for i in range(5):
             write_upstream(up, url_b if i % 2 == 0 else url_a, f"rel-{i}")

@@ -24,6 +24,7 @@ import torch
 
 from pipelines import registry
 from pipelines.settings import PROJECT_ROOT, Settings
+from tests.helpers import wait_until
 from tests.helpers.registry import FakeTrainResult, gate_metrics, hostile_pickle
 from tests.helpers.serving import broken_copy, polled, served_versions
 
@@ -113,7 +114,7 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(
     answering the release the state file names."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipelines.deploy import release
+    from pipelines.deploy import lease, release
     from pipelines.deploy.stages import deploy
 
     s = dsettings
@@ -124,7 +125,7 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(
     try:
         with ThreadPoolExecutor(2) as pool:
             fa = pool.submit(deploy, {"bundle": str(a)}, False, s, small_world)
-            time.sleep(0.5)
+            wait_until(lambda: lease.holder(s), what="the first deploy to take the lease")
             fb = pool.submit(deploy, {"bundle": str(b)}, False, s, small_world)
             ra, rb = fa.result(timeout=900), fb.result(timeout=900)
         switched = [e for e in release.read_state(s)["events"] if e["event"] == "switched"]
@@ -133,7 +134,7 @@ def test_concurrent_deploys_and_a_rollback_during_a_deploy_take_turns(
 
         with polled(s) as seen, ThreadPoolExecutor(1) as pool:
             fc = pool.submit(deploy, {"bundle": str(a)}, False, s, small_world)
-            time.sleep(2.0)  # the deploy holds the lease now
+            wait_until(lambda: lease.holder(s), what="the deploy to take the lease")
             back = release.rollback(s)  # waits for it, then undoes it
             rc = fc.result(timeout=900)
         assert set(seen) == {200}, seen  # no gap through a deploy and a rollback

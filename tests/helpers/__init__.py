@@ -27,3 +27,18 @@ def missing(what: str) -> NoReturn:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI=true and {what}", pytrace=False)
     pytest.skip(what)
+
+
+def wait_until(condition, timeout_s: float = 60.0, every_s: float = 0.02, what: str = "the condition"):
+    """Poll ``condition()`` until it returns something truthy (returned) or fail after
+    ``timeout_s``: tests wait on state, not on a sleep long enough on a fast machine."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)
