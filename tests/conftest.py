@@ -92,7 +92,7 @@ def fake_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_malls(small_world: Path) -> Iterator[MallServer]:
     """The three clean demo malls of ``small_world``, running on free ports (call
     ``server.reset()`` after changing a revision, the robots mode or fault counters)."""
-    from pipelines.malls.site import build_demo_malls
+    from pipelines.malls.demo import build_demo_malls
 
     with running_malls(build_demo_malls(small_world, seed=0)) as server:
         yield server
@@ -101,8 +101,8 @@ def demo_malls(small_world: Path) -> Iterator[MallServer]:
 @pytest.fixture(scope="session")
 def faulty_malls(small_world: Path) -> Iterator[MallServer]:
     """The three demo malls of ``small_world`` with every fault kind on."""
+    from pipelines.malls.demo import build_demo_malls
     from pipelines.malls.faults import FaultConfig
-    from pipelines.malls.site import build_demo_malls
 
     with running_malls(build_demo_malls(small_world, seed=0, faults=FaultConfig.all_on())) as server:
         yield server

@@ -8,19 +8,11 @@ Public API::
         server.url("demo-jsonld")                           # http://127.0.0.1:PORT
 """
 
+from pipelines.malls.demo import DEMO_MALLS, build_demo_malls, duplicate_products, load_world
 from pipelines.malls.faults import FaultConfig, FaultPlan, FaultState
 from pipelines.malls.photos import build_photo_mall
 from pipelines.malls.server import MallServer, RequestLog, benchmark_requests, serve_forever
-from pipelines.malls.site import (
-    DEMO_MALLS,
-    ImageRef,
-    Listing,
-    Mall,
-    Response,
-    build_demo_malls,
-    duplicate_products,
-    load_world,
-)
+from pipelines.malls.site import ImageRef, Listing, Mall, Response
 
 __all__ = [
     "DEMO_MALLS",

@@ -265,8 +265,8 @@ def serve_forever(
     Prints one ``name -> URL`` line per mall. Ports are consecutive from ``base_port``
     in the order demo-jsonld, demo-microdata, demo-css, photos (as in config/malls.yaml).
     """
+    from pipelines.malls.demo import build_demo_malls
     from pipelines.malls.photos import HOLDOUT_SHARE, build_photo_mall
-    from pipelines.malls.site import build_demo_malls
 
     malls: list[Mall] = []
     if world is not None:
