@@ -25,6 +25,9 @@ from pipelines.assets import CATALOG, CHAMPIONS, SEARCH_INDEX, TRAINING_SET
         "recall_target": Param(0.95, type="number", minimum=0, maximum=1, description="Recall@10 vs exact"),
         "factory": Param("", type="string", description="faiss factory override; empty = config/index.yaml"),
         "embedder": Param("champion", type="string", description="champion | pixels | models:/ URI"),
+        "crop_with": Param(
+            "", type="string", description="catalog crops: empty = config/index.yaml; none | champion | models:/ URI"
+        ),
         "training_set": Param("", type="string", description="training-set dir; empty = latest"),
         "catalog": Param("", type="string", description="catalog parquet instead of a training set"),
         "images_root": Param("", type="string", description="image root for `catalog`"),

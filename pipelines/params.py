@@ -96,6 +96,13 @@ def _checked(params: dict[str, Any] | None, s: Settings | None) -> dict[str, Any
                 f"DAG parameter {name!r}: {value!r} is not champion, pixels or a models:/ URI "
                 "of tailor-detector, tailor-parser, tailor-tagger or tailor-embedder"
             )
+        elif name == "crop_with" and not (
+            value in ("none", "champion")
+            or re.fullmatch(r"models:/tailor-detector(@[A-Za-z0-9_-]+|/[0-9]+)", str(value))
+        ):
+            raise ParamError(
+                f"DAG parameter 'crop_with': {value!r} is not none, champion or a models:/ URI of tailor-detector"
+            )
         elif name == "snapshot_name" and not _NAME.fullmatch(str(value)):
             raise ParamError(
                 f"DAG parameter 'snapshot_name': {value!r} must be a plain name "

@@ -24,6 +24,17 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_set(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training set (all four manifests, train/val/test splits) made from ``small_world``."""
+    from pipelines.ingest.world import world_manifest_rows
+    from pipelines.train.devset import training_set_from_rows
+
+    return training_set_from_rows(
+        world_manifest_rows(small_world), small_world, tmp_path_factory.mktemp("ts") / "small", seed=0
+    )
+
+
+@pytest.fixture(scope="session")
 def shared_photos() -> Path:
     """The real CC0 photos beside the project; tests using it skip where it is absent."""
     if not (SHARED_PHOTOS / "labels.csv").exists():

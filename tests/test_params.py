@@ -59,3 +59,13 @@ def test_a_symlink_out_of_the_data_root_is_refused(s: Settings, tmp_path: Path) 
     os.symlink(tmp_path / "outside", Path(s.data_dir) / "link")
     with pytest.raises(ParamError, match="'catalog'"):
         check_dag_params({"catalog": str(Path(s.data_dir) / "link" / "catalog.parquet")}, s)
+
+
+def test_crop_with_takes_none_champion_or_a_detector_uri() -> None:
+    from pipelines.params import ParamError, check_dag_params
+
+    for ok in ("none", "champion", "models:/tailor-detector@champion", "models:/tailor-detector/3", ""):
+        assert check_dag_params({"crop_with": ok}) == {"crop_with": ok}
+    for bad in ("pixels", "models:/tailor-embedder/3", "/etc/passwd", "models:/tailor-detector/../x"):
+        with pytest.raises(ParamError, match="crop_with"):
+            check_dag_params({"crop_with": bad})

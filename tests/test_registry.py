@@ -169,3 +169,55 @@ def test_a_champion_without_a_weights_hash_is_compared_on_its_record_not_run(
     )
     assert d.promoted
     assert any(f"champion v{v1} not re-evaluated" in n and "no weights.sha256 tag" in n for n in d.reasons), d.reasons
+
+
+def test_a_champion_from_another_evaluation_set_is_really_re_scored(
+    small_set: Path, tiny_training_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain DAG's gate stage with a champion evaluated on another set: the champion's
+    registered weights are loaded (hash-checked) and evaluated on the candidate's test split
+    by the real evaluation, and the decision compares against those figures."""
+    from pipelines.manifests import read_training_set
+    from pipelines.settings import get_settings
+    from pipelines.train import build_model, evaluate_model, model_config
+    from pipelines.train.stages import gate_stage
+
+    monkeypatch.setenv("TAILOR_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        s = get_settings()
+        Path(s.mlflow_dir).mkdir(parents=True)
+        torch.manual_seed(0)
+        champion = build_model("tagger", model_config("tagger", "demo")).eval()
+        recorded = {"acc_min": 0.9, "baseline_acc_min": 0.2}  # on ts-1, a set the candidate is not scored on
+        res = FakeTrainResult(
+            model=champion, metrics=recorded, config=champion.tailor_config, history=[], input_example=None
+        )
+        v1 = registry.log_training_run("tagger", res, tiny_training_set, "snap-1", s=s)["version"]
+        cfg = gate.GateConfig(thresholds={"tagger": {"acc_min": 0.5}}, tolerance=0.02)
+        assert registry.gate("tagger", v1, recorded, "ts-1", cfg, s=s).promoted
+
+        torch.manual_seed(1)
+        candidate = build_model("tagger", model_config("tagger", "demo")).eval()
+        cand_metrics = {"acc_min": 0.95, "baseline_acc_min": 0.2}
+        res2 = FakeTrainResult(
+            model=candidate, metrics=cand_metrics, config=candidate.tailor_config, history=[], input_example=None
+        )
+        logged = registry.log_training_run("tagger", res2, small_set, "snap-2", s=s)
+        info = {
+            "model": "tagger",
+            "training_set": str(small_set),
+            "profile": "demo",
+            "metrics": cand_metrics,
+            "thresholds": {"acc_min": 0.0},
+            **logged,
+        }
+        decision = gate_stage(info)
+
+        set_id = read_training_set(small_set)["id"]
+        assert f"champion v{v1} re-evaluated on {set_id}" in decision["reasons"]
+        expected = evaluate_model("tagger", registry.load_version(f"models:/tailor-tagger/{v1}", s=s), small_set)
+        assert decision["champion_metrics"]["acc_min"] == pytest.approx(expected["acc_min"])
+        assert decision["champion_metrics"]["acc_min"] != recorded["acc_min"]  # not the figure recorded on ts-1
+    finally:
+        get_settings.cache_clear()

@@ -32,16 +32,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def small_set(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.ingest.world import world_manifest_rows
-    from pipelines.train.devset import training_set_from_rows
-
-    return training_set_from_rows(
-        world_manifest_rows(small_world), small_world, tmp_path_factory.mktemp("ts") / "small", seed=0
-    )
-
-
 # ------------------------------------------------------------------ metrics: perfect -> 1
 
 

@@ -40,6 +40,21 @@ def _model_uris(embedder: str, cfg: dict[str, Any]) -> tuple[str, str | None]:
     return uri, catalog_crop_uri(cfg)
 
 
+def with_crop_policy(cfg: dict[str, Any], crop_with: str | None) -> dict[str, Any]:
+    """``cfg`` with ``embed.crop_with`` replaced by a run's choice: ``""``/None keeps the
+    config's, ``none`` embeds catalog shots whole, ``champion`` crops them with
+    ``tailor-detector@champion``, a ``models:/`` URI with that detector."""
+    if not crop_with:
+        return cfg
+    uri = None if crop_with == "none" else "models:/tailor-detector@champion" if crop_with == "champion" else crop_with
+    return {**cfg, "embed": {**(cfg.get("embed") or {}), "crop_with": uri}}
+
+
+def _spec_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The index config a planned run uses: the file's, with the crop policy fixed at plan time."""
+    return with_crop_policy(load_config(), spec.get("crop_with") or "none") if "crop_with" in spec else load_config()
+
+
 def make_embed_fn(embedder: str, cfg: dict[str, Any]) -> Any:
     """``champion`` -> the registered ``tailor-embedder@champion`` on whole catalog shots (or
     ``embed.crop_with``'s crops); ``pixels`` -> pixel projection."""
@@ -93,7 +108,7 @@ def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, A
     from pipelines.index.store import current_champion_dir
 
     s = s or get_settings()
-    cfg = load_config()
+    cfg = with_crop_policy(load_config(), params.get("crop_with"))
     embedder = params.get("embedder") or (cfg.get("embed") or {}).get("embedder", "champion")
     catalog = params.get("catalog") or ""
     images_root = params.get("images_root") or ""
@@ -128,6 +143,7 @@ def plan_stage(params: dict[str, Any], s: Settings | None = None) -> dict[str, A
         "reasons": reasons,
         "embedder": embedder,
         "embedder_version": version,
+        "crop_with": catalog_crop_uri(cfg),
         "catalog": str(catalog),
         "images_root": str(images_root),
         "snapshot_id": snapshot_id,
@@ -147,7 +163,7 @@ def embed_stage(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec["mode"] != "full":
         return spec
-    cfg = load_config()
+    cfg = _spec_config(spec)
     embed_fn = make_embed_fn(spec["embedder"], cfg)
     vectors, table = embed_catalog(
         Path(spec["catalog"]),
@@ -173,7 +189,7 @@ def build_stage(spec: dict[str, Any]) -> dict[str, Any]:
     from pipelines.index.store import save_index
     from pipelines.index.update import update_index
 
-    cfg = load_config()
+    cfg = _spec_config(spec)
     if spec["mode"] == "update":
         res = update_index(
             Path(spec["champion_dir"]),
@@ -236,7 +252,7 @@ def attributes_stage(info: dict[str, Any]) -> dict[str, Any]:
     An index built with the pixel embedder gets the map but no tags."""
     from pipelines.index.attributes import index_attributes
 
-    cfg = load_config()
+    cfg = _spec_config(info)
     tagger, version = champion_tagger() if info["embedder"] != "pixels" else (None, None)
     summary = index_attributes(
         Path(info["index_dir"]), Path(info["catalog"]), make_embed_fn(info["embedder"], cfg), tagger, version
