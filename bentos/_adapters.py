@@ -24,12 +24,10 @@ def predict(name: str, model: Any, images: list[Any]) -> Any:
 
 def crop_batch(images: Sequence[Any], size: int) -> np.ndarray:
     """(N, size, size, 3) uint8 square crops (aspect kept, grey padding) as the tagger and
-    embedder saw them in training (``square_crop`` with no context: the crop is the box)."""
-    from pipelines.train.data import square_crop
+    embedder saw them in training (no context: the crop is the box)."""
+    from pipelines.garments import garment_crop
 
-    return np.stack(
-        [np.asarray(square_crop(im.convert("RGB"), None, size, context=0.0), dtype=np.uint8) for im in images]
-    )
+    return np.stack([garment_crop(im, None, size, context=0.0) for im in images])
 
 
 def _shares_prefix(tagger: Any, embedder: Any) -> bool:

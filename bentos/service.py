@@ -19,6 +19,7 @@ come from ``config/serving.yaml`` / ``TAILOR_SERVE_*`` at import time.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -174,17 +175,22 @@ class Tailor:
             crop_context=float(search.get("crop_context", 0.1)),
             exact_photo_min=float(search.get("exact_photo_min", 0.0)),
         )
-        if BATCHING:
-            # Detector + parser are most of a request's CPU: batch them across requests too.
-            from bentos.batching import MicroBatcher
+        # Detector + parser are most of a request's CPU. ``image_workers`` bounds how many of
+        # their forward passes run at once in both modes, so batching on/off compare at equal
+        # concurrency limits: with batching on a pass takes every photo queued (up to
+        # ``max_image_batch``), with it off one photo (the unbatched server at its best limit).
+        from bentos.batching import MicroBatcher
 
-            self.image_batcher = MicroBatcher(
-                engine.image_models,
-                int(RUNTIME["max_image_batch"]),
-                "image-models",
-                workers=int(RUNTIME["image_workers"]),
-            )
-            engine.image_fn = self.image_batcher
+        workers = int(RUNTIME["image_workers"])
+        self.image_batcher = MicroBatcher(
+            engine.image_models,
+            int(RUNTIME["max_image_batch"]) if BATCHING else 1,
+            "image-models",
+            workers=workers,
+        )
+        engine.image_fn = self.image_batcher
+        # Unbatched, the crop service runs one call per request; the same limit bounds them.
+        self._crop_slots = None if BATCHING else threading.BoundedSemaphore(workers)
         self._vocab = bundle.tagger.vocab
         self._dim = int(bundle.embedder.dim)
         # Warm detector and parser here (lazy init off the first request); the crop worker
@@ -201,7 +207,11 @@ class Tailor:
         # the crop worker has just closed ("Server disconnected", bentoml/BentoML#3669).
         for attempt in range(_CROP_RETRIES + 1):
             try:
-                packed = np.asarray(self.crops.infer(crops))
+                if self._crop_slots is None:
+                    packed = np.asarray(self.crops.infer(crops))
+                else:
+                    with self._crop_slots:
+                        packed = np.asarray(self.crops.infer(crops))
                 return _unpack(packed, self._vocab, self._dim)
             except Exception as exc:
                 if attempt == _CROP_RETRIES or not connection_dropped(exc):

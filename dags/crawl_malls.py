@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from pipelines.assets import CATALOG
-from pipelines.versioning import DVC_POOL  # commits to DVC run one at a time
+from pipelines.pools import DVC_POOL  # commits to DVC run one at a time
 
 
 @dag(

@@ -15,7 +15,7 @@ from airflow.sdk import Param, dag, task
 
 from models import MODEL_NAMES
 from pipelines.assets import CHAMPIONS, TRAINING_SET
-from pipelines.train.stages import TRAIN_POOL
+from pipelines.pools import TRAIN_POOL
 
 
 @dag(

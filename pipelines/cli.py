@@ -17,7 +17,6 @@ from pipelines.clitools import fail
 from pipelines.crawl.cli import bench_crawl_command, crawl_command
 from pipelines.deploy.cli import (
     bench_load_command,
-    bench_look_command,
     bench_photos_command,
     bench_serve_command,
     deploy_command,
@@ -94,7 +93,6 @@ deploy_app.command("rollback")(deploy_rollback_command)
 bench_app.command("serve")(bench_serve_command)
 bench_app.command("load")(bench_load_command)
 bench_app.command("photos")(bench_photos_command)
-bench_app.command("look")(bench_look_command)
 index_app = typer.Typer(help="The faiss IVF-PQ product index: build, update, search.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 index_app.command("build")(index_build_command)
@@ -102,10 +100,20 @@ index_app.command("update")(index_update_command)
 index_app.command("search")(index_search_command)
 bench_app.command("index")(bench_index_command)
 
-from bentos.closet.cli import closet_app, users_app  # noqa: E402
 
-app.add_typer(users_app, name="users")
-app.add_typer(closet_app, name="closet")
+def _plugins() -> None:
+    """Command groups and benchmarks other packages register under the ``tailor.cli`` and
+    ``tailor.bench`` entry points (pyproject.toml): serving's ``users``, ``closet`` and
+    ``bench look`` come in this way, so the pipelines never import serving code."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="tailor.cli"):
+        app.add_typer(ep.load(), name=ep.name)
+    for ep in entry_points(group="tailor.bench"):
+        bench_app.command(ep.name)(ep.load())
+
+
+_plugins()
 
 # Stage commands whose modules keep heavy imports inside the functions.
 app.command("crawl")(crawl_command)

@@ -147,22 +147,22 @@ def format_result(res: dict[str, Any], limit: int = 3) -> str:
 
 
 def demo_user(s: Settings | None = None, name: str = "demo") -> tuple[str, Path]:
-    """The demo shopper: created on the first run, a fresh token on later ones (only hashes
-    are stored, so an old token cannot be shown again). The token is also written to
-    ``<closet_dir>/demo-token.txt`` (owner-only) for the demo page's token field."""
-    from bentos.closet.store import ClosetStore
+    """The demo shopper's token, through ``tailor users token`` (serving's own CLI, so the
+    pipelines never import serving code): the user is created on the first run and gets a
+    fresh token on later ones. It is also written to ``<closet_dir>/<name>-token.txt``
+    (owner-only) for the demo page's token field."""
+    import subprocess
+    import sys
 
     s = s or get_settings()
-    store = ClosetStore.from_settings(s)
-    try:
-        token = store.add_user(name)
-    except ValueError:
-        token = store.rotate_token(name)
     out = Path(s.closet_dir) / f"{name}-token.txt"
-    out.touch(mode=0o600, exist_ok=True)
-    out.chmod(0o600)
-    out.write_text(token + "\n")
-    return token, out
+    tailor = Path(sys.executable).parent / "tailor"
+    proc = subprocess.run(
+        [str(tailor), "users", "token", name, "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"tailor users token {name} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip().splitlines()[-1], out
 
 
 def closet_look(world: Path, token: str, s: Settings | None = None) -> str:

@@ -250,7 +250,7 @@ def _log_baselines(model: str, metrics: Mapping[str, Any]) -> None:
     also logged as ``test_baseline_*`` metrics with the others)."""
     import mlflow
 
-    from pipelines.train.plots import baselines_png
+    from pipelines.plots import baselines_png
 
     rows = baseline_table(model, metrics)
     if not rows:

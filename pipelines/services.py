@@ -29,9 +29,8 @@ import httpx
 import psutil
 
 from pipelines import cluster
+from pipelines.pools import DVC_POOL, TRAIN_POOL
 from pipelines.settings import Settings, get_settings
-from pipelines.train.stages import TRAIN_POOL
-from pipelines.versioning import DVC_POOL
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,6 @@ DVC_TIMEOUT_S = 1800.0
 DVC_LOCK_WAIT_S = 1800.0
 
 
-#: The Airflow pool (one slot) every DVC-committing task runs in, so DAGs queue for it
-#: instead of failing on DVC's own repository lock; :func:`dvc_lock` covers the CLI too.
-#: ``tailor up`` creates it (pipelines.services).
-DVC_POOL = "tailor_dvc"
-
-
 @contextlib.contextmanager
 def dvc_lock(s: Settings | None = None, wait_s: float = DVC_LOCK_WAIT_S) -> Iterator[None]:
     """Hold the project's DVC lock (``var/run/dvc.lock``); re-entrant within a thread.

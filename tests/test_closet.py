@@ -363,3 +363,24 @@ def test_users_and_retag_commands(
         assert run(app, ["users", "revoke", "nobody"]).exit_code == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_demo_user_token_through_the_tailor_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The demo's shopper comes from ``tailor users token`` (the pipelines never import the
+    closet store): created on the first call, a new token on the next, the old one dead, and
+    the token file readable by its owner only."""
+    from pipelines.demo import demo_user
+    from pipelines.settings import get_settings
+
+    monkeypatch.setenv("TAILOR_CLOSET_DIR", str(tmp_path / "closet"))
+    get_settings.cache_clear()
+    try:
+        first, path = demo_user(name="shopper")
+        assert path.read_text().strip() == first and (path.stat().st_mode & 0o777) == 0o600
+        second, _ = demo_user(name="shopper")
+        store = ClosetStore.from_settings()
+        assert second != first and path.read_text().strip() == second
+        assert store.user_for_token(second).name == "shopper"
+        assert store.user_for_token(first) is None
+    finally:
+        get_settings.cache_clear()

@@ -57,7 +57,7 @@ def test_every_dvc_committing_task_queues_in_the_dvc_pool() -> None:
     """Issue 14, finding 12: DVC commands run one at a time across DAGs (one-slot pool)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from pipelines.versioning import DVC_POOL
+    from pipelines.pools import DVC_POOL
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     in_pool = {(d.dag_id, t.task_id) for d in bag.dags.values() for t in d.tasks if t.pool == DVC_POOL}
@@ -108,7 +108,7 @@ def test_the_asset_chain_is_closed() -> None:
 def test_training_tasks_queue_in_the_train_pool_not_a_parse_time_cpu_count() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from pipelines.train.stages import TRAIN_POOL
+    from pipelines.pools import TRAIN_POOL
 
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["retrain_models"]
     train = dag.get_task("train")

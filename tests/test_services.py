@@ -68,14 +68,14 @@ def test_up_twice_then_down_twice(isolated: Settings) -> None:
         time.sleep(2)
     assert "demo_world" in dag_ids and not any(d.startswith("example_") for d in dag_ids)
     # the one-slot pool the DVC-committing tasks queue in exists (else they never run)
-    from pipelines.versioning import DVC_POOL
+    from pipelines.pools import DVC_POOL
 
     pool = httpx.get(
         s.url(s.airflow_port, f"/api/v2/pools/{DVC_POOL}"), headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
     assert pool.status_code == 200 and pool.json()["slots"] == 1, pool.text
     # the training pool is sized where the tasks run (Settings.train_slots), not in the DAG file
-    from pipelines.train.stages import TRAIN_POOL
+    from pipelines.pools import TRAIN_POOL
 
     pool = httpx.get(
         s.url(s.airflow_port, f"/api/v2/pools/{TRAIN_POOL}"), headers={"Authorization": f"Bearer {token}"}, timeout=30

@@ -34,6 +34,37 @@ def users_add(name: Annotated[str, typer.Argument(help="the user's name (1-64 ch
     typer.echo(token)
 
 
+def issue_token(name: str, out: Path | None = None) -> str:
+    """A token for ``name``: the user is created on first use, later calls rotate its token
+    (only hashes are stored, so an old token cannot be shown again). With ``out`` the token
+    is also written there, readable by its owner only."""
+    store = _store()
+    try:
+        token = store.add_user(name)
+    except ValueError:
+        token = store.rotate_token(name)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch(mode=0o600, exist_ok=True)
+        out.chmod(0o600)
+        out.write_text(token + "\n")
+    return token
+
+
+@users_app.command("token")
+def users_token(
+    name: Annotated[str, typer.Argument(help="the user's name (1-64 characters)")],
+    out: Annotated[Path | None, typer.Option(help="also write the token to this file (owner-only)")] = None,
+) -> None:
+    """Create the user if new, else rotate its token; print the token (the demo's shopper)."""
+    try:
+        token = issue_token(name, out)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(token)
+
+
 @users_app.command("list")
 def users_list() -> None:
     """Every user with its state and item count (never a token)."""

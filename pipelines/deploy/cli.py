@@ -63,12 +63,31 @@ def bench_serve_command(
             "48 gave +-10% run-to-run at concurrency 16"
         ),
     ] = 192,
+    unbatched_workers: Annotated[
+        str, typer.Option(help="comma-separated concurrency limits of the unbatched servers (best = baseline)")
+    ] = "1,2,4",
     out: Annotated[Path | None, typer.Option(help="also write the figures as JSON here")] = None,
 ) -> None:
-    """Latency p50/p95/p99 + throughput at concurrency 1/4/16, batching on vs off, and a load run."""
+    """Latency p50/p95/p99 + throughput at concurrency 1/4/16 (shop shots) and 1/16 (street
+    scenes), batching against the best unbatched limit, and an open-loop load run."""
     from pipelines.deploy.bench import bench_serve
 
-    report = bench_serve(bundle=bundle, world=world, duration_s=duration, n_requests=requests, echo=typer.echo)
+    try:
+        limits = tuple(int(w) for w in unbatched_workers.split(",") if w.strip())
+        if not limits or min(limits) < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(
+            f"--unbatched-workers wants positive integers like 1,2,4, got {unbatched_workers!r}"
+        ) from None
+    report = bench_serve(
+        bundle=bundle,
+        world=world,
+        duration_s=duration,
+        n_requests=requests,
+        unbatched_workers=limits,
+        echo=typer.echo,
+    )
     if out:
         Path(out).write_text(json.dumps(report, indent=2))
 
@@ -105,22 +124,3 @@ def bench_photos_command(
         raise typer.Exit(1) from None
     if out:
         Path(out).write_text(json.dumps(report, indent=2))
-
-
-def bench_look_command(
-    split: Annotated[str, typer.Option(help="val to choose look.covered_min, test to report it")] = "val",
-    bundle: Annotated[Path | None, typer.Option(help="bundle directory; default: the live release's")] = None,
-    training_set: Annotated[Path | None, typer.Option(help="training-set directory; default: the latest")] = None,
-) -> None:
-    """Complete-the-look on annotated street scenes: owned garments covered vs others missing per threshold."""
-    from pipelines.deploy.lookbench import bench_look
-    from pipelines.deploy.release import read_state, release_info
-    from pipelines.validate.training_set import latest_training_set
-
-    if bundle is None:
-        current = read_state().get("current")
-        if not current:
-            typer.echo("nothing is deployed; pass --bundle", err=True)
-            raise typer.Exit(1)
-        bundle = Path(release_info(current)["bundle"])
-    bench_look(bundle, Path(training_set or latest_training_set()), split, echo=typer.echo)

@@ -98,9 +98,10 @@ def train_model(
 
     import torch
 
+    from pipelines.plots import curves_png
+
     from .config import config_hash, resolve_config
     from .engine import fit, seed_everything
-    from .plots import curves_png
 
     t0 = time.perf_counter()
     task = get_task(name)

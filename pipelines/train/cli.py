@@ -85,8 +85,8 @@ def models_curves_cmd(
 ) -> None:
     """Draw the loss and validation curves of a training run, finished or still going (a
     long full-profile run: how far it got), and print one line per epoch."""
+    from pipelines.plots import curves_png
     from pipelines.train.engine import run_history
-    from pipelines.train.plots import curves_png
 
     try:
         run = run_history(run_dir)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from pipelines import plots as P
+
 from . import metrics as M
-from . import plots as P
 from .data import (
     CANVAS_FILL,
     RowDataset,

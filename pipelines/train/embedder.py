@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipelines import plots as P
+
 from . import metrics as M
-from . import plots as P
 from .data import square_crop, to_tensor
 from .tagger import CropDataset, CropTask
 

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from pipelines import plots as P
+
 from . import metrics as M
-from . import plots as P
 from .data import CANVAS_FILL, RowDataset, load_rgb, photometric, square_canvas, to_tensor
 from .engine import Task
 

@@ -18,11 +18,6 @@ from typing import Any
 from models import MODEL_NAMES as MODELS
 from pipelines.settings import Settings, get_settings
 
-#: The Airflow pool the training tasks queue in. ``tailor up`` sizes it with
-#: :attr:`pipelines.settings.Settings.train_slots` on the machine that runs the tasks, so the
-#: DAG file itself (parsed by the DAG processor, maybe elsewhere) never reads a CPU count.
-TRAIN_POOL = "tailor_train"
-
 
 def work_dir(model: str, training_set: Path, profile: str, overrides: dict | None, s: Settings | None = None) -> Path:
     """Deterministic training directory: same inputs -> same directory -> resume, not redo."""

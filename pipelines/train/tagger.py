@@ -16,8 +16,9 @@ import pandas as pd
 import torch
 from PIL import ImageOps
 
+from pipelines import plots as P
+
 from . import metrics as M
-from . import plots as P
 from .data import RowDataset, load_crop, parse_bbox, photometric, square_crop, to_tensor
 from .engine import Task
 

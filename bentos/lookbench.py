@@ -13,14 +13,20 @@ product should come back ``covered``, any other ``missing``.
 It prints, per threshold, the share of owned garments covered and of other garments
 missing, and the balanced accuracy next to the trivial baselines (all covered / all
 missing: 0.5). Pick ``look.covered_min`` on the validation split; report the test split.
+
+It lives with the service because it runs the service's own engine; the ``tailor`` CLI
+finds the command through the ``tailor.bench`` entry point (pyproject.toml), so pipelines
+never import serving code.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 
 def _iou(a: list[float], b: list[float]) -> float:
@@ -41,7 +47,6 @@ def look_scores(
 
     from bentos.engine import Bundle, SearchEngine
     from pipelines.manifests import read_training_set
-    from pipelines.train.data import parse_bbox
 
     torch.set_num_threads(2)
     root = Path(read_training_set(training_set)["data_root_abs"])
@@ -67,7 +72,8 @@ def look_scores(
         with Image.open(root / scene) as im:
             a = engine.analyze(im.convert("RGB"))
         for _, g in gt.iterrows():
-            x, y, w, h = parse_bbox(g["bbox"])  # COCO [x, y, w, h]
+            bbox = g["bbox"]
+            x, y, w, h = json.loads(bbox) if isinstance(bbox, str) else bbox  # COCO [x, y, w, h]
             box = [x, y, x + w, y + h]
             best = max(range(len(a["garments"])), key=lambda j: _iou(a["garments"][j]["box"], box))
             if _iou(a["garments"][best]["box"], box) < 0.5:
@@ -123,3 +129,21 @@ def bench_look(bundle: Path, training_set: Path, split: str = "val", echo: Any =
     best = max(table, key=lambda r: r["balanced_accuracy"])
     echo(f"best on {split}: covered_min {best['covered_min']:.2f} balanced accuracy {best['balanced_accuracy']:.3f}")
     return {**{k: v for k, v in res.items() if k != "rows"}, "table": table, "best": best}
+
+
+def bench_look_command(
+    split: Annotated[str, typer.Option(help="val to choose look.covered_min, test to report it")] = "val",
+    bundle: Annotated[Path | None, typer.Option(help="bundle directory; default: the live release's")] = None,
+    training_set: Annotated[Path | None, typer.Option(help="training-set directory; default: the latest")] = None,
+) -> None:
+    """Complete-the-look on annotated street scenes: owned garments covered vs others missing per threshold."""
+    from pipelines.deploy.release import read_state, release_info
+    from pipelines.validate.training_set import latest_training_set
+
+    if bundle is None:
+        current = read_state().get("current")
+        if not current:
+            typer.echo("nothing is deployed; pass --bundle", err=True)
+            raise typer.Exit(1)
+        bundle = Path(release_info(current)["bundle"])
+    bench_look(bundle, Path(training_set or latest_training_set()), split, echo=typer.echo)
