@@ -1,13 +1,14 @@
 """``make demo``: the embedded default end to end, the way the platform's users drive it.
 
-1. generate the synthetic world and serve it as the demo malls;
+1. generate the synthetic world and serve it as the demo malls (with the real-photo mall of
+   ``../shared/datasets/clothing-photos`` when that folder exists);
 2. start MLflow and Airflow (and the data-quality report server);
 3. import the world's annotation export (boxes, masks, parsing labels) into ``data/``;
 4. trigger ``crawl_malls`` through Airflow's REST API and follow the Asset-scheduled runs it
    sets off: ``validate_catalog`` → ``retrain_models`` (demo profile) → ``rebuild_index`` →
    ``deploy_bento``;
-5. search a street scene on the deployed endpoint, create the closet user ``demo``
-   (:func:`demo_user`), put one shop photo into its closet and complete the look of a street
+5. search a street scene on the deployed endpoint, get the closet user ``demo``'s token
+   (:func:`demo_user`, through ``tailor users token``), put one shop photo into its closet and complete the look of a street
    scene against it (:func:`closet_look`), then print the URLs and the token.
 """
 

@@ -65,8 +65,14 @@ def bench_crawl_command(
     delay: Annotated[float, typer.Option(help="politeness delay (s) for the polite run")] = 0.2,
     polite_pages: Annotated[int, typer.Option(help="pages fetched in the polite run")] = 25,
     seed: Annotated[int, typer.Option()] = 0,
+    world: Annotated[
+        Path | None,
+        typer.Option(help="serve this world's catalog (e.g. var/worlds/demo); default: a fresh demo-sized world"),
+    ] = None,
 ) -> None:
     """Print crawler pages/s and images/s on loopback, and the polite request rate measured."""
     from pipelines.crawl.bench import run_benchmark
 
-    run_benchmark(products=products, delay_s=delay, polite_pages=polite_pages, seed=seed)
+    if world is not None and not (world / "products.jsonl").exists():
+        raise typer.BadParameter(f"{world} is not a world (no products.jsonl); see `tailor synth`")
+    run_benchmark(products=products, delay_s=delay, polite_pages=polite_pages, seed=seed, world=world)
