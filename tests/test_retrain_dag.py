@@ -109,3 +109,28 @@ def test_retrain_promotes_then_rejects(dev_set: Path, tmp_path: Path) -> None:
         assert client.get_model_version_by_alias(f"tailor-{m}", "challenger").tags["gate.decision"] == "rejected"
     for m in promoted:
         assert str(client.get_model_version_by_alias(f"tailor-{m}", "champion").version) == "1"
+
+
+@pytest.mark.slow  # db migrate + one one-epoch embedder training: about two minutes on 2 cores
+def test_an_asset_triggered_run_trains_on_the_latest_training_set(dev_set: Path, tmp_path: Path) -> None:
+    """No ``training_set`` in the conf (what a run set off by the ``training-set`` Asset gets):
+    the plan resolves the newest set by its recorded creation time, not the alphabetically
+    last folder, and the registered run says which set it trained on."""
+    from mlflow import MlflowClient
+
+    from pipelines.settings import Settings
+
+    root = tmp_path / "proj"
+    env = isolated_airflow(tmp_path, root)
+    for name, created in (("zz-older", "2026-01-01T00:00:00+00:00"), ("aa-newer", "2026-06-01T00:00:00+00:00")):
+        ts = root / "data" / "training-sets" / name
+        shutil.copytree(dev_set, ts)
+        meta = json.loads((ts / "training_set.json").read_text())
+        meta.update(id=name, created_at=created, data_root=str((dev_set / meta["data_root"]).resolve()))
+        (ts / "training_set.json").write_text(json.dumps(meta))
+    res = run_dag_test(env, "retrain_models", {"models": ["embedder"], "profile": "demo", "epochs": 1}, tmp_path)
+    assert res["state"].endswith("success"), res["log"][-4000:]
+    s = Settings(root=root, data_dir=root / "data", var_dir=root / "var", mlflow_dir=root / "mlflow")
+    client = MlflowClient(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_tracking_uri)
+    run_id = client.get_model_version("tailor-embedder", "1").run_id
+    assert client.get_run(run_id).data.tags["training_set"] == "aa-newer"

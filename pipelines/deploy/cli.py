@@ -89,6 +89,7 @@ def bench_serve_command(
         echo=typer.echo,
     )
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2))
 
 
@@ -106,6 +107,7 @@ def bench_load_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2))
     if report["5xx"] or not report["rss_within_bound"]:
         raise typer.Exit(1)
@@ -123,4 +125,5 @@ def bench_photos_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2))
