@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.settings import PROJECT_ROOT, Settings
+from tests.helpers import missing
 from tests.helpers.snapshots import fabricate_snapshot
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,11 +49,11 @@ def test_served_on_loopback_with_summary(served) -> None:
     assert gx_index.status == 200
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian chromium at /usr/bin/chromium (apt-get install -y chromium); no browser is ever downloaded",
-)
 def test_report_screenshot_in_headless_chromium(served) -> None:
+    if not CHROMIUM.exists():
+        missing(
+            "needs Debian chromium at /usr/bin/chromium (apt-get install -y chromium); no browser is ever downloaded"
+        )
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
