@@ -60,10 +60,7 @@ def isolated_airflow(tmp_path: Path, root: Path, **extra_env: str) -> dict[str, 
     airflow = str(Path(sys.executable).parent / "airflow")
     mig = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert mig.returncode == 0, mig.stderr[-3000:]
-    from pipelines.pools import TRAIN_POOL
-    from pipelines.versioning import (
-        DVC_POOL,  # as `tailor up` does: tasks in a missing pool never run
-    )
+    from pipelines.pools import DVC_POOL, TRAIN_POOL  # as `tailor up` does: tasks in a missing pool never run
 
     for name, slots in ((DVC_POOL, "1"), (TRAIN_POOL, "1")):
         pool = subprocess.run(
