@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT
-from tests.helpers import missing
+from tests.helpers import missing, wait_until
 from tests.helpers.serving import jpeg, png_bomb
 
 pytestmark = pytest.mark.services
@@ -122,7 +122,12 @@ def test_demo_page_in_chromium(server: str, small_world: Path):
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(f"{server}/demo")
-            page.wait_for_function("document.querySelector('#versions').textContent.includes('embedder')")
+            # Waits poll with page.evaluate (run by the driver): wait_for_function's string
+            # predicate is eval'd in the page, which the page's CSP (no 'unsafe-eval') refuses.
+            wait_until(
+                lambda: "embedder" in page.evaluate("document.querySelector('#versions').textContent"),
+                what="the versions line",
+            )
             page.set_input_files("#file", str(photo))
             page.wait_for_selector("body[data-state=done]", timeout=60_000)
             cards = page.locator(".card")
@@ -130,8 +135,11 @@ def test_demo_page_in_chromium(server: str, small_world: Path):
             assert "p00007" in [cards.nth(i).get_attribute("data-product-id") for i in range(cards.count())]
             assert page.locator(".garment .tag").count() >= 2
             # the thumbnails are served by the service itself
-            page.wait_for_function(
-                "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)"
+            wait_until(
+                lambda: page.evaluate(
+                    "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)"
+                ),
+                what="the product thumbnails",
             )
             page.screenshot(path=str(ARTIFACTS / "demo-page.png"), full_page=True)
         finally:
