@@ -524,6 +524,8 @@ def stop(svc: str | Service, s: Settings | None = None, timeout_s: float = 30.0)
     svc.pid_file(s).unlink(missing_ok=True)
     if pid is None:
         return False
+    # Wait for the whole group, not only its leader: a launcher that exits at once on SIGTERM
+    # (Airflow's) can leave a member still shutting down or stuck, which then gets SIGKILL.
     for sig, wait_s in ((svc.stop_signal, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
@@ -531,10 +533,21 @@ def stop(svc: str | Service, s: Settings | None = None, timeout_s: float = 30.0)
             return True
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if not pid_alive(pid):
+            if not group_alive(pid):
                 return True
             time.sleep(0.2)
     return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` is still running (zombies do not count)."""
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.info["pid"]) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False
 
 
 def describe(s: Settings | None = None) -> str:

@@ -15,6 +15,7 @@ import pytest
 from pipelines import services
 from pipelines.services import free_port
 from pipelines.settings import PROJECT_ROOT, Settings
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.services
 
@@ -224,3 +225,24 @@ def test_cluster_groups_and_stop_order(tmp_path: Path) -> None:
         order.index("airflow-worker-1") < order.index("airflow-api") < order.index("mlflow") < order.index("postgres")
     )
     assert order.index("airflow") < order.index("postgres")
+
+
+def test_stop_leaves_no_member_of_the_group_behind(tmp_path) -> None:
+    """A service whose launcher exits at once on SIGTERM while a member of its group ignores
+    it (an Airflow scheduler stuck in its shutdown): stop waits for the whole group and
+    SIGKILLs what is left, so `tailor down` leaves nothing running."""
+    s = Settings(root=tmp_path)
+    s.ensure_dirs()
+    port = free_port()
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    code = (
+        "import http.server, socketserver, subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}]); open('member.pid', 'w').write(str(p.pid)); "
+        f"socketserver.TCPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()"
+    )
+    svc = services.Service(name="probe", argv=[sys.executable, "-c", code], port=port, health_path="/")
+    services.start(svc, s)
+    member = int(wait_until(lambda: (s.root / "member.pid").exists() and (s.root / "member.pid").read_text()))
+    assert services.pid_alive(member)
+    assert services.stop(svc, s, timeout_s=1.0) is True
+    assert not services.pid_alive(member), "a member of the service's process group survived stop"
