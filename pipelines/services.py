@@ -174,6 +174,32 @@ def _airflow_pools(s: Settings) -> tuple[tuple[str, ...], ...]:
     )
 
 
+def _mlflow_server(
+    s: Settings, workers: int, argv: list[str] | None = None, env: dict[str, str] | None = None
+) -> Service:
+    """The MLflow tracking server of either profile, serving artifacts from
+    ``mlflow_artifacts_uri``; the backend store comes in ``argv`` or ``env``."""
+    return Service(
+        name="mlflow",
+        argv=[
+            _bin("mlflow"),
+            "server",
+            "--host",
+            s.host,
+            "--port",
+            str(s.mlflow_port),
+            *(argv or []),
+            "--artifacts-destination",
+            str(s.mlflow_artifacts_uri),
+            "--workers",
+            str(workers),
+        ],
+        port=s.mlflow_port,
+        health_path="/health",
+        env=env or {},
+    )
+
+
 def cluster_services(s: Settings) -> dict[str, Service]:
     """The cluster profile's servers (pipelines/cluster.py), each on 127.0.0.1."""
     aenv = airflow_env(s)
@@ -215,24 +241,9 @@ def cluster_services(s: Settings) -> dict[str, Service]:
             health="tcp",
             after=cluster.ensure_bucket,
         ),
-        "mlflow": Service(
-            name="mlflow",
-            argv=[
-                _bin("mlflow"),
-                "server",
-                "--host",
-                s.host,
-                "--port",
-                str(s.mlflow_port),
-                "--artifacts-destination",
-                str(s.mlflow_artifacts_uri),
-                "--workers",
-                "2",
-            ],
-            port=s.mlflow_port,
-            health_path="/health",
-            # the backend URI carries the Postgres password: environment, not argv
-            env={"MLFLOW_BACKEND_STORE_URI": str(s.mlflow_backend_uri), **cluster.s3_env(s)},
+        # the backend URI carries the Postgres password: environment, not argv
+        "mlflow": _mlflow_server(
+            s, workers=2, env={"MLFLOW_BACKEND_STORE_URI": str(s.mlflow_backend_uri), **cluster.s3_env(s)}
         ),
         "airflow-api": Service(
             name="airflow-api",
@@ -272,25 +283,7 @@ def services(s: Settings | None = None) -> dict[str, Service]:
             prepare=_airflow_pools(s),
         ),
         "mlflow": extra.get("mlflow")
-        or Service(
-            name="mlflow",
-            argv=[
-                _bin("mlflow"),
-                "server",
-                "--host",
-                s.host,
-                "--port",
-                str(s.mlflow_port),
-                "--backend-store-uri",
-                str(s.mlflow_backend_uri),
-                "--artifacts-destination",
-                str(s.mlflow_artifacts_uri),
-                "--workers",
-                "1",
-            ],
-            port=s.mlflow_port,
-            health_path="/health",
-        ),
+        or _mlflow_server(s, workers=1, argv=["--backend-store-uri", str(s.mlflow_backend_uri)]),
         "report": Service(
             name="report",
             argv=[_bin("tailor"), "quality", "report", "--port", str(s.report_port)],
